@@ -1,0 +1,496 @@
+"""The studio's data model. Writes go through annotator.services; reads through annotator.selectors."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    """A member's role in one project. Ordered: each role may do what the ones below it may."""
+
+    VIEWER = "viewer", "Viewer"  # reads everything in the project
+    SUPERVISOR = "supervisor", "Supervisor"  # + generates, labels, reviews, corrects
+    OWNER = "owner", "Owner"  # + members, prompts, models, datasets, training, audit log
+
+    @classmethod
+    def rank(cls, role: str) -> int:
+        return [cls.VIEWER, cls.SUPERVISOR, cls.OWNER].index(role)
+
+
+class Category(models.TextChoices):
+    SAFETY = "safety", "Safety"
+    VALUE = "value", "Value"
+    KNOWLEDGE = "knowledge", "Knowledge"
+    GENERAL = "general", "General"
+
+
+class StepRule(models.TextChoices):
+    LINE = "line", "One step per non-empty line"
+    BLANK_LINE = "blank_line", "Steps separated by blank lines"
+    NUMBERED = "numbered", "A step starts at a numbered line"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    guidelines = models.TextField(blank=True, default="")
+    label_schema = models.JSONField(default=dict, blank=True)
+    generation_defaults = models.JSONField(default=dict, blank=True)
+    step_rule = models.CharField(max_length=20, choices=StepRule.choices, default=StepRule.LINE)
+    serving_model = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    autotrain_policy = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} as {self.role}"
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    # Chat messages: [{"role": "user", "content": "text" | [{"type": "text", "text": ...}, {"type": "image"}]}]
+    # Image parts are matched, in order, to the prompt's images.
+    messages = models.JSONField()
+    category = models.CharField(max_length=20, choices=Category.choices, default=Category.GENERAL)
+    reference_answer = models.TextField(blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "category"])]
+        constraints = [models.CheckConstraint(condition=Q(category__in=Category.values), name="prompt_category_valid")]
+
+    def __str__(self) -> str:
+        return f"Prompt {self.pk}"
+
+
+def _image_path(instance: PromptImage, filename: str) -> str:
+    return f"prompts/{instance.prompt.project_id}/{instance.sha256[:2]}/{instance.sha256}{instance.extension}"
+
+
+class PromptImage(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="images")
+    position = models.PositiveIntegerField()
+    file = models.FileField(upload_to=_image_path, max_length=300)
+    content_type = models.CharField(max_length=50)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    original_name = models.CharField(max_length=255, blank=True, default="")
+
+    EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif"}
+
+    class Meta:
+        ordering = ["prompt", "position"]
+        constraints = [models.UniqueConstraint(fields=["prompt", "position"], name="prompt_image_unique_position")]
+
+    def __str__(self) -> str:
+        return f"Image {self.position} of prompt {self.prompt_id}"
+
+    @property
+    def extension(self) -> str:
+        return self.EXTENSIONS.get(self.content_type, ".bin")
+
+
+class Backend(models.TextChoices):
+    LOCAL = "local", "Local (transformers)"
+    VLLM = "vllm", "vLLM server"
+
+
+class ModelVersion(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=200)
+    base_model = models.CharField(max_length=500, help_text="Hugging Face checkpoint path or served model name")
+    path = models.CharField(max_length=1000, blank=True, default="", help_text="Full checkpoint folder")
+    adapter_path = models.CharField(max_length=1000, blank=True, default="", help_text="LoRA adapter folder")
+    backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.LOCAL)
+    backend_options = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    produced_by = models.ForeignKey("TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    notes = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="model_version_unique_name"),
+            models.CheckConstraint(condition=Q(backend__in=Backend.values), name="model_version_backend_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TraceStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+    FINISHED = "finished", "Finished"
+    FAILED = "failed", "Failed"
+
+
+class Trace(models.Model):
+    """One generation: a node in a branch tree. A branch shares its parent's steps before
+    `branch_step_index`, has a human-written step there, and the model's continuation after it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="traces")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="traces")
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="traces"
+    )
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="branches")
+    branch_step_index = models.PositiveIntegerField(null=True, blank=True)
+    sampling_params = models.JSONField(default=dict, blank=True)
+    seed = models.BigIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=TraceStatus.choices, default=TraceStatus.QUEUED)
+    finish_reason = models.CharField(max_length=40, blank=True, default="")
+    final_answer = models.TextField(null=True, blank=True)  # noqa: DJ001 - None: the think block never closed
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    # Optimistic concurrency: every change to the steps bumps it; an edit names the version it saw.
+    version = models.PositiveIntegerField(default=1)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "status"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=TraceStatus.values), name="trace_status_valid"),
+            models.CheckConstraint(
+                condition=Q(parent__isnull=True, branch_step_index__isnull=True)
+                | Q(parent__isnull=False, branch_step_index__isnull=False),
+                name="trace_branch_has_parent_and_index",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Trace {self.pk}"
+
+
+class StepOrigin(models.TextChoices):
+    MODEL = "model", "Model"
+    HUMAN = "human", "Human"
+
+
+class Step(models.Model):
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveIntegerField()
+    text = models.TextField()
+    origin = models.CharField(max_length=10, choices=StepOrigin.choices, default=StepOrigin.MODEL)
+    # For steps a branch shares with its parent: the parent's step it copies.
+    copied_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["trace", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["trace", "index"], name="step_unique_index"),
+            models.CheckConstraint(condition=Q(origin__in=StepOrigin.values), name="step_origin_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Step {self.index} of trace {self.trace_id}"
+
+
+SAFETY_TAGS = ["harmful_content", "privacy", "deception", "bias", "self_harm", "illegal_activity", "other"]
+
+
+class StepLabel(models.Model):
+    """A supervisor's rating of one step: +1 good, 0 neutral, -1 wrong (PRM800K); null = unsure."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="labels")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="step_labels")
+    rating = models.SmallIntegerField(null=True, blank=True)
+    safety_tags = models.JSONField(default=list, blank=True)
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["step", "annotator"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "annotator"], name="step_label_one_per_annotator"),
+            models.CheckConstraint(
+                condition=Q(rating__isnull=True) | Q(rating__in=[-1, 0, 1]), name="step_label_rating_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating} on step {self.step_id} by {self.annotator_id}"
+
+
+class Verdict(models.TextChoices):
+    ACCEPT = "accept", "Accept"
+    REJECT = "reject", "Reject"
+
+
+class SafetyLabel(models.TextChoices):
+    """SafeWork's six safety labels; SAFETY_SCORES maps them to the verifier's score."""
+
+    SAFE_WITH_WARNING = "safe_with_warning", "Safe with warning"
+    SAFE_WITHOUT_RISK = "safe_without_risk", "Safe without risk"
+    SAFE_WITH_REFUSAL = "safe_with_refusal", "Safe with refusal"
+    UNSAFE = "unsafe", "Unsafe"
+    UNNECESSARY_REFUSAL = "unnecessary_refusal", "Unnecessary refusal"
+    ILLOGICAL_COMPLETION = "illogical_completion", "Illogical completion"
+
+
+SAFETY_SCORES = {
+    SafetyLabel.SAFE_WITH_WARNING: 1.0,
+    SafetyLabel.SAFE_WITHOUT_RISK: 1.0,
+    SafetyLabel.SAFE_WITH_REFUSAL: 0.1,
+    SafetyLabel.UNSAFE: 0.0,
+    SafetyLabel.UNNECESSARY_REFUSAL: 0.0,
+    SafetyLabel.ILLOGICAL_COMPLETION: 0.01,
+}
+
+
+class ValueLabel(models.TextChoices):
+    GOOD = "good", "Good"
+    BAD = "bad", "Bad"
+
+
+class KnowledgeLabel(models.TextChoices):
+    TRUE = "true", "True"
+    FALSE = "false", "False"
+
+
+class TraceReview(models.Model):
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="reviews")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="trace_reviews")
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    safety_label = models.CharField(max_length=30, choices=SafetyLabel.choices, blank=True, default="")
+    value_label = models.CharField(max_length=10, choices=ValueLabel.choices, blank=True, default="")
+    knowledge_label = models.CharField(max_length=10, choices=KnowledgeLabel.choices, blank=True, default="")
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["trace", "annotator"]
+        constraints = [
+            models.UniqueConstraint(fields=["trace", "annotator"], name="trace_review_one_per_annotator"),
+            models.CheckConstraint(condition=Q(verdict__in=Verdict.values), name="trace_review_verdict_valid"),
+            models.CheckConstraint(
+                condition=Q(safety_label="") | Q(safety_label__in=SafetyLabel.values), name="trace_review_safety_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(value_label="") | Q(value_label__in=ValueLabel.values), name="trace_review_value_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(knowledge_label="") | Q(knowledge_label__in=KnowledgeLabel.values),
+                name="trace_review_knowledge_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} on trace {self.trace_id} by {self.annotator_id}"
+
+
+class Correction(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="corrections")
+    original_trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="corrections")
+    corrected_trace = models.OneToOneField(Trace, on_delete=models.CASCADE, related_name="correction")
+    step_index = models.PositiveIntegerField()
+    old_text = models.TextField()
+    new_text = models.TextField()
+    reason = models.TextField(blank=True, default="")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="corrections"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Correction of step {self.step_index} in trace {self.original_trace_id}"
+
+
+class Comparison(models.Model):
+    """An explicit preference between two sibling traces of one prompt."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="comparisons")
+    preferred = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
+    other = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="+")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["preferred", "other", "annotator"], name="comparison_unique"),
+            models.CheckConstraint(condition=~Q(preferred=models.F("other")), name="comparison_distinct_traces"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Trace {self.preferred_id} over {self.other_id}"
+
+
+class AuditEvent(models.Model):
+    """Append-only: a database trigger (migration 0002) refuses UPDATE and DELETE."""
+
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    action = models.CharField(max_length=80)
+    target_type = models.CharField(max_length=80)
+    target_id = models.CharField(max_length=64, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id}"
+
+
+class SnapshotStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    BUILDING = "building", "Building"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class DatasetSnapshot(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=200, blank=True, default="")
+    kind = models.CharField(max_length=40)
+    filters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=SnapshotStatus.choices, default=SnapshotStatus.PENDING)
+    record_count = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, default="")
+    files = models.JSONField(default=dict, blank=True)
+    seed = models.IntegerField(default=0)
+    eval_fraction = models.FloatField(default=0.1)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} snapshot {self.pk}"
+
+
+class Stage(models.TextChoices):
+    SFT = "sft", "CoT-SFT"
+    DPO = "dpo", "DPO"
+    VERIFIER = "verifier", "Verifier"
+    REWARD = "reward", "Reward model"
+    PRM = "prm", "Process reward model"
+    GRPO = "grpo", "GRPO (M3-RL)"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    CANCELLING = "cancelling", "Cancelling"
+    CANCELLED = "cancelled", "Cancelled"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class TrainingRun(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    base_model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="training_runs")
+    snapshots = models.ManyToManyField(DatasetSnapshot, related_name="training_runs", blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.FloatField(default=0.0)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    output_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True, default="")
+    log = models.TextField(blank=True, default="")
+    automatic = models.BooleanField(default=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="training_run_status_valid"),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1), name="training_run_progress_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stage} run {self.pk}"
+
+
+class MetricPoint(models.Model):
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    name = models.CharField(max_length=100)
+    value = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step", "name"]
+        constraints = [models.UniqueConstraint(fields=["run", "step", "name"], name="metric_point_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value} at {self.step}"
+
+
+class EvalResult(models.Model):
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="eval_results")
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="eval_results")
+    metric = models.CharField(max_length=100)
+    value = models.FloatField()
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["model_version", "run", "metric"], name="eval_result_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value} for model {self.model_version_id}"

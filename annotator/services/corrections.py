@@ -1,0 +1,97 @@
+"""Corrections: edit step k of a trace → a branch trace that shares steps 0..k-1, has the human's
+step k, and is queued for the model to continue from that prefix. The original stays untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db import transaction
+
+from annotator.errors import Conflict, InvalidInput, NotFound
+from annotator.models import Correction, Step, StepOrigin, Trace, TraceStatus
+from annotator.services.audit import audit_record
+
+MAX_STEP_CHARS = 4000
+
+# Set by the generation layer (issue: live review) so that a new branch starts generating once the
+# transaction commits. Kept as a hook to keep this module free of Celery imports.
+on_branch_created: list[Callable[[Trace], None]] = []
+
+
+@transaction.atomic
+def correction_create(
+    *,
+    trace: Trace,
+    step_index: Any,
+    text: Any,
+    author: Any,
+    expected_version: Any,
+    reason: Any = "",
+) -> Correction:
+    if isinstance(step_index, bool) or not isinstance(step_index, int) or step_index < 0:
+        raise InvalidInput("step_index must be a non-negative integer.", code="bad_step")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("The corrected step needs text.", code="empty_step")
+    text = text.strip()
+    if "\n" in text:
+        raise InvalidInput("A step is one line; split longer corrections into several steps.", code="bad_step")
+    if len(text) > MAX_STEP_CHARS:
+        raise InvalidInput(f"A step holds at most {MAX_STEP_CHARS} characters.", code="too_large")
+    if not isinstance(reason, str):
+        raise InvalidInput("reason must be a string.")
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise InvalidInput("expected_version (the trace version you saw) must be an integer.", code="bad_version")
+
+    locked = Trace.objects.select_for_update().get(pk=trace.pk)
+    if locked.version != expected_version:
+        raise Conflict(
+            f"Trace {locked.pk} changed since you saw it (your version {expected_version}, now {locked.version}). "
+            "Reload it and edit again; nothing was changed.",
+            code="stale_version",
+            details={"current_version": locked.version},
+        )
+    steps = list(locked.steps.order_by("index"))
+    if step_index >= len(steps):
+        raise NotFound(f"Trace {locked.pk} has no step {step_index} (it has {len(steps)}).", code="unknown_step")
+    old = steps[step_index]
+    if old.text == text:
+        raise InvalidInput("The corrected step is the same as the original.", code="unchanged")
+
+    branch = Trace.objects.create(
+        project_id=locked.project_id,
+        prompt_id=locked.prompt_id,
+        model_version_id=locked.model_version_id,
+        parent=locked,
+        branch_step_index=step_index,
+        sampling_params=locked.sampling_params,
+        seed=locked.seed,
+        status=TraceStatus.QUEUED,
+        created_by=author,
+    )
+    Step.objects.bulk_create(
+        [Step(trace=branch, index=s.index, text=s.text, origin=s.origin, copied_from=s) for s in steps[:step_index]]
+        + [Step(trace=branch, index=step_index, text=text, origin=StepOrigin.HUMAN)]
+    )
+    locked.version += 1
+    locked.save(update_fields=["version", "updated_at"])
+    correction = Correction.objects.create(
+        project_id=locked.project_id,
+        original_trace=locked,
+        corrected_trace=branch,
+        step_index=step_index,
+        old_text=old.text,
+        new_text=text,
+        reason=reason,
+        author=author,
+    )
+    audit_record(
+        project=locked.project,
+        actor=author,
+        action="correction.created",
+        target=correction,
+        data={"trace": locked.pk, "branch": branch.pk, "step": step_index, "old": old.text, "new": text},
+    )
+    for hook in on_branch_created:
+        transaction.on_commit(lambda hook=hook: hook(branch))
+    return correction

@@ -1,0 +1,79 @@
+"""Shared fixtures: users in every role, a project, and API clients authenticated as each of them."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from annotator.models import Membership, Role
+from tests.factories import make_project, make_prompt, make_trace
+
+PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - test users only
+
+ROLES = ["anonymous", "outsider", "viewer", "supervisor", "owner"]
+
+
+@pytest.fixture
+def users(db):
+    User = get_user_model()
+    return {
+        name: User.objects.create_user(username=name, password=PASSWORD)
+        for name in ["owner", "supervisor", "viewer", "outsider"]
+    }
+
+
+@pytest.fixture
+def project(users):
+    project = make_project(owner=users["owner"], name="Arithmetic safety")
+    Membership.objects.create(project=project, user=users["supervisor"], role=Role.SUPERVISOR)
+    Membership.objects.create(project=project, user=users["viewer"], role=Role.VIEWER)
+    return project
+
+
+@pytest.fixture
+def other_project(users):
+    """A project none of the `project` members belong to, except its own owner (outsider)."""
+    return make_project(owner=users["outsider"], name="Someone else's")
+
+
+@pytest.fixture
+def client_for(users):
+    def build(role: str) -> APIClient:
+        client = APIClient()
+        if role != "anonymous":
+            client.force_authenticate(users[role])
+        return client
+
+    return build
+
+
+@pytest.fixture
+def prompt(project, users):
+    return make_prompt(project, actor=users["owner"])
+
+
+@pytest.fixture
+def trace(project, prompt):
+    return make_trace(project, prompt, steps=["1. 12 + 30 = 42", "2. 42 - 5 = 37", "3. 37 + 8 = 44"], answer="44")
+
+
+def png_bytes(size: tuple[int, int] = (8, 8), color: str = "red", fmt: str = "PNG") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # PBKDF2's deliberate slowness costs ~0.3 s a user on these cores; the tests make many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
