@@ -1,0 +1,123 @@
+"""The generation backend interface: one request in, a stream of text deltas out.
+
+Two implementations: ``local`` (transformers in this process, for development, tests and small
+deployments) and ``vllm`` (an OpenAI-compatible ``vllm serve`` in production). The generate worker
+only sees this module, so it can switch between them from a ModelVersion's ``backend`` field.
+
+Django-free on purpose: the trainer's evaluation and the benchmarks use the same backends.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+FINISH_REASONS = ("stop", "length", "cancelled")
+
+
+class GenerationError(RuntimeError):
+    """Generation failed: unreachable server, server error, bad model path, unsupported input."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int | None = None  # same seed + params + prompt -> same text (per backend and hardware)
+
+    def validate(self) -> SamplingParams:
+        """Raise ValueError naming the bad field; return self so calls can be chained."""
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float):
+            raise ValueError(f"temperature must be a number, got {self.temperature!r}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        if isinstance(self.top_p, bool) or not isinstance(self.top_p, int | float):
+            raise ValueError(f"top_p must be a number, got {self.top_p!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise ValueError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63
+        ):
+            raise ValueError(f"seed must be a non-negative integer or null, got {self.seed!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamplingParams:
+        """Build from stored JSON (a project's defaults, a trace's params); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown sampling parameter(s): {', '.join(unknown)}")
+        return cls(**data).validate()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """``messages``: chat messages; a content is a string or a list of parts, where each
+    ``{"type": "image"}`` part takes the next entry of ``images`` (raw PNG/JPEG bytes), in order.
+    ``prefix``: a partial assistant message to continue (never a new turn)."""
+
+    messages: list[dict[str, Any]]
+    images: tuple[bytes, ...] = ()
+    prefix: str = ""
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+    def validate(self) -> GenerationRequest:
+        if not self.messages:
+            raise ValueError("a generation request needs at least one message")
+        parts = count_image_parts(self.messages)
+        if parts != len(self.images):
+            raise ValueError(f"{parts} image part(s) in the messages but {len(self.images)} image(s) given")
+        self.params.validate()
+        return self
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of streamed text. The last one carries finish_reason and the token counts."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class GenerationBackend(Protocol):
+    def stream(self, request: GenerationRequest, *, should_stop: Callable[[], bool]) -> Iterator[Delta]:
+        """Yield deltas; poll ``should_stop`` between tokens (always from the caller's thread) and,
+        once it returns True, stop within a token and end with finish_reason "cancelled"."""
+        ...
+
+
+def count_image_parts(messages: list[dict[str, Any]]) -> int:
+    return sum(
+        1
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for part in m["content"]
+        if isinstance(part, dict) and part.get("type") == "image"
+    )
+
+
+def make_backend(kind: str, **options: Any) -> GenerationBackend:
+    """``make_backend("local", model_path=...)`` or ``make_backend("vllm", base_url=..., model=...)``."""
+    # Imported lazily: the vLLM client must not pull in torch, and the local one is heavy.
+    if kind == "local":
+        from annotator.generation.local import LocalBackend
+
+        return LocalBackend(**options)
+    if kind == "vllm":
+        from annotator.generation.vllm import VLLMBackend
+
+        return VLLMBackend(**options)
+    raise ValueError(f"unknown generation backend {kind!r}; expected 'local' or 'vllm'")

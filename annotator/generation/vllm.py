@@ -1,0 +1,201 @@
+"""Generation through a ``vllm serve`` OpenAI-compatible server (production serving).
+
+Chat completions with ``stream: true``: the server answers with server-sent events, ``data: {json}``
+lines ending with ``data: [DONE]``. A partial assistant message is continued with
+``continue_final_message: true, add_generation_prompt: false`` (vLLM's extension of the OpenAI API),
+so a human-edited prefix is extended in place instead of starting a new turn. Closing the HTTP
+connection aborts the request on the server, which is how a stop reaches vLLM.
+
+Only httpx is needed here: vLLM runs as its own service (it is CUDA-only and would replace torch).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+from annotator.generation.backends import Delta, GenerationError, GenerationRequest
+
+# vLLM reports "abort" when the request was cancelled on its side; anything else ends a turn normally.
+_FINISH_MAP = {"stop": "stop", "length": "length", "abort": "cancelled"}
+
+
+def _image_mime(data: bytes) -> str:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "image/webp"
+    raise GenerationError("images must be PNG, JPEG, GIF or WebP bytes")
+
+
+def _openai_messages(request: GenerationRequest) -> list[dict[str, Any]]:
+    """Our messages (image placeholders + separate bytes) → OpenAI content parts with data URLs."""
+    images = iter(request.images)
+    out: list[dict[str, Any]] = []
+    for message in request.messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts: list[dict[str, Any]] = []
+            for part in content:
+                if part.get("type") == "image":
+                    data = next(images)
+                    url = f"data:{_image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
+                elif part.get("type") == "text":
+                    parts.append({"type": "text", "text": part.get("text", "")})
+                else:
+                    parts.append(part)
+            content = parts
+        out.append({**message, "content": content})
+    return out
+
+
+def _error_message(response: httpx.Response) -> str:
+    """vLLM answers errors as {"error": {"message": ...}} (newer) or {"message": ...} / {"detail": ...}."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip() or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        for key in ("message", "detail", "error"):
+            if body.get(key):
+                return str(body[key])
+    return json.dumps(body)
+
+
+class VLLMBackend:
+    """Client for one served model (or LoRA adapter name) on a vLLM server."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/v1"):
+            self.base_url = self.base_url[: -len("/v1")]
+        self.model = model
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # The read timeout bounds the wait for the next token, not the whole generation.
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request_body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The JSON sent to /v1/chat/completions (public so callers and tests can inspect it)."""
+        params = request.params
+        messages = _openai_messages(request)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if request.prefix:
+            as_parts = any(isinstance(m.get("content"), list) for m in messages)
+            content: Any = [{"type": "text", "text": request.prefix}] if as_parts else request.prefix
+            messages.append({"role": "assistant", "content": content})
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        else:
+            body["add_generation_prompt"] = True
+        return body
+
+    def stream(self, request: GenerationRequest, *, should_stop: Callable[[], bool]) -> Iterator[Delta]:
+        request.validate()
+        body = self.request_body(request)
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        done = False
+        cancelled = False
+        try:
+            if should_stop():
+                yield Delta("", "cancelled", None, 0)
+                return
+            with self._client.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise GenerationError(
+                        f"vLLM answered {response.status_code}: {_error_message(response)}"
+                    )
+                for line in response.iter_lines():
+                    if should_stop():
+                        # Leaving the with-block closes the connection; vLLM aborts the request.
+                        cancelled = True
+                        break
+                    if not line.startswith("data:"):
+                        continue  # blank separators and ": keep-alive" comments
+                    payload = line[len("data:") :].strip()
+                    if payload == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = json.loads(payload)
+                    except ValueError as exc:
+                        raise GenerationError(f"vLLM sent a malformed event: {payload[:200]!r}") from exc
+                    if "error" in chunk:
+                        err = chunk["error"]
+                        msg = err.get("message") if isinstance(err, dict) else err
+                        raise GenerationError(f"vLLM error during generation: {msg}")
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            yield Delta(text)
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+        except httpx.HTTPError as exc:
+            raise GenerationError(f"cannot stream from vLLM at {self.base_url}: {exc}") from exc
+        if cancelled:
+            # vLLM sends usage only at the end, so a cancelled stream has no token counts.
+            yield Delta("", "cancelled", usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            return
+        if not done and finish is None:
+            raise GenerationError("the vLLM stream ended before the completion finished")
+        yield Delta(
+            "",
+            _FINISH_MAP.get(finish or "stop", "stop"),
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+        )
+
+    def load_lora_adapter(self, name: str, path: str) -> None:
+        """Make a trained LoRA adapter servable as model ``name`` (needs the server started with
+        ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``)."""
+        self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+
+    def unload_lora_adapter(self, name: str) -> None:
+        self._post("/v1/unload_lora_adapter", {"lora_name": name})
+
+    def _post(self, url: str, body: dict[str, Any]) -> None:
+        try:
+            response = self._client.post(url, json=body)
+        except httpx.HTTPError as exc:
+            raise GenerationError(f"cannot reach vLLM at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise GenerationError(f"vLLM answered {response.status_code}: {_error_message(response)}")
