@@ -1,0 +1,160 @@
+"""Plain, frozen input records for dataset materialisation (no Django).
+
+A selector turns ORM rows into these; ``materialise`` turns them into TRL records. Keeping the
+core on plain data means the exporters can be tested, benchmarked and run in a worker without a
+database.
+
+Conventions the selector must follow:
+
+- ``TraceRec.steps`` is the trace's FULL step list, the shared prefix of a branch included (a
+  branch created by editing step k repeats steps 0..k-1 of its parent, then the human step k).
+- ``answer`` is None while the think block never closed (stopped or unfinished generation).
+- ids may be ints or strings; exports write them as strings so every column has one type.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+CATEGORIES = ("safety", "value", "knowledge", "general")
+SAFETY_LABELS = (
+    "safe_with_warning",
+    "safe_without_risk",
+    "safe_with_refusal",
+    "unsafe",
+    "unnecessary_refusal",
+    "illogical_completion",
+)
+# SafeWork-R1's safety verifier score for each label (arXiv 2507.18576).
+SAFETY_SCORES: dict[str, float] = {
+    "safe_with_warning": 1.0,
+    "safe_without_risk": 1.0,
+    "safe_with_refusal": 0.1,
+    "unsafe": 0.0,
+    "unnecessary_refusal": 0.0,
+    "illogical_completion": 0.01,
+}
+VALUE_LABELS = ("good", "bad")
+KNOWLEDGE_LABELS = ("true", "false")
+VERDICTS = ("accept", "reject")
+
+Id = int | str
+
+
+@dataclass(frozen=True)
+class PromptRec:
+    id: Id
+    messages: list[dict[str, Any]]  # chat messages; content is a string or a list of text/image parts
+    images: list[str] = field(default_factory=list)  # image file paths, in order of appearance
+    category: str = "general"
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class StepLabelRec:
+    annotator: str
+    rating: int | None  # +1 good, 0 neutral, -1 wrong, None = unsure
+    safety_tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepRec:
+    index: int
+    text: str
+    origin: str = "model"  # "model" or "human"
+    labels: list[StepLabelRec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReviewRec:
+    annotator: str
+    verdict: str | None = None  # "accept" / "reject" / None (not given)
+    safety_label: str | None = None
+    value_label: str | None = None
+    knowledge_label: str | None = None
+
+
+@dataclass(frozen=True)
+class TraceRec:
+    id: Id
+    prompt_id: Id
+    steps: list[StepRec]
+    answer: str | None
+    parent_id: Id | None = None
+    branch_step_index: int | None = None
+    model_version: str | None = None
+    status: str = "finished"
+    reviews: list[ReviewRec] = field(default_factory=list)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CorrectionRec:
+    id: Id
+    original_trace_id: Id
+    corrected_trace_id: Id
+    step_index: int
+    old_text: str
+    new_text: str
+    author: str
+
+
+@dataclass(frozen=True)
+class ComparisonRec:
+    id: Id
+    preferred_trace_id: Id
+    other_trace_id: Id
+    annotator: str
+
+
+def _order_key(obj: Any) -> tuple[str, str]:
+    # Records come out in a fixed order whatever order the database returned rows in, so the
+    # snapshot hash does not depend on query plans.
+    created = getattr(obj, "created_at", None)
+    return (created.isoformat() if created else "", f"{type(obj.id).__name__}:{obj.id:>20}")
+
+
+class Corpus:
+    """Everything one export reads, with the lookups the materialisers need."""
+
+    def __init__(
+        self,
+        *,
+        prompts: Iterable[PromptRec] = (),
+        traces: Iterable[TraceRec] = (),
+        corrections: Iterable[CorrectionRec] = (),
+        comparisons: Iterable[ComparisonRec] = (),
+    ) -> None:
+        self.prompts: list[PromptRec] = sorted(prompts, key=_order_key)
+        self.traces: list[TraceRec] = sorted(traces, key=_order_key)
+        self.corrections: list[CorrectionRec] = sorted(corrections, key=_order_key)
+        self.comparisons: list[ComparisonRec] = sorted(comparisons, key=_order_key)
+        self._prompts = {p.id: p for p in self.prompts}
+        self._traces = {t.id: t for t in self.traces}
+        self._corrections_of: dict[Id, list[CorrectionRec]] = defaultdict(list)
+        self._correction_into: dict[Id, CorrectionRec] = {}
+        for c in self.corrections:
+            self._corrections_of[c.original_trace_id].append(c)
+            self._correction_into[c.corrected_trace_id] = c
+
+    def prompt(self, prompt_id: Id) -> PromptRec | None:
+        return self._prompts.get(prompt_id)
+
+    def trace(self, trace_id: Id) -> TraceRec | None:
+        return self._traces.get(trace_id)
+
+    def corrections_of(self, trace_id: Id) -> list[CorrectionRec]:
+        """Corrections whose original is ``trace_id`` (edits made on it)."""
+        return self._corrections_of.get(trace_id, [])
+
+    def correction_into(self, trace_id: Id) -> CorrectionRec | None:
+        """The correction that created branch ``trace_id``, if it is a corrected branch."""
+        return self._correction_into.get(trace_id)
+
+    @property
+    def has_images(self) -> bool:
+        return any(p.images for p in self.prompts)
