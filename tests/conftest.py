@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 from annotator.models import Membership, Role
 from tests.factories import make_project, make_prompt, make_trace
 
-PASSWORD = "correct-horse-battery-staple"  # noqa: S105 - test users only
+PASSWORD = "correct-horse-battery-staple"
 
 ROLES = ["anonymous", "outsider", "viewer", "supervisor", "owner"]
 
@@ -69,11 +69,22 @@ def png_bytes(size: tuple[int, int] = (8, 8), color: str = "red", fmt: str = "PN
 
 
 @pytest.fixture(autouse=True)
-def _media_root(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     # PBKDF2's deliberate slowness costs ~0.3 s a user on these cores; the tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def worker_tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("workers")
+
+
+@pytest.fixture(scope="session")
+def default_worker(django_db_setup, django_db_blocker, worker_tmp):
+    """A real Celery worker process on queue `default`, against the test database."""
+    from tests.support.live import purge_queues, start_worker
+
+    purge_queues()
+    proc = start_worker(worker_tmp, queues="default", name="default", pool="threads", concurrency=2)
+    yield proc
+    proc.stop()

@@ -1,4 +1,4 @@
-"""Every endpoint × every role: anonymous 401, non-member 404 (the project is invisible), a member whose
+"""Every endpoint x every role: anonymous 401, non-member 404 (the project is invisible), a member whose
 role is too low 403, and a member with the role gets the documented success status."""
 
 from __future__ import annotations
