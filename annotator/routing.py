@@ -1,3 +1,7 @@
-"""Websocket routes. The live trace protocol (/ws/traces/<id>/) is added by the live-review work."""
+from django.urls import re_path
 
-websocket_urlpatterns: list = []
+from annotator.consumers import TraceConsumer
+
+websocket_urlpatterns = [
+    re_path(r"^ws/traces/(?P<trace_id>\d+)/$", TraceConsumer.as_asgi()),
+]

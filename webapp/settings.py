@@ -131,6 +131,7 @@ WHITENOISE_USE_FINDERS = DEBUG  # production serves what collectstatic gathered
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT", DATA_DIR / "media"))
 MODEL_STORE = Path(os.environ.get("SAFELADDER_MODEL_STORE", DATA_DIR / "models"))
+VLLM_BASE_URL = os.environ.get("VLLM_BASE_URL", "http://127.0.0.1:8001")
 EXPORT_ROOT = Path(os.environ.get("SAFELADDER_EXPORT_ROOT", DATA_DIR / "exports"))
 
 LOGIN_URL = "/accounts/login/"

@@ -8,6 +8,7 @@ from annotator.models import (
     AuditEvent,
     Category,
     Correction,
+    DatasetSnapshot,
     Membership,
     ModelVersion,
     Project,
@@ -289,3 +290,16 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     detail = serializers.CharField()
     errors = serializers.JSONField(required=False)
+
+
+# --- dataset snapshots (annotator/api/datasets.py) --------------------------------------------
+
+
+class TraceCreateSerializer(serializers.Serializer):
+    prompt = serializers.IntegerField(help_text="Prompt id in this project")
+    model_version = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Defaults to the project's serving model"
+    )
+    sampling_params = serializers.JSONField(
+        required=False, help_text="temperature, top_p, max_new_tokens, seed (project defaults apply)"
+    )

@@ -18,8 +18,8 @@ from annotator import selectors
 from annotator.access import access_project
 from annotator.api import serializers as s
 from annotator.errors import InvalidInput, NotFound
-from annotator.models import Category, Membership, ModelVersion, Role, TraceStatus
-from annotator.services import corrections, labels, model_versions, projects, prompts
+from annotator.models import Category, Membership, ModelVersion, Prompt, Role, Trace, TraceStatus
+from annotator.services import corrections, generation, labels, model_versions, projects, prompts
 
 
 def _read_upload(upload, *, limit: int, what: str) -> bytes:
@@ -342,7 +342,10 @@ class ModelVersionDetailView(ProjectScoped):
     )
 )
 class TraceListView(ProjectScoped, generics.ListAPIView):
+    """Traces of the project; POST creates one for a prompt and starts generating (supervisors)."""
+
     serializer_class = s.TraceSerializer
+    write_role = Role.SUPERVISOR
 
     def get_queryset(self):
         q = self.request.query_params
@@ -360,6 +363,51 @@ class TraceListView(ProjectScoped, generics.ListAPIView):
             model_version_id=ids["model_version"],
             parent_id=ids["parent"],
         )
+
+    @extend_schema(request=s.TraceCreateSerializer, responses={201: s.TraceSerializer})
+    def post(self, request, project_id):
+        data = s.TraceCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        prompt = selectors.get_in_project(Prompt.objects, self.project, v["prompt"], what="Prompt")
+        model = None
+        if v.get("model_version") is not None:
+            model = selectors.get_in_project(
+                ModelVersion.objects, self.project, v["model_version"], what="Model version"
+            )
+        trace = generation.trace_create(
+            project=self.project,
+            prompt=prompt,
+            actor=request.user,
+            model_version=model,
+            sampling_params=v.get("sampling_params"),
+        )
+        return Response(self.get_serializer(trace).data, status=status.HTTP_201_CREATED)
+
+
+class TraceActionView(ProjectScoped):
+    """Base for POST-only trace actions (supervisors)."""
+
+    serializer_class = s.TraceSerializer
+    write_role = Role.SUPERVISOR
+    service = None
+
+    @extend_schema(request=None, responses={200: s.TraceSerializer, 409: s.ErrorSerializer})
+    def post(self, request, project_id, trace_id):
+        trace = type(self).service(trace=self.trace(trace_id, Trace.objects), actor=request.user)
+        return Response(self.get_serializer(trace).data)
+
+
+class TraceStopView(TraceActionView):
+    """Stop generation (within half a second); the step being written is dropped."""
+
+    service = staticmethod(generation.trace_stop)
+
+
+class TraceContinueView(TraceActionView):
+    """Continue a stopped trace from its saved steps."""
+
+    service = staticmethod(generation.trace_continue)
 
 
 class TraceDetailView(ProjectScoped):

@@ -22,6 +22,38 @@ from annotator.models import (
 from annotator.services.audit import audit_record
 
 
+def _user(user: Any) -> dict[str, Any]:
+    return {"id": user.pk, "username": user.username}
+
+
+def label_payload(label: StepLabel) -> dict[str, Any]:
+    return {
+        "id": label.pk,
+        "annotator": _user(label.annotator),
+        "rating": label.rating,
+        "safety_tags": label.safety_tags,
+        "note": label.note,
+    }
+
+
+def review_payload(review: TraceReview) -> dict[str, Any]:
+    return {
+        "id": review.pk,
+        "annotator": _user(review.annotator),
+        "verdict": review.verdict,
+        "safety_label": review.safety_label,
+        "value_label": review.value_label,
+        "knowledge_label": review.knowledge_label,
+        "note": review.note,
+    }
+
+
+def _publish_on_commit(trace_id: int, event_type: str, **payload: Any) -> None:
+    from annotator import events
+
+    transaction.on_commit(lambda: events.publish_trace_event(trace_id, event_type, **payload))
+
+
 def _check_rating(rating: Any) -> int | None:
     if rating is None or rating == "unsure":
         return None
@@ -66,6 +98,7 @@ def step_label_set(*, step: Step, annotator: Any, rating: Any, safety_tags: Any 
         target=label,
         data={"trace": step.trace_id, "step": step.index, "rating": value, "safety_tags": tags, "created": created},
     )
+    _publish_on_commit(step.trace_id, "label.updated", step_index=step.index, label=label_payload(label))
     return label
 
 
@@ -107,6 +140,7 @@ def trace_review_set(
         target=review,
         data={"trace": trace.pk, **{k: v for k, v in fields.items() if k != "note"}, "created": created},
     )
+    _publish_on_commit(trace.pk, "review.updated", review=review_payload(review))
     return review
 
 

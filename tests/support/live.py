@@ -67,8 +67,9 @@ class Proc:
         self.cmd = cmd
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -101,10 +102,27 @@ class Proc:
         self._log.close()
 
 
-def start_worker(tmp: Path, *, queues: str, name: str, pool: str = "threads", concurrency: int = 4,
-                 **env: str) -> Proc:
-    cmd = [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues, "-n", f"{name}@%h",
-           "--pool", pool, "-c", str(concurrency), "--without-gossip", "--without-mingle", "-l", "INFO"]
+def start_worker(tmp: Path, *, queues: str, name: str, pool: str = "threads", concurrency: int = 4, **env: str) -> Proc:
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "webapp",
+        "worker",
+        "-Q",
+        queues,
+        "-n",
+        f"{name}@%h",
+        "--pool",
+        pool,
+        "-c",
+        str(concurrency),
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "INFO",
+    ]
     proc = Proc(cmd, tmp / f"worker-{name}.log", process_env(**env))
     proc.wait_for("ready.", timeout=90)
     return proc

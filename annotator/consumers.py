@@ -1,0 +1,242 @@
+"""The live trace socket, /ws/traces/<id>/ (protocol: docs/websocket.md).
+
+Thin: it checks access through the same gate as REST, calls the same services, and relays the
+trace's sequenced events. ORM work happens only through database_sync_to_async helpers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from annotator import events
+from annotator.access import access_project
+from annotator.errors import Forbidden, InvalidInput, NotFound, StudioError
+from annotator.models import Role, Trace
+
+MAX_FRAME_BYTES = 64 * 1024
+ACTIONS = {"start", "stop", "continue", "edit", "label", "review"}
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+def _snapshot(trace_id: int, user: Any) -> dict[str, Any]:
+    from annotator.api.serializers import TraceDetailSerializer
+    from annotator.selectors import trace_detail_queryset
+
+    seq = events.current_seq(trace_id)  # read first: anything newer arrives as a live event
+    trace = trace_detail_queryset().get(pk=trace_id)
+    partial, answer = "", ""
+    for event in events.events_between(trace_id, 0, seq)[-2000:]:
+        if event["type"] == "trace.token":
+            partial, answer = event.get("partial", ""), event.get("answer", "")
+        elif event["type"] == "trace.step" or (event["type"] == "trace.status" and event.get("status") != "running"):
+            partial = ""
+    if trace.status != "running":
+        partial = ""
+    return {
+        "type": "snapshot",
+        "seq": seq,
+        "trace": TraceDetailSerializer(trace).data,
+        "partial": partial,
+        "answer": answer if trace.status == "running" else (trace.final_answer or ""),
+    }
+
+
+class TraceConsumer(AsyncWebsocketConsumer):
+    trace_id: int
+    role: str
+    last_seq: int = 0
+    joined: bool = False
+
+    # --- connection ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            self.trace_id = int(self.scope["url_route"]["kwargs"]["trace_id"])
+            self.role = await self._access(self.trace_id)
+        except (NotFound, ValueError):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.channel_layer.group_add(events.trace_group(self.trace_id), self.channel_name)
+        self.joined = True
+        last_seq = self._query_last_seq()
+        missed = None
+        if last_seq is not None:
+            missed = await database_sync_to_async(events.events_after)(self.trace_id, last_seq)
+        if missed is None:
+            snapshot = await database_sync_to_async(_snapshot)(self.trace_id, user)
+            snapshot["role"] = self.role
+            snapshot["watchers"] = await self._join_presence(user)
+            self.last_seq = snapshot["seq"]
+            await self._send(snapshot)
+        else:
+            self.last_seq = last_seq
+            await self._join_presence(user)
+            for event in missed:
+                await self._relay(event)
+        await database_sync_to_async(events.publish_presence)(self.trace_id, await self._watchers())
+
+    def _query_last_seq(self) -> int | None:
+        """`?last_seq=N` asks for the events after N (0: from the start); absent or bad: a snapshot."""
+        from urllib.parse import parse_qs
+
+        raw = parse_qs(self.scope.get("query_string", b"").decode()).get("last_seq")
+        try:
+            return max(0, int(raw[0])) if raw else None
+        except ValueError:
+            return None
+
+    async def disconnect(self, code: int) -> None:
+        if not self.joined:
+            return
+        await self.channel_layer.group_discard(events.trace_group(self.trace_id), self.channel_name)
+        await database_sync_to_async(self._leave_presence)()
+        await database_sync_to_async(events.publish_presence)(self.trace_id, await self._watchers())
+
+    @database_sync_to_async
+    def _access(self, trace_id: int) -> str:
+        project_id = Trace.objects.filter(pk=trace_id).values_list("project_id", flat=True).first()
+        if project_id is None:
+            raise NotFound("Trace not found.")
+        return access_project(self.scope["user"], project_id).role
+
+    # --- presence (a Redis hash: channel name -> user) ----------------------------------------
+
+    async def _join_presence(self, user: Any) -> list[dict[str, Any]]:
+        def join() -> None:
+            client = events.redis_client()
+            client.hset(
+                events.watchers_key(self.trace_id),
+                self.channel_name,
+                json.dumps({"id": user.pk, "username": user.username}),
+            )
+            client.expire(events.watchers_key(self.trace_id), 24 * 3600)
+
+        await database_sync_to_async(join)()
+        return await self._watchers()
+
+    def _leave_presence(self) -> None:
+        events.redis_client().hdel(events.watchers_key(self.trace_id), self.channel_name)
+
+    async def _watchers(self) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            raw = events.redis_client().hvals(events.watchers_key(self.trace_id))
+            unique = {w["id"]: w for w in map(json.loads, raw)}
+            return sorted(unique.values(), key=lambda w: w["username"])
+
+        return await database_sync_to_async(read)()
+
+    # --- events from the group ----------------------------------------------------------------
+
+    async def trace_event(self, message: dict[str, Any]) -> None:
+        await self._relay(message["event"])
+
+    async def _relay(self, event: dict[str, Any]) -> None:
+        seq = event.get("seq")
+        if seq is None:  # presence
+            await self._send(event)
+            return
+        if seq <= self.last_seq:
+            return  # already sent (replay and live overlap)
+        if seq > self.last_seq + 1:
+            # Another publisher's event overtook one in the group: fill the gap from the log, in order.
+            gap = await database_sync_to_async(events.events_between)(self.trace_id, self.last_seq, seq - 1)
+            for missing in gap:
+                if missing["seq"] > self.last_seq:
+                    self.last_seq = missing["seq"]
+                    await self._send(missing)
+        self.last_seq = seq
+        await self._send(event)
+
+    async def _send(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(event))
+
+    # --- actions from the client --------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
+        request_id = None
+        try:
+            if len(raw.encode()) > MAX_FRAME_BYTES:
+                raise InvalidInput(f"Messages are limited to {MAX_FRAME_BYTES} bytes.", code="too_large")
+            try:
+                message = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"Not valid JSON: {exc.msg}.", code="bad_json") from None
+            if not isinstance(message, dict):
+                raise InvalidInput("A message is a JSON object with an 'action'.", code="bad_message")
+            request_id = message.get("request_id")
+            if request_id is not None and not isinstance(request_id, str | int):
+                request_id = None
+                raise InvalidInput("request_id must be a string or an integer.", code="bad_message")
+            action = message.get("action")
+            if action not in ACTIONS:
+                raise InvalidInput(
+                    f"Unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}.", code="unknown_action"
+                )
+            result = await self._act(action, message)
+        except StudioError as exc:
+            await self._send({"type": "error", **exc.as_dict(), "request_id": request_id})
+            return
+        await self._send({"type": "ack", "action": action, "request_id": request_id, **result})
+
+    @database_sync_to_async
+    def _act(self, action: str, message: dict[str, Any]) -> dict[str, Any]:
+        from annotator.services import corrections, generation, labels
+
+        user = self.scope["user"]
+        # Roles can change while a socket is open: check on every action, not once at connect.
+        membership = access_project(user, Trace.objects.values_list("project_id", flat=True).get(pk=self.trace_id))
+        if Role.rank(membership.role) < Role.rank(Role.SUPERVISOR):
+            raise Forbidden("Viewers may watch; acting needs the supervisor role.", code="forbidden")
+        trace = Trace.objects.select_related("project").get(pk=self.trace_id)
+        if action == "start":
+            generation.trace_start(trace=trace, actor=user, sampling_params=message.get("params"))
+        elif action == "stop":
+            generation.trace_stop(trace=trace, actor=user)
+        elif action == "continue":
+            generation.trace_continue(trace=trace, actor=user)
+        elif action == "edit":
+            correction = corrections.correction_create(
+                trace=trace,
+                step_index=message.get("step_index"),
+                text=message.get("text"),
+                expected_version=message.get("expected_version"),
+                reason=message.get("reason", ""),
+                author=user,
+            )
+            return {
+                "branch": {"id": correction.corrected_trace_id, "branch_step_index": correction.step_index},
+                "correction": {"id": correction.pk},
+            }
+        elif action == "label":
+            step = labels.step_get(trace=trace, index=message.get("step_index"))
+            label = labels.step_label_set(
+                step=step,
+                annotator=user,
+                rating=message.get("rating"),
+                safety_tags=message.get("safety_tags"),
+                note=message.get("note", ""),
+            )
+            return {"label": labels.label_payload(label)}
+        elif action == "review":
+            review = labels.trace_review_set(
+                trace=trace,
+                annotator=user,
+                verdict=message.get("verdict"),
+                safety_label=message.get("safety_label", ""),
+                value_label=message.get("value_label", ""),
+                knowledge_label=message.get("knowledge_label", ""),
+                note=message.get("note", ""),
+            )
+            return {"review": labels.review_payload(review)}
+        return {}

@@ -1,0 +1,142 @@
+"""The one module that pushes to websocket groups.
+
+Every event about a trace gets the next number of that trace's sequence and is kept in a capped
+Redis sorted set (score = seq) before it is sent to the trace's channel group, atomically in one
+Lua script: a reconnecting client asks for everything after its last seq and gets exactly that.
+Presence is not sequenced (it is a fact about now, not history).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+HISTORY = 20000  # events kept per trace for resume; older resumes get a snapshot instead
+TTL_S = 7 * 24 * 3600
+
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+-- ARGV[1] is the event's JSON without its opening brace; no decode/encode, so [] stays [].
+local encoded = '{"seq":' .. seq .. ',' .. ARGV[1]
+redis.call('ZADD', KEYS[2], seq, encoded)
+local n = redis.call('ZCARD', KEYS[2])
+if n > tonumber(ARGV[2]) then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - tonumber(ARGV[2]) - 1) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return encoded
+"""
+
+_local = threading.local()
+
+
+def redis_client():
+    """One client per thread (the generate worker runs generations in threads)."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        _local.client = client
+        _local.publish = client.register_script(_PUBLISH)
+    return client
+
+
+def trace_group(trace_id: int) -> str:
+    return f"trace.{trace_id}"
+
+
+def run_group(run_id: int) -> str:
+    return f"run.{run_id}"
+
+
+def key_prefix() -> str:
+    """Keys are namespaced by database, so two studios (or the tests) can share one Redis safely."""
+    return f"safeladder:{settings.DATABASES['default']['NAME']}:"
+
+
+def _seq_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:seq"
+
+
+def _log_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:events"
+
+
+def stop_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:stop"
+
+
+def watchers_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:watchers"
+
+
+def forget_all() -> int:
+    """Delete every key of this database's namespace (tests start from a clean slate)."""
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{key_prefix()}*", count=1000))
+    return client.delete(*keys) if keys else 0
+
+
+def current_seq(trace_id: int) -> int:
+    return int(redis_client().get(_seq_key(trace_id)) or 0)
+
+
+def events_after(trace_id: int, last_seq: int) -> list[dict[str, Any]] | None:
+    """Events with seq > last_seq, in order; None when some of them are no longer kept."""
+    client = redis_client()
+    current = current_seq(trace_id)
+    if last_seq > current:
+        return None  # a seq this server never issued (e.g. Redis was reset): start over from a snapshot
+    if last_seq == current:
+        return []
+    oldest = client.zrange(_log_key(trace_id), 0, 0, withscores=True)
+    if not oldest or int(oldest[0][1]) > last_seq + 1:
+        return None
+    raw = client.zrangebyscore(_log_key(trace_id), f"({last_seq}", "+inf")
+    return [json.loads(item) for item in raw]
+
+
+def events_between(trace_id: int, after: int, upto: int) -> list[dict[str, Any]]:
+    raw = redis_client().zrangebyscore(_log_key(trace_id), f"({after}", upto)
+    return [json.loads(item) for item in raw]
+
+
+def publish_trace_event(trace_id: int, event_type: str, **payload: Any) -> dict[str, Any]:
+    """Sequence, keep and broadcast one event of a trace. Returns the event with its seq."""
+    redis_client()
+    encoded = _local.publish(
+        keys=[_seq_key(trace_id), _log_key(trace_id)],
+        args=[json.dumps({"type": event_type, "trace": trace_id, **payload})[1:], HISTORY, TTL_S],
+    )
+    event = json.loads(encoded)
+    async_to_sync(get_channel_layer().group_send)(trace_group(trace_id), {"type": "trace.event", "event": event})
+    return event
+
+
+def publish_presence(trace_id: int, watchers: list[dict[str, Any]]) -> None:
+    async_to_sync(get_channel_layer().group_send)(
+        trace_group(trace_id), {"type": "trace.event", "event": {"type": "presence", "watchers": watchers}}
+    )
+
+
+def publish_run_event(run_id: int, event_type: str, **payload: Any) -> None:
+    async_to_sync(get_channel_layer().group_send)(
+        run_group(run_id), {"type": "run.event", "event": {"type": event_type, "run": run_id, **payload}}
+    )
+
+
+def request_stop(trace_id: int) -> None:
+    redis_client().set(stop_key(trace_id), "1", ex=3600)
+
+
+def clear_stop(trace_id: int) -> None:
+    redis_client().delete(stop_key(trace_id))
+
+
+def stop_requested(trace_id: int) -> bool:
+    return bool(redis_client().exists(stop_key(trace_id)))

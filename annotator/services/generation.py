@@ -1,0 +1,308 @@
+"""Generation of traces: create/start/stop/continue (called by REST and websocket alike), and the
+worker side `trace_generate`, which streams from the backend into steps and events."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotator import events
+from annotator.errors import Conflict, InvalidInput, NotFound
+from annotator.generation.backends import GenerationError, GenerationRequest, SamplingParams, make_backend
+from annotator.generation.format import render_prefix
+from annotator.generation.steps import StepSegmenter
+from annotator.models import Backend, ModelVersion, Project, Prompt, Step, StepOrigin, Trace, TraceStatus
+from annotator.services.audit import audit_record
+
+log = logging.getLogger(__name__)
+
+BATCH_WAIT_S = 0.020  # a token waits at most this long before it is sent
+STOP_POLL_S = 0.010
+
+
+def _enqueue(trace_id: int) -> None:
+    from annotator.tasks import generate_trace
+
+    transaction.on_commit(lambda: generate_trace.delay(trace_id=trace_id))
+
+
+def _params(project: Project, given: Any) -> dict[str, Any]:
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise InvalidInput("sampling_params must be an object.")
+    merged = {**(project.generation_defaults or {}), **given}
+    try:
+        return SamplingParams.from_dict(merged).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"Bad sampling parameters: {exc}", code="invalid") from None
+
+
+def trace_status_event(trace: Trace) -> None:
+    events.publish_trace_event(
+        trace.pk,
+        "trace.status",
+        status=trace.status,
+        finish_reason=trace.finish_reason,
+        final_answer=trace.final_answer,
+        version=trace.version,
+        error=trace.error,
+    )
+
+
+@transaction.atomic
+def trace_create(
+    *,
+    project: Project,
+    prompt: Prompt,
+    actor: Any,
+    model_version: ModelVersion | None = None,
+    sampling_params: Any = None,
+) -> Trace:
+    """A new trace for a prompt, queued; generation starts when the transaction commits."""
+    if prompt.project_id != project.pk:
+        raise NotFound("Prompt not found.")
+    model = model_version or project.serving_model
+    if model is None:
+        raise InvalidInput("The project has no serving model; set one or name a model_version.", code="no_model")
+    if model.project_id != project.pk:
+        raise NotFound("Model version not found.")
+    params = _params(project, sampling_params)
+    trace = Trace.objects.create(
+        project=project,
+        prompt=prompt,
+        model_version=model,
+        sampling_params=params,
+        seed=params.get("seed"),
+        status=TraceStatus.QUEUED,
+        created_by=actor,
+    )
+    audit_record(
+        project=project,
+        actor=actor,
+        action="trace.created",
+        target=trace,
+        data={"prompt": prompt.pk, "model_version": model.pk, "params": params},
+    )
+    _enqueue(trace.pk)
+    return trace
+
+
+@transaction.atomic
+def trace_start(*, trace: Trace, actor: Any, sampling_params: Any = None) -> Trace:
+    locked = Trace.objects.select_for_update().get(pk=trace.pk)
+    if locked.status != TraceStatus.QUEUED:
+        raise Conflict(f"Only a queued trace can be started; this one is {locked.status}.", code="bad_state")
+    if sampling_params is not None:
+        locked.sampling_params = _params(locked.project, sampling_params)
+        locked.seed = locked.sampling_params.get("seed")
+        locked.save(update_fields=["sampling_params", "seed", "updated_at"])
+    audit_record(project=locked.project, actor=actor, action="trace.started", target=locked)
+    _enqueue(locked.pk)
+    return locked
+
+
+@transaction.atomic
+def trace_stop(*, trace: Trace, actor: Any) -> Trace:
+    locked = Trace.objects.select_for_update().get(pk=trace.pk)
+    if locked.status not in (TraceStatus.RUNNING, TraceStatus.QUEUED):
+        raise Conflict(f"The trace is not generating (it is {locked.status}).", code="bad_state")
+    events.request_stop(locked.pk)
+    audit_record(project=locked.project, actor=actor, action="trace.stopped", target=locked)
+    if locked.status == TraceStatus.QUEUED:
+        # Not picked up yet: stop it here; the worker will find it stopped and do nothing.
+        locked.status, locked.finish_reason = TraceStatus.STOPPED, "cancelled"
+        locked.save(update_fields=["status", "finish_reason", "updated_at"])
+        transaction.on_commit(lambda: trace_status_event(locked))
+    return locked
+
+
+@transaction.atomic
+def trace_continue(*, trace: Trace, actor: Any) -> Trace:
+    locked = Trace.objects.select_for_update().get(pk=trace.pk)
+    if locked.status != TraceStatus.STOPPED:
+        raise Conflict(f"Only a stopped trace can continue; this one is {locked.status}.", code="bad_state")
+    locked.status, locked.finish_reason = TraceStatus.QUEUED, ""
+    locked.save(update_fields=["status", "finish_reason", "updated_at"])
+    audit_record(project=locked.project, actor=actor, action="trace.continued", target=locked)
+    transaction.on_commit(lambda: trace_status_event(locked))
+    _enqueue(locked.pk)
+    return locked
+
+
+def branch_created(branch: Trace) -> None:
+    """Hook from correction_create (after commit): tell the original's viewers, start the branch."""
+    from annotator.models import Correction
+
+    correction = Correction.objects.select_related("author").get(corrected_trace=branch)
+    events.publish_trace_event(
+        correction.original_trace_id,
+        "branch.created",
+        branch={"id": branch.pk, "branch_step_index": branch.branch_step_index, "status": branch.status},
+        correction={
+            "id": correction.pk,
+            "step_index": correction.step_index,
+            "old_text": correction.old_text,
+            "new_text": correction.new_text,
+            "author": {"id": correction.author_id, "username": getattr(correction.author, "username", "")},
+        },
+        version=Trace.objects.values_list("version", flat=True).get(pk=correction.original_trace_id),
+    )
+    from annotator.tasks import generate_trace
+
+    generate_trace.delay(trace_id=branch.pk)
+
+
+# --- the worker side ------------------------------------------------------------------------------
+
+_vllm_clients: dict[tuple[str, str], Any] = {}
+
+
+def backend_for(model: ModelVersion):
+    if model.backend == Backend.VLLM:
+        base_url = model.backend_options.get("base_url") or settings.VLLM_BASE_URL
+        served = model.backend_options.get("served_name") or (model.name if model.adapter_path else model.base_model)
+        key = (base_url, served)
+        if key not in _vllm_clients:
+            _vllm_clients[key] = make_backend("vllm", base_url=base_url, model=served)
+        return _vllm_clients[key]
+    path = model.path or model.base_model
+    return make_backend("local", model_path=path)
+
+
+def _request_for(trace: Trace, prefix_steps: list[str]) -> GenerationRequest:
+    images = tuple(Path(img.file.path).read_bytes() for img in trace.prompt.images.order_by("position"))
+    params = SamplingParams.from_dict(trace.sampling_params or {})
+    return GenerationRequest(
+        messages=trace.prompt.messages,
+        images=images,
+        prefix=render_prefix(prefix_steps) if prefix_steps else "",
+        params=params,
+    )
+
+
+class TokenBatcher:
+    """Collects text deltas and publishes them so that no token waits more than BATCH_WAIT_S."""
+
+    def __init__(self, trace_id: int, segmenter: StepSegmenter) -> None:
+        self.trace_id = trace_id
+        self.segmenter = segmenter
+        self.lock = threading.Lock()
+        self.pending: list[str] = []
+        self.timer: threading.Timer | None = None
+        self.published_tokens = 0
+
+    def add(self, text: str) -> None:
+        with self.lock:
+            self.pending.append(text)
+            if self.timer is None:
+                self.timer = threading.Timer(BATCH_WAIT_S, self.flush)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if not self.pending:
+                return
+            text = "".join(self.pending)
+            self.pending.clear()
+            self.published_tokens += 1
+            events.publish_trace_event(
+                self.trace_id,
+                "trace.token",
+                text=text,
+                phase=self.segmenter.phase,
+                partial=self.segmenter.partial,
+                answer=self.segmenter.answer_so_far,
+            )
+
+
+def _save_step(trace: Trace, index: int, text: str) -> Step:
+    step = Step.objects.create(trace=trace, index=index, text=text, origin=StepOrigin.MODEL)
+    events.publish_trace_event(
+        trace.pk, "trace.step", step={"id": step.pk, "index": index, "text": text, "origin": step.origin, "labels": []}
+    )
+    return step
+
+
+def trace_generate(*, trace_id: int) -> None:
+    """Run one generation to its end (or stop). Idempotent: only a queued trace is picked up."""
+    with transaction.atomic():
+        trace = Trace.objects.select_for_update().filter(pk=trace_id).first()
+        if trace is None or trace.status != TraceStatus.QUEUED:
+            return
+        trace.status, trace.error, trace.finish_reason = TraceStatus.RUNNING, "", ""
+        trace.save(update_fields=["status", "error", "finish_reason", "updated_at"])
+    events.clear_stop(trace_id)
+    trace_status_event(trace)
+
+    trace = Trace.objects.select_related("prompt", "project", "model_version").get(pk=trace_id)
+    prefix_steps = list(trace.steps.order_by("index").values_list("text", flat=True))
+    segmenter = StepSegmenter(trace.project.step_rule, prefix_steps=prefix_steps)
+    batcher = TokenBatcher(trace_id, segmenter)
+    last_poll = [0.0, False]
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if now - last_poll[0] >= STOP_POLL_S:
+            last_poll[0], last_poll[1] = now, events.stop_requested(trace_id)
+        return last_poll[1]
+
+    finish_reason, prompt_tokens, completion_tokens = "stop", 0, 0
+    try:
+        model = trace.model_version or trace.project.serving_model
+        if model is None:
+            raise GenerationError("the project has no serving model")
+        backend = backend_for(model)
+        for delta in backend.stream(_request_for(trace, prefix_steps), should_stop=should_stop):
+            if delta.text:
+                closed = segmenter.feed(delta.text)
+                if closed:
+                    batcher.flush()
+                    for step in closed:
+                        _save_step(trace, step.index, step.text)
+                batcher.add(delta.text)
+            if delta.finish_reason:
+                finish_reason = delta.finish_reason
+                prompt_tokens = delta.prompt_tokens or 0
+                completion_tokens = delta.completion_tokens or 0
+        batcher.flush()
+    except Exception as exc:
+        batcher.flush()
+        log.exception("generation of trace %s failed", trace_id)
+        Trace.objects.filter(pk=trace_id).update(
+            status=TraceStatus.FAILED, error=str(exc)[:2000], finish_reason="error", updated_at=timezone.now()
+        )
+        trace.refresh_from_db()
+        trace_status_event(trace)
+        return
+
+    if finish_reason == "cancelled":
+        # The step being written when the stop came is dropped: only closed steps are kept.
+        status, answer = TraceStatus.STOPPED, None
+    else:
+        remaining, answer = segmenter.finish()
+        for step in remaining:
+            _save_step(trace, step.index, step.text)
+        status = TraceStatus.FINISHED
+    Trace.objects.filter(pk=trace_id).update(
+        status=status,
+        finish_reason=finish_reason,
+        final_answer=answer,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=trace.completion_tokens + completion_tokens,
+        updated_at=timezone.now(),
+    )
+    events.clear_stop(trace_id)
+    trace.refresh_from_db()
+    trace_status_event(trace)

@@ -1,0 +1,50 @@
+"""Small real models for end-to-end tests, built locally in seconds.
+
+`build_scripted_lm` trains a tiny Llama until it has memorised one chain of thought: greedy decoding
+then reproduces it exactly for any prompt, so live tests can assert on steps. It is a real model
+generating with transformers, not a stand-in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SCRIPT_STEPS = [
+    "1. 12 + 30 = 42",
+    "2. 42 - 5 = 37",
+    "3. 37 + 8 = 44",
+    "4. check: 44 - 8 = 36",
+    "5. so the answer is 44",
+]
+SCRIPT_ANSWER = "44"
+
+
+def build_scripted_lm(out_dir: Path, *, steps: int = 160) -> Path:
+    import torch
+
+    from annotator.generation.format import render_completion
+    from trainer_worker.training import tiny
+
+    target = render_completion(SCRIPT_STEPS, SCRIPT_ANSWER)
+    prompt = [{"role": "user", "content": "Compute 12 + 30 - 5 + 8."}]
+    tokenizer = tiny.train_tokenizer([*tiny.default_corpus(200), target] * 2, vocab_size=400)
+    model = tiny.build_causal_lm(tokenizer, hidden_size=64, layers=2, heads=4, max_positions=256, seed=0)
+    prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = prefix + target + tokenizer.eos_token
+    ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    n_prefix = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+    labels = ids.clone()
+    labels[:, :n_prefix] = -100
+    torch.manual_seed(0)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad()
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
