@@ -8,3 +8,6 @@ def generate_trace(*, trace_id: int) -> None:
     from annotator.services.generation import trace_generate
 
     trace_generate(trace_id=trace_id)
+
+
+from annotator.datasets.tasks import *  # noqa: E402, F403 - dataset snapshot builds

@@ -295,6 +295,125 @@ class ErrorSerializer(serializers.Serializer):
 # --- dataset snapshots (annotator/api/datasets.py) --------------------------------------------
 
 
+class DatasetKindSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    description = serializers.CharField()
+    trainer = serializers.CharField(help_text="The TRL trainer (or recipe) the kind feeds")
+
+
+def _inline_enum(choices: list[str]) -> dict:
+    # An inline enum (wrapped in allOf, which drf-spectacular's enum hook leaves alone), not a
+    # component: a second `status` / `category` choice set would make the hook rename (hash) the
+    # existing TraceStatus and Category enums and warn. The lasting fix is ENUM_NAME_OVERRIDES.
+    return {"allOf": [{"type": "string", "enum": list(choices)}]}
+
+
+@extend_schema_field(_inline_enum(Category.values))
+class _CategoryField(serializers.ChoiceField):
+    pass
+
+
+@extend_schema_field(_inline_enum(["pending", "building", "ready", "failed"]))
+class _SnapshotStatusField(serializers.ChoiceField):
+    pass
+
+
+class DatasetFiltersSerializer(serializers.Serializer):
+    """Which rows an export reads. Every filter is optional; unknown keys are refused."""
+
+    categories = serializers.ListField(child=_CategoryField(choices=Category.choices), required=False)
+    created_from = serializers.DateTimeField(required=False, help_text="Traces created at or after (ISO 8601)")
+    created_to = serializers.DateTimeField(
+        required=False, help_text="Traces created at or before (ISO 8601; a bare date covers the whole day)"
+    )
+    model_versions = serializers.ListField(
+        child=serializers.IntegerField(), required=False, help_text="Ids of the generating model versions"
+    )
+    annotators = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Usernames whose labels and reviews count"
+    )
+    review_status = serializers.ChoiceField(choices=["any", "accepted", "rejected"], required=False)
+    images = serializers.BooleanField(
+        required=False, allow_null=True, help_text="null: images column when the project has image prompts"
+    )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {key: ["Unknown filter; known: " + ", ".join(self.fields)] for key in unknown}
+                )
+            # A bare date is kept as given (the service reads it as the whole day), not as midnight.
+            raw_dates = {k: data[k] for k in ("created_from", "created_to") if isinstance(data.get(k), str)}
+        else:
+            raw_dates = {}
+        value = super().to_internal_value(data)
+        value.update(raw_dates)
+        return value
+
+
+class DatasetSnapshotInputSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[])  # choices filled from KINDS below, at import
+    filters = DatasetFiltersSerializer(required=False)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    seed = serializers.IntegerField(required=False, default=0, help_text="Seed of the train/eval split by prompt")
+    eval_fraction = serializers.FloatField(required=False, default=0.1, min_value=0.0, max_value=0.99)
+
+    def __init__(self, *args, **kwargs):
+        from annotator.datasets.materialise import KINDS
+
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = list(KINDS)
+
+
+class DatasetFileSerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=["jsonl", "parquet", "hf"])
+    bytes = serializers.IntegerField()
+    url = serializers.CharField()
+
+
+class DatasetSnapshotSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
+    status = _SnapshotStatusField(choices=["pending", "building", "ready", "failed"], read_only=True)
+    downloads = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DatasetSnapshot
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "filters",
+            "status",
+            "record_count",
+            "counts",
+            "sha256",
+            "seed",
+            "eval_fraction",
+            "error",
+            "created_by",
+            "created_at",
+            "finished_at",
+            "downloads",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(DatasetFileSerializer(many=True))
+    def get_downloads(self, obj: DatasetSnapshot) -> list[dict]:
+        from django.urls import reverse
+
+        if obj.status != "ready":
+            return []
+        url = reverse("dataset-download", kwargs={"project_id": obj.project_id, "snapshot_id": obj.pk})
+        files = obj.files or {}
+        return [
+            {"format": fmt, "bytes": files[fmt].get("bytes", 0), "url": f"{url}?format={fmt}"}
+            for fmt in ("jsonl", "parquet", "hf")  # a fixed order: jsonb does not keep key order
+            if fmt in files
+        ]
+
+
 class TraceCreateSerializer(serializers.Serializer):
     prompt = serializers.IntegerField(help_text="Prompt id in this project")
     model_version = serializers.IntegerField(

@@ -31,3 +31,7 @@ urlpatterns = [
     path(f"{P}/corrections/", v.CorrectionListView.as_view(), name="correction-list"),
     path(f"{P}/audit/", v.AuditLogView.as_view(), name="audit-log"),
 ]
+
+from annotator.api.datasets import urlpatterns as datasets_urlpatterns  # noqa: E402
+
+urlpatterns += datasets_urlpatterns

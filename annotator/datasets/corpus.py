@@ -1,0 +1,339 @@
+"""ORM rows → a plain ``Corpus`` (records.py) for one export, with the user's filters.
+
+The dataset core (materialise, writers) never sees Django; this module is the one adapter. It
+reads with a fixed number of queries whatever the corpus size (no N+1): prompts, images, traces,
+reviews, step labels, steps, corrections, comparisons — each one ``values_list`` query, the big
+ones (steps, labels) streamed from a server-side cursor in chunks so that no query result is
+held twice in memory.
+
+Filters (``CorpusFilter``; JSON shape in docs/datasets.md "Snapshots"):
+
+- ``categories``: prompt categories to keep;
+- ``created_from`` / ``created_to``: traces created in that range, both ends inclusive (a bare
+  date for ``created_to`` covers that whole day); for ``rl_prompts`` the range applies to prompts;
+- ``model_versions``: ids of the generating model versions (traces of other models are left out);
+- ``annotators``: usernames whose judgements count — other people's step labels, reviews,
+  corrections and comparisons are left out (the traces stay);
+- ``review_status``: ``accepted`` / ``rejected`` keeps only traces with that verdict (after the
+  annotator filter; verdict rules as in docs/datasets.md), ``any`` keeps all. Pair kinds need both
+  sides: with ``accepted`` a correction pair loses its (usually rejected) original;
+- ``images``: None (default) / False / True, passed to ``materialise``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.files.storage import default_storage
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from annotator.datasets.records import (
+    ComparisonRec,
+    Corpus,
+    CorrectionRec,
+    PromptRec,
+    ReviewRec,
+    StepLabelRec,
+    StepRec,
+    TraceRec,
+)
+from annotator.errors import InvalidInput
+from annotator.models import (
+    Category,
+    Comparison,
+    Correction,
+    ModelVersion,
+    Project,
+    Prompt,
+    PromptImage,
+    Step,
+    StepLabel,
+    Trace,
+    TraceReview,
+)
+
+REVIEW_STATUSES = ("any", "accepted", "rejected")
+FILTER_KEYS = ("categories", "created_from", "created_to", "model_versions", "annotators", "review_status", "images")
+CHUNK = 5000  # rows per server-side cursor fetch
+
+
+@dataclass(frozen=True)
+class CorpusFilter:
+    categories: tuple[str, ...] = ()
+    created_from: datetime | None = None
+    created_to: datetime | None = None  # inclusive
+    model_versions: tuple[int, ...] = ()
+    annotators: tuple[str, ...] = ()
+    review_status: str = "any"
+    images: bool | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> CorpusFilter:
+        """Check the shape and types of a filter mapping; raise InvalidInput naming the problem."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise InvalidInput("filters must be an object.", code="bad_filter")
+        unknown = sorted(set(data) - set(FILTER_KEYS))
+        if unknown:
+            # A misspelt filter must not silently export everything.
+            raise InvalidInput(
+                f"Unknown filter(s): {', '.join(unknown)}. Known: {', '.join(FILTER_KEYS)}.", code="bad_filter"
+            )
+        categories = _str_list(data.get("categories"), "categories")
+        bad = sorted(set(categories) - set(Category.values))
+        if bad:
+            raise InvalidInput(
+                f"Unknown categor(y/ies): {', '.join(bad)}. Known: {', '.join(Category.values)}.", code="bad_filter"
+            )
+        versions = data.get("model_versions") or []
+        if not isinstance(versions, list | tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in versions
+        ):
+            raise InvalidInput("model_versions must be a list of model version ids (integers).", code="bad_filter")
+        status = data.get("review_status") or "any"
+        if status not in REVIEW_STATUSES:
+            raise InvalidInput(f"review_status must be one of {', '.join(REVIEW_STATUSES)}.", code="bad_filter")
+        images = data.get("images")
+        if images is not None and not isinstance(images, bool):
+            raise InvalidInput("images must be true, false or null.", code="bad_filter")
+        start = _when(data.get("created_from"), "created_from", end_of_day=False)
+        end = _when(data.get("created_to"), "created_to", end_of_day=True)
+        if start and end and start > end:
+            raise InvalidInput("created_from is after created_to: the range is empty.", code="bad_filter")
+        return cls(
+            categories=tuple(sorted(set(categories))),
+            created_from=start,
+            created_to=end,
+            model_versions=tuple(sorted(set(versions))),
+            annotators=tuple(sorted(set(_str_list(data.get("annotators"), "annotators")))),
+            review_status=status,
+            images=images,
+        )
+
+    def check_against(self, project: Project) -> None:
+        """Ids and names must exist: a filter on a model or a person who is not there is a mistake."""
+        if self.model_versions:
+            found = set(
+                ModelVersion.objects.filter(project=project, pk__in=self.model_versions).values_list("pk", flat=True)
+            )
+            missing = [str(v) for v in self.model_versions if v not in found]
+            if missing:
+                raise InvalidInput(
+                    f"Model version(s) {', '.join(missing)} are not in this project.", code="bad_filter"
+                )
+        if self.annotators:
+            found = set(
+                get_user_model().objects.filter(username__in=self.annotators).values_list("username", flat=True)
+            )
+            missing = [a for a in self.annotators if a not in found]
+            if missing:
+                raise InvalidInput(f"Unknown annotator(s): {', '.join(missing)}.", code="bad_filter")
+
+    def as_json(self) -> dict[str, Any]:
+        """The normalised filter as stored on the snapshot (only what is set)."""
+        out: dict[str, Any] = {}
+        if self.categories:
+            out["categories"] = list(self.categories)
+        if self.created_from:
+            out["created_from"] = self.created_from.isoformat()
+        if self.created_to:
+            out["created_to"] = self.created_to.isoformat()
+        if self.model_versions:
+            out["model_versions"] = list(self.model_versions)
+        if self.annotators:
+            out["annotators"] = list(self.annotators)
+        if self.review_status != "any":
+            out["review_status"] = self.review_status
+        if self.images is not None:
+            out["images"] = self.images
+        return out
+
+
+def _str_list(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidInput(f"{name} must be a list of non-empty strings.", code="bad_filter")
+    return list(value)
+
+
+def _when(value: Any, name: str, *, end_of_day: bool) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time.max if end_of_day else time.min)
+    elif isinstance(value, str):
+        try:
+            moment = parse_datetime(value) if "T" in value or " " in value else None
+            day = None if moment else parse_date(value)
+        except ValueError:
+            moment = day = None
+        if moment is None and day is None:
+            raise InvalidInput(f"{name} must be an ISO 8601 date or date-time, not {value!r}.", code="bad_filter")
+        if moment is None:
+            # A bare end date means "up to the end of that day", which is what people mean by it.
+            moment = datetime.combine(day, time.max if end_of_day else time.min)
+    else:
+        raise InvalidInput(f"{name} must be an ISO 8601 date or date-time string.", code="bad_filter")
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, UTC)
+    return moment
+
+
+def _none_if_blank(value: str) -> str | None:
+    return value or None
+
+
+def _verdict(reviews: list[ReviewRec]) -> str | None:
+    verdicts = {r.verdict for r in reviews if r.verdict}
+    return verdicts.pop() if len(verdicts) == 1 else None
+
+
+def _traces(project: Project, f: CorpusFilter) -> QuerySet[Trace]:
+    qs = Trace.objects.filter(project=project)
+    if f.categories:
+        qs = qs.filter(prompt__category__in=f.categories)
+    if f.created_from:
+        qs = qs.filter(created_at__gte=f.created_from)
+    if f.created_to:
+        qs = qs.filter(created_at__lte=f.created_to)
+    if f.model_versions:
+        qs = qs.filter(model_version_id__in=f.model_versions)
+    return qs
+
+
+def _by_annotator(qs: QuerySet, field: str, f: CorpusFilter) -> QuerySet:
+    return qs.filter(**{f"{field}__username__in": f.annotators}) if f.annotators else qs
+
+
+def _prompt_recs(prompts: QuerySet[Prompt]) -> list[PromptRec]:
+    images: dict[int, list[str]] = defaultdict(list)
+    rows = PromptImage.objects.filter(prompt__in=prompts).order_by("prompt_id", "position")
+    for prompt_id, name in rows.values_list("prompt_id", "file"):
+        images[prompt_id].append(default_storage.path(name))
+    return [
+        PromptRec(
+            id=pk,
+            messages=messages,
+            images=images.get(pk, []),
+            category=category,
+            reference=_none_if_blank(reference),
+        )
+        for pk, messages, category, reference in prompts.values_list("pk", "messages", "category", "reference_answer")
+    ]
+
+
+def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = None) -> Corpus:
+    """Read the project's rows that ``filters`` selects into a Corpus for ``kind``."""
+    f = filters or CorpusFilter()
+    if kind == "rl_prompts":
+        # Prompts only: no trace is read, and the date range applies to the prompts themselves.
+        prompts = Prompt.objects.filter(project=project)
+        if f.categories:
+            prompts = prompts.filter(category__in=f.categories)
+        if f.created_from:
+            prompts = prompts.filter(created_at__gte=f.created_from)
+        if f.created_to:
+            prompts = prompts.filter(created_at__lte=f.created_to)
+        return Corpus(prompts=_prompt_recs(prompts))
+
+    traces = _traces(project, f)
+
+    reviews: dict[int, list[ReviewRec]] = defaultdict(list)
+    review_rows = _by_annotator(TraceReview.objects.filter(trace__in=traces), "annotator", f)
+    for trace_id, who, verdict, safety, value, knowledge in review_rows.order_by(
+        "trace_id", "annotator__username"
+    ).values_list("trace_id", "annotator__username", "verdict", "safety_label", "value_label", "knowledge_label"):
+        blank = _none_if_blank
+        reviews[trace_id].append(ReviewRec(who, blank(verdict), blank(safety), blank(value), blank(knowledge)))
+
+    keep: set[int] | None = None
+    if f.review_status != "any":
+        wanted = "accept" if f.review_status == "accepted" else "reject"
+        keep = {tid for tid, revs in reviews.items() if _verdict(revs) == wanted}
+
+    labels: dict[tuple[int, int], list[StepLabelRec]] = defaultdict(list)
+    label_rows = _by_annotator(StepLabel.objects.filter(step__trace__in=traces), "annotator", f)
+    for trace_id, index, who, rating, tags in (
+        label_rows.order_by("step__trace_id", "step__index", "annotator__username")
+        .values_list("step__trace_id", "step__index", "annotator__username", "rating", "safety_tags")
+        .iterator(chunk_size=CHUNK)
+    ):
+        if keep is None or trace_id in keep:
+            labels[(trace_id, index)].append(StepLabelRec(who, rating, list(tags or [])))
+
+    steps: dict[int, list[StepRec]] = defaultdict(list)
+    for trace_id, index, text, origin in (
+        Step.objects.filter(trace__in=traces)
+        .order_by("trace_id", "index")
+        .values_list("trace_id", "index", "text", "origin")
+        .iterator(chunk_size=CHUNK)
+    ):
+        if keep is None or trace_id in keep:
+            steps[trace_id].append(StepRec(index, text, origin, labels.pop((trace_id, index), [])))
+
+    trace_recs: list[TraceRec] = []
+    prompt_ids: set[int] = set()
+    for pk, prompt_id, parent_id, branch_at, version, status, answer, created in (
+        traces.order_by("pk")
+        .values_list(
+            "pk", "prompt_id", "parent_id", "branch_step_index", "model_version__name", "status", "final_answer",
+            "created_at",
+        )
+        .iterator(chunk_size=CHUNK)
+    ):
+        if keep is not None and pk not in keep:
+            continue
+        prompt_ids.add(prompt_id)
+        trace_recs.append(
+            TraceRec(
+                id=pk,
+                prompt_id=prompt_id,
+                steps=steps.pop(pk, []),
+                answer=answer,
+                parent_id=parent_id,
+                branch_step_index=branch_at,
+                model_version=version,
+                status=status,
+                reviews=reviews.get(pk, []),
+                created_at=created,
+            )
+        )
+    selected = {t.id for t in trace_recs}
+
+    corrections = [
+        CorrectionRec(pk, original, corrected, index, old, new, author or "")
+        for pk, original, corrected, index, old, new, author in _by_annotator(
+            Correction.objects.filter(project=project).filter(
+                Q(original_trace__in=traces) | Q(corrected_trace__in=traces)
+            ),
+            "author",
+            f,
+        )
+        .order_by("pk")
+        .values_list("pk", "original_trace_id", "corrected_trace_id", "step_index", "old_text", "new_text",
+                     "author__username")
+        if original in selected or corrected in selected
+    ]
+    comparisons = [
+        ComparisonRec(pk, preferred, other, who)
+        for pk, preferred, other, who in _by_annotator(
+            Comparison.objects.filter(project=project, preferred__in=traces, other__in=traces), "annotator", f
+        )
+        .order_by("pk")
+        .values_list("pk", "preferred_id", "other_id", "annotator__username")
+        if preferred in selected and other in selected
+    ]
+    # A subquery, not an IN list of up to 100k ids; prompts of traces the verdict filter dropped go.
+    prompts = [p for p in _prompt_recs(Prompt.objects.filter(pk__in=traces.values("prompt_id"))) if p.id in prompt_ids]
+    return Corpus(prompts=prompts, traces=trace_recs, corrections=corrections, comparisons=comparisons)

@@ -1,0 +1,192 @@
+"""Dataset snapshots: a frozen, content-hashed export of one kind with one filter.
+
+``snapshot_create`` validates and records the request, then enqueues the build on commit (ids
+only). ``snapshot_build`` (run by the Celery task ``annotator.build_snapshot``) materialises the
+records once, writes ``data.jsonl`` → ``data.parquet`` and ``dataset.zip`` (both re-read from the
+JSONL, so the corpus is read and materialised a single time), and marks the snapshot ready. A
+ready snapshot is never written again; new labels show up in a new snapshot with a new hash.
+
+Files live under ``settings.EXPORT_ROOT/<project id>/<snapshot id>/``. A build writes into a
+private temporary folder next to it and renames it into place while holding the row lock, so a
+duplicated delivery of the task (late acks) can never leave a half-written or mixed snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from annotator.datasets.corpus import CorpusFilter, build_corpus
+from annotator.datasets.materialise import KINDS, arrow_schema, materialise
+from annotator.datasets.writers import write_hf_zip, write_jsonl, write_parquet
+from annotator.errors import InvalidInput
+from annotator.models import DatasetSnapshot, Project, SnapshotStatus
+from annotator.services.audit import audit_record
+
+log = logging.getLogger(__name__)
+
+# format → (file name in the snapshot folder, download suffix, content type)
+FORMATS: dict[str, tuple[str, str, str]] = {
+    "jsonl": ("data.jsonl", ".jsonl", "application/jsonl"),
+    "parquet": ("data.parquet", ".parquet", "application/vnd.apache.parquet"),
+    "hf": ("dataset.zip", ".zip", "application/zip"),
+}
+
+
+def snapshot_dir(snapshot: DatasetSnapshot) -> Path:
+    return Path(settings.EXPORT_ROOT) / str(snapshot.project_id) / str(snapshot.pk)
+
+
+def snapshot_dataset_name(snapshot: DatasetSnapshot) -> str:
+    """Folder name inside the zip and stem of download file names, e.g. ``arithmetic-safety-sft-12``."""
+    base = slugify(snapshot.name or snapshot.project.name)[:80] or "dataset"
+    return f"{base}-{snapshot.kind}-{snapshot.pk}"
+
+
+def snapshot_file(snapshot: DatasetSnapshot, fmt: str) -> tuple[Path, str, str]:
+    """(path, download file name, content type) of a ready snapshot's file in ``fmt``."""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}.", code="bad_format")
+    name, suffix, content_type = FORMATS[fmt]
+    return snapshot_dir(snapshot) / name, snapshot_dataset_name(snapshot) + suffix, content_type
+
+
+@transaction.atomic
+def snapshot_create(
+    *,
+    project: Project,
+    actor: Any,
+    kind: Any,
+    filters: Any = None,
+    name: Any = "",
+    seed: Any = 0,
+    eval_fraction: Any = 0.1,
+) -> DatasetSnapshot:
+    if kind not in KINDS:
+        raise InvalidInput(f"Unknown dataset kind {kind!r}. Known: {', '.join(KINDS)}.", code="bad_kind")
+    if not isinstance(name, str) or len(name) > 200:
+        raise InvalidInput("name must be a string of at most 200 characters.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**31) <= seed < 2**31:
+        raise InvalidInput("seed must be a 32-bit integer.")
+    if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, int | float) or not 0 <= eval_fraction < 1:
+        raise InvalidInput("eval_fraction must be a number from 0 (no eval split) up to, not including, 1.")
+    corpus_filter = CorpusFilter.from_json(filters)
+    corpus_filter.check_against(project)
+    snapshot = DatasetSnapshot.objects.create(
+        project=project,
+        name=name.strip(),
+        kind=kind,
+        filters=corpus_filter.as_json(),
+        seed=seed,
+        eval_fraction=float(eval_fraction),
+        created_by=actor,
+    )
+    audit_record(
+        project=project,
+        actor=actor,
+        action="dataset_snapshot.created",
+        target=snapshot,
+        data={"kind": kind, "filters": snapshot.filters, "seed": seed, "eval_fraction": snapshot.eval_fraction},
+    )
+    from annotator.datasets.tasks import build_snapshot  # the task module imports this one
+
+    transaction.on_commit(partial(build_snapshot.delay, snapshot_id=snapshot.pk))
+    return snapshot
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)
+
+
+def _write_files(snapshot: DatasetSnapshot, folder: Path) -> dict[str, Any]:
+    corpus_filter = CorpusFilter.from_json(snapshot.filters)
+    corpus = build_corpus(snapshot.project, kind=snapshot.kind, filters=corpus_filter)
+    jsonl = folder / FORMATS["jsonl"][0]
+    with open(jsonl, "wb") as fh:
+        write_jsonl(materialise(snapshot.kind, corpus, images=corpus_filter.images), fh)
+    del corpus  # the rest streams from the JSONL file; the ORM-side corpus can go
+    # The JSON round trip leaves the canonical hash unchanged (the hash is over JSON anyway), so
+    # every file is derived from the same bytes the JSONL download serves.
+    first = next(_read_jsonl(jsonl), None)
+    schema = arrow_schema(snapshot.kind, with_images=bool(first and "images" in first))
+    write_parquet(_read_jsonl(jsonl), folder / FORMATS["parquet"][0], schema=schema)
+    with open(folder / FORMATS["hf"][0], "wb") as fh:
+        info = write_hf_zip(
+            _read_jsonl(jsonl),
+            fh,
+            kind=snapshot.kind,
+            name=snapshot_dataset_name(snapshot),
+            seed=snapshot.seed,
+            eval_fraction=snapshot.eval_fraction,
+            provenance={"project": snapshot.project_id, "snapshot": snapshot.pk, "filters": snapshot.filters},
+        )
+    files = {fmt: {"name": name, "bytes": (folder / name).stat().st_size} for fmt, (name, _, _) in FORMATS.items()}
+    return {
+        "sha256": info["sha256"],
+        "record_count": info["count"],
+        "counts": {"train": 0, "eval": 0, **info["splits"]},
+        "files": files,
+    }
+
+
+def snapshot_build(*, snapshot_id: int) -> DatasetSnapshot | None:
+    """Build a pending snapshot's files. Idempotent: a snapshot that is ready or failed (or gone)
+    is returned untouched, so a redelivered task does nothing."""
+    with transaction.atomic():
+        snapshot = DatasetSnapshot.objects.select_for_update().select_related("project").filter(pk=snapshot_id).first()
+        if snapshot is None or snapshot.status not in (SnapshotStatus.PENDING, SnapshotStatus.BUILDING):
+            return snapshot
+        snapshot.status = SnapshotStatus.BUILDING
+        snapshot.save(update_fields=["status"])
+
+    final = snapshot_dir(snapshot)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".building-{snapshot.pk}-", dir=final.parent))
+    try:
+        result = _write_files(snapshot, work)
+    except Exception as exc:
+        log.exception("snapshot %s failed", snapshot.pk)
+        shutil.rmtree(work, ignore_errors=True)
+        return _finish(snapshot.pk, status=SnapshotStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
+    return _finish(snapshot.pk, status=SnapshotStatus.READY, work=work, **result)
+
+
+def _finish(snapshot_id: int, *, status: str, work: Path | None = None, **fields: Any) -> DatasetSnapshot | None:
+    with transaction.atomic():
+        snapshot = DatasetSnapshot.objects.select_for_update().select_related("project").filter(pk=snapshot_id).first()
+        if snapshot is None or snapshot.status != SnapshotStatus.BUILDING:
+            # Another delivery finished first (or the snapshot was deleted): its files stand.
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
+            return snapshot
+        if work is not None:
+            final = snapshot_dir(snapshot)
+            shutil.rmtree(final, ignore_errors=True)  # leftovers of a crashed earlier attempt
+            os.replace(work, final)
+        for key, value in fields.items():
+            setattr(snapshot, key, value)
+        snapshot.status = status
+        snapshot.finished_at = timezone.now()
+        snapshot.save(update_fields=["status", "finished_at", *fields])
+        audit_record(
+            project=snapshot.project,
+            actor=None,
+            action=f"dataset_snapshot.{status}",
+            target=snapshot,
+            data={k: fields[k] for k in ("sha256", "record_count", "counts", "error") if k in fields},
+        )
+    return snapshot
