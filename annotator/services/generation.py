@@ -4,6 +4,7 @@ worker side `trace_generate`, which streams from the backend into steps and even
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ from annotator.services.audit import audit_record
 log = logging.getLogger(__name__)
 
 BATCH_WAIT_S = 0.020  # a token waits at most this long before it is sent
+# bench/streaming.py sets this so that token events carry the wall time each delta left the backend.
+TRACE_TIMING = os.environ.get("SAFELADDER_TRACE_TIMING") == "1"
 STOP_POLL_S = 0.010
 
 
@@ -196,12 +199,15 @@ class TokenBatcher:
         self.segmenter = segmenter
         self.lock = threading.Lock()
         self.pending: list[str] = []
+        self.yield_ts: list[float] = []
         self.timer: threading.Timer | None = None
         self.published_tokens = 0
 
     def add(self, text: str) -> None:
         with self.lock:
             self.pending.append(text)
+            if TRACE_TIMING:
+                self.yield_ts.append(time.time())
             if self.timer is None:
                 self.timer = threading.Timer(BATCH_WAIT_S, self.flush)
                 self.timer.daemon = True
@@ -216,6 +222,8 @@ class TokenBatcher:
                 return
             text = "".join(self.pending)
             self.pending.clear()
+            timing = {"yield_ts": self.yield_ts} if TRACE_TIMING else {}
+            self.yield_ts = []
             self.published_tokens += 1
             events.publish_trace_event(
                 self.trace_id,
@@ -224,6 +232,7 @@ class TokenBatcher:
                 phase=self.segmenter.phase,
                 partial=self.segmenter.partial,
                 answer=self.segmenter.answer_so_far,
+                **timing,
             )
 
 
