@@ -138,9 +138,9 @@ class TraceConsumer(AsyncWebsocketConsumer):
     # --- events from the group ----------------------------------------------------------------
 
     async def trace_event(self, message: dict[str, Any]) -> None:
-        await self._relay(message["event"])
+        await self._relay(message["event"], message.get("text"))
 
-    async def _relay(self, event: dict[str, Any]) -> None:
+    async def _relay(self, event: dict[str, Any], encoded: str | None = None) -> None:
         seq = event.get("seq")
         if seq is None:  # presence
             await self._send(event)
@@ -155,7 +155,10 @@ class TraceConsumer(AsyncWebsocketConsumer):
                     self.last_seq = missing["seq"]
                     await self._send(missing)
         self.last_seq = seq
-        await self._send(event)
+        if encoded is not None:
+            await self.send(text_data=encoded)
+        else:
+            await self._send(event)
 
     async def _send(self, event: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(event))

@@ -147,7 +147,8 @@ def publish_trace_event(trace_id: int, event_type: str, **payload: Any) -> dict[
         args=[json.dumps({"type": event_type, "trace": trace_id, **payload})[1:], HISTORY, TTL_S],
     )
     event = json.loads(encoded)
-    _group_send(trace_group(trace_id), {"type": "trace.event", "event": event})
+    # The encoded text travels along, so each viewer's consumer sends it without serialising again.
+    _group_send(trace_group(trace_id), {"type": "trace.event", "event": event, "text": encoded})
     return event
 
 

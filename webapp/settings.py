@@ -171,8 +171,11 @@ SPECTACULAR_SETTINGS = {
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000, "expiry": 60},
+        # Pub/sub: one Redis publish per event, fanned out in each web process. Measured against the
+        # list-based layer in bench/streaming.py. Pub/sub keeps nothing: resume and gap-filling come
+        # from the per-trace event log (annotator/events.py), not from the layer.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
     }
 }
 
@@ -183,15 +186,32 @@ CACHES = {
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# The trainer workers' queue; a test session or a second studio on one Redis names its own.
+CELERY_TRAIN_QUEUE = os.environ.get("CELERY_TRAIN_QUEUE", "train")
 CELERY_TASK_ROUTES = {
     "annotator.generate*": {"queue": "generate"},
-    "trainer_worker.*": {"queue": "train"},
+    "trainer_worker.*": {"queue": CELERY_TRAIN_QUEUE},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Redis redelivers a late-acked task whose worker died once it has been unacknowledged this long.
+# A healthy run longer than this is redelivered too; the train service then sees the owner's live
+# heartbeat (renewed every TRAIN_HEARTBEAT_S / 3 while training) and drops the copy.
+CELERY_VISIBILITY_TIMEOUT = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", 3600))
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+if CELERY_VISIBILITY_TIMEOUT < 60:
+    # Short timeouts (tests): sweep for abandoned messages every second rather than every ~100 s.
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(unacked_restore_interval=1, unacked_restore_throttle=1)
+if os.environ.get("CELERY_UNACKED_NAMESPACE"):
+    # Workers sharing one Redis restore each other's unacked messages after *their own* timeout: a
+    # worker with a short one would redeliver others' long tasks. A namespace keeps its own apart.
+    _ns = os.environ["CELERY_UNACKED_NAMESPACE"]
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        unacked_key=f"unacked:{_ns}", unacked_index_key=f"unacked_index:{_ns}", unacked_mutex_key=f"unacked_mutex:{_ns}"
+    )
+TRAIN_HEARTBEAT_S = int(os.environ.get("TRAIN_HEARTBEAT_S", 30))
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the SPA reads it to send X-CSRFToken

@@ -222,7 +222,7 @@ class TokenBatcher:
                 return
             text = "".join(self.pending)
             self.pending.clear()
-            timing = {"yield_ts": self.yield_ts} if TRACE_TIMING else {}
+            timing = {"yield_ts": self.yield_ts, "pub_ts": time.time()} if TRACE_TIMING else {}
             self.yield_ts = []
             self.published_tokens += 1
             events.publish_trace_event(
