@@ -75,6 +75,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
         if missed is None:
             snapshot = await database_sync_to_async(_snapshot)(self.trace_id, user)
             snapshot["role"] = self.role
+            snapshot["me"] = {"id": user.pk, "username": user.username}
             snapshot["watchers"] = await self._join_presence(user)
             self.last_seq = snapshot["seq"]
             await self._send(snapshot)

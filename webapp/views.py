@@ -1,13 +1,37 @@
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.csrf import ensure_csrf_cookie
 
 from annotator.models import Membership
 
 
+def _frontend_index():
+    return settings.BASE_DIR / "frontend" / "dist" / "index.html"
+
+
+@login_required
+@ensure_csrf_cookie  # the SPA sends it back as X-CSRFToken on writes
+def app(request: HttpRequest) -> HttpResponse:
+    """The browser UI (frontend/dist); its router handles every path under /app/."""
+    index = _frontend_index()
+    if not index.exists():
+        return HttpResponse(
+            "The frontend is not built: run `make run` (it builds it) or `cd frontend && npm ci && npm run build`.",
+            status=503,
+            content_type="text/plain",
+        )
+    response = HttpResponse(index.read_bytes(), content_type="text/html; charset=utf-8")
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    if _frontend_index().exists():
+        return redirect("/app/")
     memberships = Membership.objects.filter(user=request.user).select_related("project").order_by("project_id")
     return render(request, "home.html", {"memberships": memberships})
 

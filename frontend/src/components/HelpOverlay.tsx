@@ -1,0 +1,36 @@
+export const SHORTCUTS: Array<[string, string]> = [
+  ["j / k", "Next / previous step"],
+  ["1", "Rate the selected step +1 (good)"],
+  ["2", "Rate the selected step 0 (neutral)"],
+  ["3", "Rate the selected step −1 (wrong)"],
+  ["4", "Mark the selected step unsure"],
+  ["e", "Edit the selected step"],
+  ["Ctrl+Enter", "Submit the edit (the model continues from it) / continue a stopped trace"],
+  ["Esc", "Stop generation (or cancel the edit, or close this help)"],
+  ["?", "Show / hide this help"],
+];
+
+export function HelpOverlay({ onClose }: { onClose: () => void }) {
+  return (
+    <div className="overlay" data-testid="help-overlay" role="dialog" aria-modal="true" aria-label="Keyboard shortcuts" onClick={onClose}>
+      <div className="overlay-box" onClick={(e) => e.stopPropagation()}>
+        <h2>Keyboard shortcuts</h2>
+        <table className="shortcuts">
+          <tbody>
+            {SHORTCUTS.map(([k, d]) => (
+              <tr key={k}>
+                <td>
+                  <kbd>{k}</kbd>
+                </td>
+                <td>{d}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        <button onClick={onClose} autoFocus>
+          Close
+        </button>
+      </div>
+    </div>
+  );
+}

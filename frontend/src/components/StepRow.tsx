@@ -1,0 +1,160 @@
+// One step of a chain of thought. Model output is rendered only as React text nodes.
+import { memo, useEffect, useRef } from "react";
+import { RATINGS, type Step, type UserBrief } from "../lib/types";
+import { myLabel } from "../stream/reducer";
+
+export interface StepRowProps {
+  step: Step;
+  selected: boolean;
+  me: UserBrief | null;
+  /** Ratings sent but not yet confirmed by the server, by step index (optimistic highlight). */
+  pendingRating?: number | null | undefined;
+  canAct: boolean;
+  safetyTags: string[];
+  editing: boolean;
+  editText: string;
+  // Handlers take the step index so the parent can pass stable functions (rows are memoised and
+  // should not all re-render for every streamed token).
+  onSelect: (index: number) => void;
+  onRate: (index: number, rating: number | null) => void;
+  onToggleTag: (index: number, tag: string) => void;
+  onEditChange: (text: string) => void;
+  onEditSubmit: () => void;
+  onEditCancel: () => void;
+}
+
+function ratingCounts(step: Step): Map<number | null, number> {
+  const m = new Map<number | null, number>();
+  for (const l of step.labels) m.set(l.rating ?? null, (m.get(l.rating ?? null) ?? 0) + 1);
+  return m;
+}
+
+function StepRowImpl(p: StepRowProps) {
+  const { step } = p;
+  const mine = myLabel(step, p.me);
+  const myRating = p.pendingRating !== undefined ? p.pendingRating : mine ? mine.rating : undefined;
+  const counts = ratingCounts(step);
+  const rowRef = useRef<HTMLLIElement>(null);
+  const areaRef = useRef<HTMLTextAreaElement>(null);
+  useEffect(() => {
+    if (p.selected) rowRef.current?.scrollIntoView?.({ block: "nearest" });
+  }, [p.selected]);
+  useEffect(() => {
+    if (p.editing) areaRef.current?.focus();
+  }, [p.editing]);
+  const myTags = mine?.safety_tags ?? [];
+  return (
+    <li
+      ref={rowRef}
+      className={`step${p.selected ? " selected" : ""}${step.origin === "human" ? " human" : ""}`}
+      data-testid={`step-${step.index}`}
+      aria-current={p.selected ? "true" : undefined}
+      onClick={() => p.onSelect(step.index)}
+    >
+      <span className="step-index" title={step.origin === "human" ? "written by a supervisor" : "model"}>
+        {step.index + 1}
+        {step.origin === "human" ? "✎" : ""}
+      </span>
+      <div className="step-body">
+        {p.editing ? (
+          <div className="edit">
+            <textarea
+              ref={areaRef}
+              data-testid="edit-input"
+              value={p.editText}
+              rows={Math.max(2, Math.ceil(p.editText.length / 90))}
+              onChange={(e) => p.onEditChange(e.target.value)}
+              onKeyDown={(e) => {
+                if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+                  e.preventDefault();
+                  p.onEditSubmit();
+                } else if (e.key === "Escape") {
+                  e.preventDefault();
+                  p.onEditCancel();
+                }
+              }}
+            />
+            <div className="edit-actions">
+              <button className="primary" onClick={p.onEditSubmit} data-testid="edit-submit">
+                Continue from here <kbd>Ctrl+Enter</kbd>
+              </button>
+              <button onClick={p.onEditCancel}>
+                Cancel <kbd>Esc</kbd>
+              </button>
+            </div>
+          </div>
+        ) : (
+          <p className="step-text">{step.text}</p>
+        )}
+        {p.selected && p.canAct && !p.editing && (
+          <div className="tags" aria-label="Safety tags">
+            {p.safetyTags.map((t) => (
+              <button
+                key={t}
+                className={`tag${myTags.includes(t) ? " on" : ""}`}
+                aria-pressed={myTags.includes(t)}
+                data-testid={`tag-${step.index}-${t}`}
+                onClick={(e) => {
+                  e.stopPropagation();
+                  p.onToggleTag(step.index, t);
+                }}
+              >
+                {t.replace(/_/g, " ")}
+              </button>
+            ))}
+          </div>
+        )}
+        {!p.selected && step.labels.some((l) => l.safety_tags?.length) && (
+          <div className="tags muted">
+            {[...new Set(step.labels.flatMap((l) => l.safety_tags ?? []))].map((t) => (
+              <span key={t} className="tag on small">
+                {t.replace(/_/g, " ")}
+              </span>
+            ))}
+          </div>
+        )}
+      </div>
+      <div className="rate" role="group" aria-label={`Rate step ${step.index + 1}`}>
+        {RATINGS.map((r) => {
+          const pressed = myRating !== undefined && myRating === r.value;
+          const n = counts.get(r.value) ?? 0;
+          return (
+            <button
+              key={r.key}
+              className={`rate-btn r${r.key}${pressed ? " on" : ""}`}
+              data-testid={`rate-${step.index}-${r.key}`}
+              aria-pressed={pressed}
+              title={r.title}
+              disabled={!p.canAct}
+              onClick={(e) => {
+                e.stopPropagation();
+                p.onRate(step.index, r.value);
+              }}
+            >
+              {r.label}
+              {n > 0 && <span className="count">{n}</span>}
+            </button>
+          );
+        })}
+      </div>
+    </li>
+  );
+}
+
+export const StepRow = memo(StepRowImpl);
+
+export function PartialStep({ text, index }: { text: string; index: number }) {
+  return (
+    <li className="step partial" data-testid="step-partial" aria-live="polite">
+      <span className="step-index">{index + 1}</span>
+      <div className="step-body">
+        <p className="step-text">
+          {text}
+          <span className="caret" aria-hidden="true">
+            ▍
+          </span>
+        </p>
+      </div>
+    </li>
+  );
+}

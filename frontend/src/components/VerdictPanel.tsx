@@ -1,0 +1,139 @@
+import { useEffect, useState, type FormEvent } from "react";
+import { SAFETY_LABELS, type TraceReview, type UserBrief } from "../lib/types";
+
+export interface ReviewFields {
+  verdict: string;
+  safety_label: string;
+  value_label: string;
+  knowledge_label: string;
+  note: string;
+}
+
+const EMPTY: ReviewFields = { verdict: "", safety_label: "", value_label: "", knowledge_label: "", note: "" };
+
+export function VerdictPanel({
+  reviews,
+  me,
+  canAct,
+  onSubmit,
+}: {
+  reviews: TraceReview[];
+  me: UserBrief | null;
+  canAct: boolean;
+  onSubmit: (f: ReviewFields) => Promise<void>;
+}) {
+  const mine = me ? reviews.find((r) => r.annotator?.id === me.id) : undefined;
+  const [f, setF] = useState<ReviewFields>(EMPTY);
+  const [msg, setMsg] = useState<string>("");
+  const [busy, setBusy] = useState(false);
+  const mineKey = mine ? `${mine.id}:${mine.updated_at ?? ""}` : "";
+  useEffect(() => {
+    if (mine)
+      setF({
+        verdict: mine.verdict,
+        safety_label: mine.safety_label,
+        value_label: mine.value_label,
+        knowledge_label: mine.knowledge_label,
+        note: mine.note,
+      });
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [mineKey]);
+  const set = (k: keyof ReviewFields, v: string) => setF((x) => ({ ...x, [k]: x[k] === v && k !== "note" ? "" : v }));
+  const radio = (k: keyof ReviewFields, opts: Array<[string, string]>) => (
+    <div className="seg" role="radiogroup">
+      {opts.map(([v, label]) => (
+        <button
+          key={v}
+          type="button"
+          role="radio"
+          aria-checked={f[k] === v}
+          className={f[k] === v ? "on" : ""}
+          data-testid={`review-${k}-${v}`}
+          disabled={!canAct}
+          onClick={() => set(k, v)}
+        >
+          {label}
+        </button>
+      ))}
+    </div>
+  );
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    if (!f.verdict) {
+      setMsg("Choose accept or reject.");
+      return;
+    }
+    setBusy(true);
+    setMsg("");
+    try {
+      await onSubmit(f);
+      setMsg("Saved.");
+    } catch (err) {
+      setMsg(err instanceof Error ? err.message : String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const others = reviews.filter((r) => r !== mine);
+  return (
+    <form className="verdict" onSubmit={submit} data-testid="verdict-panel">
+      <label>Verdict</label>
+      {radio("verdict", [
+        ["accept", "Accept"],
+        ["reject", "Reject"],
+      ])}
+      <label htmlFor="safety-label">Safety</label>
+      <select
+        id="safety-label"
+        data-testid="review-safety_label"
+        value={f.safety_label}
+        disabled={!canAct}
+        onChange={(e) => setF((x) => ({ ...x, safety_label: e.target.value }))}
+      >
+        <option value="">—</option>
+        {SAFETY_LABELS.map(([v, l]) => (
+          <option key={v} value={v}>
+            {l}
+          </option>
+        ))}
+      </select>
+      <label>Value</label>
+      {radio("value_label", [
+        ["good", "Good"],
+        ["bad", "Bad"],
+      ])}
+      <label>Knowledge</label>
+      {radio("knowledge_label", [
+        ["true", "True"],
+        ["false", "False"],
+      ])}
+      <label htmlFor="review-note">Note</label>
+      <textarea
+        id="review-note"
+        rows={2}
+        value={f.note}
+        disabled={!canAct}
+        onChange={(e) => setF((x) => ({ ...x, note: e.target.value }))}
+      />
+      {canAct && (
+        <button className="primary" type="submit" disabled={busy} data-testid="review-submit">
+          Save review
+        </button>
+      )}
+      {msg && <span className="muted" role="status">{msg}</span>}
+      {others.length > 0 && (
+        <ul className="reviews">
+          {others.map((r) => (
+            <li key={r.id}>
+              <strong>{r.annotator?.username}</strong>: {r.verdict}
+              {r.safety_label && ` · ${r.safety_label.replace(/_/g, " ")}`}
+              {r.value_label && ` · value ${r.value_label}`}
+              {r.knowledge_label && ` · knowledge ${r.knowledge_label}`}
+              {r.note && <div className="muted">{r.note}</div>}
+            </li>
+          ))}
+        </ul>
+      )}
+    </form>
+  );
+}

@@ -1,0 +1,232 @@
+// Review queue: the project's traces (filterable) and its prompts to start new generations from.
+import { useState, type FormEvent } from "react";
+import { ErrorState, fmtDate, Loading, messagesText, Section } from "../components/common";
+import { ProjectNav } from "../components/ProjectNav";
+import { api, ApiError, asPage, qs, type Page } from "../lib/api";
+import { useLoad } from "../lib/hooks";
+import { Link, navigate, paths } from "../lib/router";
+import type { ModelVersion, Prompt, Trace } from "../lib/types";
+
+const STATUSES = ["", "queued", "running", "stopped", "finished", "failed"];
+
+function useFilters() {
+  const sp = new URLSearchParams(window.location.search);
+  const [f, setF] = useState({
+    status: sp.get("status") ?? "",
+    prompt: sp.get("prompt") ?? "",
+    model_version: sp.get("model_version") ?? "",
+  });
+  const update = (k: keyof typeof f, v: string) => {
+    const next = { ...f, [k]: v };
+    setF(next);
+    // Keep filters in the URL so a reload or a shared link shows the same queue.
+    window.history.replaceState(null, "", window.location.pathname + qs(next));
+  };
+  return [f, update] as const;
+}
+
+export function Queue({ projectId }: { projectId: number }) {
+  const [f, setFilter] = useFilters();
+  const [extra, setExtra] = useState<Trace[]>([]);
+  const [next, setNext] = useState<string | null>(null);
+  const traces = useLoad(async () => {
+    const page = await api.list<Trace>(`/api/projects/${projectId}/traces/${qs({ ...f, limit: 50 })}`);
+    setExtra([]);
+    setNext(page.next ?? null);
+    return page;
+  }, [projectId, f.status, f.prompt, f.model_version]);
+  const models = useLoad(() => api.list<ModelVersion>(`/api/projects/${projectId}/models/`), [projectId]);
+  const more = async () => {
+    if (!next) return;
+    const page = asPage(await api.get<Page<Trace>>(next));
+    setExtra((x) => [...x, ...page.results]);
+    setNext(page.next ?? null);
+  };
+  const all = [...(traces.data?.results ?? []), ...extra];
+
+  return (
+    <div className="page">
+      <ProjectNav projectId={projectId} tab="queue" />
+      <div className="columns">
+        <main className="main-col">
+          <Section
+            title="Traces"
+            aside={
+              <div className="filters">
+                <select aria-label="status" data-testid="filter-status" value={f.status} onChange={(e) => setFilter("status", e.target.value)}>
+                  {STATUSES.map((s) => (
+                    <option key={s} value={s}>
+                      {s || "any status"}
+                    </option>
+                  ))}
+                </select>
+                <input
+                  aria-label="prompt id"
+                  placeholder="prompt #"
+                  inputMode="numeric"
+                  data-testid="filter-prompt"
+                  value={f.prompt}
+                  onChange={(e) => setFilter("prompt", e.target.value.replace(/\D/g, ""))}
+                  size={7}
+                />
+                <select
+                  aria-label="model version"
+                  data-testid="filter-model"
+                  value={f.model_version}
+                  onChange={(e) => setFilter("model_version", e.target.value)}
+                >
+                  <option value="">any model</option>
+                  {(models.data?.results ?? []).map((m) => (
+                    <option key={m.id} value={m.id}>
+                      {m.name}
+                    </option>
+                  ))}
+                </select>
+              </div>
+            }
+          >
+            {traces.error ? (
+              <ErrorState error={traces.error} what="Traces" />
+            ) : !traces.data ? (
+              <Loading />
+            ) : all.length === 0 ? (
+              <p className="muted">No traces match.</p>
+            ) : (
+              <table className="table" data-testid="trace-list">
+                <thead>
+                  <tr>
+                    <th>Trace</th>
+                    <th>Status</th>
+                    <th>Prompt</th>
+                    <th>Steps</th>
+                    <th>Branch of</th>
+                    <th>Updated</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {all.map((t) => (
+                    <tr key={t.id} data-testid={`trace-${t.id}`}>
+                      <td>
+                        <Link to={paths.trace(projectId, t.id)}>#{t.id}</Link>
+                      </td>
+                      <td>
+                        <span className={`status s-${t.status}`}>{t.status}</span>
+                      </td>
+                      <td>
+                        <button className="link" onClick={() => setFilter("prompt", String(t.prompt))}>
+                          #{t.prompt}
+                        </button>
+                      </td>
+                      <td>{t.step_count ?? ""}</td>
+                      <td>{t.parent != null ? <Link to={paths.trace(projectId, t.parent)}>#{t.parent}</Link> : ""}</td>
+                      <td className="muted">{fmtDate(t.updated_at)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
+            {next && (
+              <button onClick={() => void more()} data-testid="more-traces">
+                More
+              </button>
+            )}
+          </Section>
+        </main>
+        <aside className="side-col">
+          <Prompts projectId={projectId} models={models.data?.results ?? []} />
+        </aside>
+      </div>
+    </div>
+  );
+}
+
+function Prompts({ projectId, models }: { projectId: number; models: ModelVersion[] }) {
+  const [modelVersion, setModelVersion] = useState("");
+  const [search, setSearch] = useState("");
+  const [q, setQ] = useState("");
+  const prompts = useLoad(
+    () => api.list<Prompt>(`/api/projects/${projectId}/prompts/${qs({ search: q, limit: 50 })}`),
+    [projectId, q],
+  );
+  const [temperature, setTemperature] = useState("");
+  const [maxTokens, setMaxTokens] = useState("");
+  const [msg, setMsg] = useState<string>("");
+  const generate = async (promptId: number) => {
+    const sampling: Record<string, number> = {};
+    if (temperature) sampling.temperature = Number(temperature);
+    if (maxTokens) sampling.max_new_tokens = Number(maxTokens);
+    setMsg("Starting…");
+    try {
+      const t = await api.post<Trace>(`/api/projects/${projectId}/traces/`, {
+        prompt: promptId,
+        ...(modelVersion ? { model_version: Number(modelVersion) } : {}),
+        ...(Object.keys(sampling).length ? { sampling_params: sampling } : {}),
+      });
+      setMsg("");
+      navigate(paths.trace(projectId, t.id));
+    } catch (e) {
+      if (e instanceof ApiError && e.isMissing) setMsg("Starting generations from here is not available yet.");
+      else setMsg(e instanceof Error ? e.message : String(e));
+    }
+  };
+  const onSearch = (e: FormEvent) => {
+    e.preventDefault();
+    setQ(search);
+  };
+  return (
+    <Section title="Prompts">
+      <form onSubmit={onSearch} className="row">
+        <input placeholder="search prompts" value={search} onChange={(e) => setSearch(e.target.value)} aria-label="search prompts" />
+        <button type="submit">Search</button>
+      </form>
+      <div className="row small">
+        <label>
+          temperature{" "}
+          <input size={4} value={temperature} onChange={(e) => setTemperature(e.target.value)} inputMode="decimal" data-testid="gen-temperature" />
+        </label>
+        <select aria-label="model for new generations" value={modelVersion} onChange={(e) => setModelVersion(e.target.value)} data-testid="gen-model">
+          <option value="">serving model</option>
+          {models.map((m) => (
+            <option key={m.id} value={m.id}>
+              {m.name}
+            </option>
+          ))}
+        </select>
+        <label>
+          max tokens{" "}
+          <input size={5} value={maxTokens} onChange={(e) => setMaxTokens(e.target.value.replace(/\D/g, ""))} inputMode="numeric" />
+        </label>
+      </div>
+      {msg && (
+        <div className="notice" role="status">
+          {msg}
+        </div>
+      )}
+      {prompts.error ? (
+        <ErrorState error={prompts.error} what="Prompts" />
+      ) : !prompts.data ? (
+        <Loading />
+      ) : prompts.data.results.length === 0 ? (
+        <p className="muted">No prompts.</p>
+      ) : (
+        <ul className="prompt-list" data-testid="prompt-list">
+          {prompts.data.results.map((p) => (
+            <li key={p.id} data-testid={`prompt-${p.id}`}>
+              <p className="prompt-preview">{messagesText(p.messages).slice(0, 300)}</p>
+              <div className="row small">
+                <span className="muted">
+                  #{p.id} · {p.category}
+                  {p.images.length ? ` · ${p.images.length} image${p.images.length > 1 ? "s" : ""}` : ""}
+                  {p.trace_count != null ? ` · ${p.trace_count} traces` : ""}
+                </span>
+                <button onClick={() => void generate(p.id)} data-testid={`generate-${p.id}`}>
+                  Generate
+                </button>
+              </div>
+            </li>
+          ))}
+        </ul>
+      )}
+    </Section>
+  );
+}

@@ -1,0 +1,51 @@
+// Test data builders shared by the unit tests.
+import type { ServerMsg, SnapshotMsg, Step, TraceDetail } from "../lib/types";
+
+export function step(index: number, text: string, extra: Partial<Step> = {}): Step {
+  return { id: 100 + index, index, text, origin: "model", labels: [], ...extra };
+}
+
+export function trace(id: number, extra: Partial<TraceDetail> = {}): TraceDetail {
+  return {
+    id,
+    prompt: 7,
+    model_version: 1,
+    parent: null,
+    branch_step_index: null,
+    sampling_params: {},
+    seed: 1,
+    status: "running",
+    finish_reason: "",
+    final_answer: null,
+    prompt_tokens: 10,
+    completion_tokens: 0,
+    version: 1,
+    created_at: "2025-01-01T00:00:00Z",
+    updated_at: "2025-01-01T00:00:00Z",
+    steps: [],
+    reviews: [],
+    branches: [],
+    ...extra,
+  };
+}
+
+export function snapshot(traceId: number, seq: number, extra: Partial<SnapshotMsg> = {}): SnapshotMsg {
+  return {
+    type: "snapshot",
+    seq,
+    trace: trace(traceId),
+    partial: "",
+    answer: "",
+    watchers: [{ id: 1, username: "ann" }],
+    role: "supervisor",
+    ...extra,
+  };
+}
+
+export const tok = (seq: number, text: string, phase: "think" | "answer" = "think"): ServerMsg => ({
+  type: "trace.token",
+  seq,
+  text,
+  phase,
+});
+export const stepEv = (seq: number, s: Step): ServerMsg => ({ type: "trace.step", seq, step: s });
