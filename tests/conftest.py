@@ -11,6 +11,8 @@ from rest_framework.test import APIClient
 from annotator.models import Membership, Role
 from tests.factories import make_project, make_prompt, make_trace
 
+pytest_plugins = ["tests.support.livefixtures"]
+
 PASSWORD = "correct-horse-battery-staple"
 
 ROLES = ["anonymous", "outsider", "viewer", "supervisor", "owner"]

@@ -1,0 +1,186 @@
+"""End to end in a real headless Chromium (Debian's package, driven by Playwright) against the live
+ASGI server with real Celery workers. Screenshots of each main page go to test-artifacts/screenshots/
+(git-ignored) for review.
+
+The model behind these pages is tests/support/fake_vllm.py, the vLLM wire-format stand-in (vLLM
+cannot run here), paced so that the test can watch tokens arrive and stop mid-stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from annotator.generation.format import render_completion
+from annotator.models import ModelVersion, Trace
+from tests.support.fake_vllm import FakeVLLM
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "a-real-password-for-e2e"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+STEPS = [f"{i}. {i * 3} + {i} = {i * 4}" for i in range(1, 40)]
+STEPS[3] = "4. <script>window.__pwned = true</script> 12 + 4 = 16"  # model output must stay text
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (ROOT / "frontend" / "dist" / "index.html").exists():
+        pytest.fail("frontend/dist is not built: run `make test` (it builds it) or `cd frontend && npm run build`")
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is needed for the browser tests: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    # Playwright's sync API keeps an event loop running in this thread; the ORM calls that set up and
+    # check data between browser steps are still plain synchronous calls, so Django may allow them.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser, live, settings):
+    # Daphne checks passwords with the real hashers (the suite's fast MD5 is for this process only).
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    for name in ("owner", "supervisor"):
+        live.users[name].set_password(PASSWORD)
+        live.users[name].save(update_fields=["password"])
+    context = browser.new_context(base_url=f"http://{live.addr}", accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.dialogs = dialogs
+    yield page
+    context.close()
+
+
+def _login(page, username: str) -> None:
+    page.goto("/accounts/login/?next=/app/")
+    page.screenshot(path=str(SHOTS / "01-login.png"))
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/app/.*"))
+
+
+def test_review_a_trace_in_the_browser(page, live, default_worker):
+    with FakeVLLM(completion=render_completion(STEPS, "done"), chunk_size=3, delay_s=0.03) as fake:
+        served = ModelVersion.objects.create(
+            project=live.project,
+            name="served",
+            base_model="demo",
+            backend="vllm",
+            backend_options={"base_url": fake.base_url},
+        )
+        live.project.serving_model = served
+        live.project.save(update_fields=["serving_model"])
+
+        _login(page, "supervisor")
+        page.get_by_test_id(f"project-{live.project.pk}").get_by_role("link").first.click()
+        page.get_by_test_id(f"prompt-{live.prompt.pk}").wait_for()
+        page.screenshot(path=str(SHOTS / "02-queue.png"))
+
+        # Start a generation: the page opens the trace and tokens arrive live.
+        page.get_by_test_id(f"generate-{live.prompt.pk}").click()
+        page.wait_for_url(re.compile(r".*/traces/\d+/?$"))
+        trace_id = int(re.search(r"/traces/(\d+)", page.url).group(1))
+        page.get_by_test_id("step-partial").wait_for()
+        page.get_by_test_id("step-4").wait_for()
+        page.screenshot(path=str(SHOTS / "03-streaming.png"))
+
+        # Esc stops the model.
+        page.keyboard.press("Escape")
+        page.wait_for_function("document.querySelector('[data-testid=trace-status]').textContent.includes('stopped')")
+        saved = list(Trace.objects.get(pk=trace_id).steps.order_by("index").values_list("text", flat=True))
+        assert 5 <= len(saved) < len(STEPS)
+
+        # The step with a <script> tag is shown as text and never runs.
+        assert "<script>" in page.get_by_test_id("step-3").inner_text()
+        assert page.evaluate("window.__pwned === undefined")
+        assert page.dialogs == []
+
+        # Rate with the keyboard: j moves down, 1 rates +1, 3 rates -1.
+        page.keyboard.press("j")
+        page.keyboard.press("1")
+        page.keyboard.press("j")
+        page.keyboard.press("3")
+        page.get_by_test_id("rate-1--1").and_(page.locator("[aria-pressed=true]")).wait_for()
+        assert page.get_by_test_id("rate-0-+1").get_attribute("aria-pressed") == "true"
+
+        # ? shows the help overlay, Esc closes it.
+        page.keyboard.press("?")
+        page.get_by_test_id("help-overlay").wait_for()
+        assert "Ctrl+Enter" in page.get_by_test_id("help-overlay").inner_text()
+        page.keyboard.press("Escape")
+        page.get_by_test_id("help-overlay").wait_for(state="detached")
+
+        # Edit step 2 in place (j to it, e, type, Ctrl+Enter): a branch opens and the model continues.
+        page.keyboard.press("j")
+        page.keyboard.press("e")
+        page.get_by_test_id("edit-input").fill("3. 9 + 3 = 12 (checked)")
+        page.get_by_test_id("edit-input").press("Control+Enter")
+        page.wait_for_url(lambda url: f"/traces/{trace_id}/" not in url and "/traces/" in url)
+        branch_id = int(re.search(r"/traces/(\d+)", page.url).group(1))
+        page.get_by_test_id("step-2").wait_for()
+        assert "9 + 3 = 12 (checked)" in page.get_by_test_id("step-2").inner_text()
+        page.get_by_test_id("step-4").wait_for()  # the model wrote past the corrected step
+        page.get_by_test_id("branches").wait_for()
+        assert str(trace_id) in page.get_by_test_id("branches").inner_text()
+        page.screenshot(path=str(SHOTS / "04-branch.png"))
+        page.keyboard.press("Escape")
+        page.wait_for_function("document.querySelector('[data-testid=trace-status]').textContent.includes('stopped')")
+
+    branch = Trace.objects.get(pk=branch_id)
+    assert (branch.parent_id, branch.branch_step_index) == (trace_id, 2)
+    assert branch.steps.get(index=2).origin == "human"
+    labels = {s.index: [lbl.rating for lbl in s.labels.all()] for s in Trace.objects.get(pk=trace_id).steps.all()}
+    assert labels[0] == [1] and labels[1] == [-1]
+
+
+def test_create_and_download_a_dataset(page, live, default_worker):
+    _login(page, "owner")
+    page.goto(f"/app/projects/{live.project.pk}/datasets/")
+    page.get_by_test_id("dataset-create").wait_for()
+    page.get_by_test_id("dataset-kind").select_option("rl_prompts")
+    page.get_by_test_id("dataset-create").locator("button[type=submit]").click()
+    link = page.get_by_test_id("download-jsonl")
+    link.wait_for(timeout=60_000)  # built by the real `default` worker
+    page.screenshot(path=str(SHOTS / "05-datasets.png"))
+    with page.expect_download() as info:
+        link.click()
+    records = [json.loads(line) for line in Path(info.value.path()).read_text().splitlines()]
+    assert [r["prompt"][0]["content"] for r in records] == ["Compute 12 + 30 - 5 + 8."]
+    assert records[0]["reference"] == "45"
+
+
+def test_model_output_is_never_html_anywhere_in_the_bundle():
+    bundle = "".join(p.read_text() for p in (ROOT / "frontend" / "dist" / "assets").glob("*.js"))
+    assert "dangerouslySetInnerHTML" not in "".join(p.read_text() for p in (ROOT / "frontend" / "src").rglob("*.tsx"))
+    assert bundle  # the built app is there
