@@ -18,7 +18,7 @@ from annotator import events
 from annotator.errors import Conflict, InvalidInput, NotFound
 from annotator.generation.backends import GenerationError, GenerationRequest, SamplingParams, make_backend
 from annotator.generation.format import render_prefix
-from annotator.generation.steps import StepSegmenter
+from annotator.generation.steps import ClosedStep, StepSegmenter
 from annotator.models import Backend, ModelVersion, Project, Prompt, Step, StepOrigin, Trace, TraceStatus
 from annotator.services.audit import audit_record
 
@@ -201,39 +201,51 @@ class TokenBatcher:
         self.pending: list[str] = []
         self.yield_ts: list[float] = []
         self.timer: threading.Timer | None = None
-        self.published_tokens = 0
 
-    def add(self, text: str) -> None:
-        with self.lock:
+    def push(self, text: str) -> list[ClosedStep]:
+        """Feed a delta to the segmenter and queue it. A delta that closes steps is sent at once,
+        so the token event carrying a step's last characters precedes that step's event."""
+        with self.lock:  # the timer thread reads the segmenter's state in _flush_locked
+            closed = self.segmenter.feed(text)
             self.pending.append(text)
             if TRACE_TIMING:
                 self.yield_ts.append(time.time())
-            if self.timer is None:
+            if closed:
+                self._flush_locked()
+            elif self.timer is None:
                 self.timer = threading.Timer(BATCH_WAIT_S, self.flush)
                 self.timer.daemon = True
                 self.timer.start()
+        return closed
+
+    def finish(self) -> tuple[list[ClosedStep], str | None]:
+        with self.lock:
+            self._flush_locked()
+            return self.segmenter.finish()
 
     def flush(self) -> None:
         with self.lock:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            if not self.pending:
-                return
-            text = "".join(self.pending)
-            self.pending.clear()
-            timing = {"yield_ts": self.yield_ts, "pub_ts": time.time()} if TRACE_TIMING else {}
-            self.yield_ts = []
-            self.published_tokens += 1
-            events.publish_trace_event(
-                self.trace_id,
-                "trace.token",
-                text=text,
-                phase=self.segmenter.phase,
-                partial=self.segmenter.partial,
-                answer=self.segmenter.answer_so_far,
-                **timing,
-            )
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending.clear()
+        timing = {"yield_ts": self.yield_ts, "pub_ts": time.time()} if TRACE_TIMING else {}
+        self.yield_ts = []
+        events.publish_trace_event(
+            self.trace_id,
+            "trace.token",
+            text=text,
+            phase=self.segmenter.phase,
+            partial=self.segmenter.partial,
+            answer=self.segmenter.answer_so_far,
+            **timing,
+        )
 
 
 def _save_step(trace: Trace, index: int, text: str) -> Step:
@@ -275,12 +287,8 @@ def trace_generate(*, trace_id: int) -> None:
         backend = backend_for(model)
         for delta in backend.stream(_request_for(trace, prefix_steps), should_stop=should_stop):
             if delta.text:
-                closed = segmenter.feed(delta.text)
-                if closed:
-                    batcher.flush()
-                    for step in closed:
-                        _save_step(trace, step.index, step.text)
-                batcher.add(delta.text)
+                for step in batcher.push(delta.text):
+                    _save_step(trace, step.index, step.text)
             if delta.finish_reason:
                 finish_reason = delta.finish_reason
                 prompt_tokens = delta.prompt_tokens or 0
@@ -300,7 +308,7 @@ def trace_generate(*, trace_id: int) -> None:
         # The step being written when the stop came is dropped: only closed steps are kept.
         status, answer = TraceStatus.STOPPED, None
     else:
-        remaining, answer = segmenter.finish()
+        remaining, answer = batcher.finish()
         for step in remaining:
             _save_step(trace, step.index, step.text)
         status = TraceStatus.FINISHED
