@@ -19,8 +19,10 @@ def test_login_page_then_session_reaches_api(users, project):
     assert response.status_code == 302
     projects = client.get("/api/projects/").json()["results"]
     assert [p["name"] for p in projects] == ["Arithmetic safety"]
-    home = client.get("/")
-    assert b"Arithmetic safety" in home.content
+    # The home page sends a logged-in user to the browser UI (or lists the projects when it is not built).
+    home = client.get("/", follow=True)
+    assert home.status_code == 200
+    assert b"Arithmetic safety" in home.content or b'id="root"' in home.content
 
 
 @pytest.mark.django_db
@@ -48,6 +50,22 @@ def test_token_auth_for_scripts(users, project):
 
 
 @pytest.mark.django_db
-def test_home_redirects_anonymous_to_login():
-    response = Client().get("/")
-    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+def test_home_and_app_redirect_anonymous_to_login():
+    for url in ("/", "/app/", "/app/projects/1/traces/2/"):
+        response = Client().get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
+
+
+@pytest.mark.django_db
+def test_app_serves_the_ui_for_every_client_route(users, settings, tmp_path):
+    dist = tmp_path / "frontend" / "dist"
+    dist.mkdir(parents=True)
+    (dist / "index.html").write_text('<!doctype html><div id="root"></div>')
+    settings.BASE_DIR = tmp_path
+    client = Client()
+    client.login(username="viewer", password=PASSWORD)
+    for url in ("/app/", "/app/projects/3/traces/9/"):
+        response = client.get(url)
+        assert response.status_code == 200 and b'<div id="root">' in response.content
+        assert "csrftoken" in response.cookies  # the UI sends it back on writes
+    assert client.get("/").url == "/app/"
