@@ -29,12 +29,16 @@ def _snapshot(trace_id: int, user: Any) -> dict[str, Any]:
 
     seq = events.current_seq(trace_id)  # read first: anything newer arrives as a live event
     trace = trace_detail_queryset().get(pk=trace_id)
-    partial, answer = "", ""
-    for event in events.events_between(trace_id, 0, seq)[-2000:]:
+    # The newest token event carries the open step's text and the answer so far; a step or status
+    # event after it means that step is closed.
+    partial, answer, closed_since = "", "", False
+    for event in events.last_events(trace_id, seq):
         if event["type"] == "trace.token":
-            partial, answer = event.get("partial", ""), event.get("answer", "")
-        elif event["type"] == "trace.step" or (event["type"] == "trace.status" and event.get("status") != "running"):
-            partial = ""
+            answer = event.get("answer", "")
+            partial = "" if closed_since else event.get("partial", "")
+            break
+        if event["type"] in ("trace.step", "trace.status"):
+            closed_since = True
     if trace.status != "running":
         partial = ""
     return {

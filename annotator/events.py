@@ -134,6 +134,12 @@ def events_after(trace_id: int, last_seq: int) -> list[dict[str, Any]] | None:
     return [json.loads(item) for item in raw]
 
 
+def last_events(trace_id: int, upto: int, count: int = 50) -> list[dict[str, Any]]:
+    """The newest `count` events with seq <= upto, newest first."""
+    raw = redis_client().zrevrangebyscore(_log_key(trace_id), upto, "-inf", start=0, num=count)
+    return [json.loads(item) for item in raw]
+
+
 def events_between(trace_id: int, after: int, upto: int) -> list[dict[str, Any]]:
     raw = redis_client().zrangebyscore(_log_key(trace_id), f"({after}", upto)
     return [json.loads(item) for item in raw]

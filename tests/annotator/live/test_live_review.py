@@ -39,13 +39,13 @@ def _create_trace(live, **body) -> int:
     return response.json()["id"]
 
 
-def _queued_trace(live, model=None) -> Trace:
+def _queued_trace(live, model=None, max_new_tokens: int = 120) -> Trace:
     """A queued trace that is not yet generating (so viewers can connect before it starts)."""
     return Trace.objects.create(
         project=live.project,
         prompt=live.prompt,
         model_version=model or live.model,
-        sampling_params={"temperature": 0, "max_new_tokens": 120},
+        sampling_params={"temperature": 0, "max_new_tokens": max_new_tokens},
     )
 
 
@@ -357,3 +357,35 @@ def test_image_prompt_streams_through_a_tiny_vision_language_model(live, tiny_vl
     assert PromptImage.objects.filter(prompt=prompt).count() == 1
     assert trace.prompt_tokens > 16  # the image's 16 patch tokens went into the prompt
     assert trace.completion_tokens == 12 or trace.finish_reason == "stop"
+
+
+def test_a_viewer_joining_mid_stream_gets_a_snapshot_that_the_live_events_complete(live):
+    with FakeVLLM(completion=render_completion(SLOW_STEPS[:20], "done"), chunk_size=4, delay_s=0.01) as fake:
+        trace = _queued_trace(live, _vllm_model(live, fake), max_new_tokens=1000)
+
+        async def scenario():
+            first = await Socket.open(live, trace.pk, user="supervisor")
+            await first.recv()
+            await first.act(action="start")
+            await first.until(lambda e: e["type"] == "trace.step" and e["step"]["index"] == 5)
+            late = await Socket.open(live, trace.pk, user="viewer")  # no last_seq: a snapshot first
+            snapshot = await late.recv()
+            await late.until(finished)
+            await first.close()
+            await late.close()
+            return snapshot, late
+
+        snapshot, late = asyncio.run(scenario())
+    assert snapshot["type"] == "snapshot" and snapshot["trace"]["status"] == "running"
+    assert snapshot["me"]["username"] == "viewer" and snapshot["role"] == "viewer"
+    steps = {s["index"]: s["text"] for s in snapshot["trace"]["steps"]}
+    assert len(steps) >= 6
+    live_events = late.sequenced()
+    assert live_events[0]["seq"] == snapshot["seq"] + 1  # the live stream continues the snapshot exactly
+    for event in live_events:
+        if event["type"] == "trace.step":
+            steps[event["step"]["index"]] = event["step"]["text"]
+    assert [steps[i] for i in sorted(steps)] == SLOW_STEPS[:20] == _step_texts(trace.pk)
+    # The open step in the snapshot is the beginning of the step that closes next.
+    next_step = next(e["step"]["text"] for e in live_events if e["type"] == "trace.step")
+    assert next_step.startswith(snapshot["partial"])
