@@ -166,7 +166,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/",
-    "ENUM_NAME_OVERRIDES": {"RoleEnum": "annotator.models.Role"},
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "annotator.models.Role",
+        "RunStatusEnum": "annotator.models.RunStatus",
+        "TraceStatusEnum": "annotator.models.TraceStatus",
+    },
 }
 
 CHANNEL_LAYERS = {

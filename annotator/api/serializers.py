@@ -422,3 +422,47 @@ class TraceCreateSerializer(serializers.Serializer):
     sampling_params = serializers.JSONField(
         required=False, help_text="temperature, top_p, max_new_tokens, seed (project defaults apply)"
     )
+
+
+# --- training runs, metrics, evals (annotator/api/training.py) --------------------------------
+
+from annotator.models import EvalResult, Stage, TrainingRun  # noqa: E402 - this section's models
+
+
+class TrainingRunSerializer(serializers.ModelSerializer):
+    snapshots = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id", "stage", "base_model", "snapshots", "config", "status", "progress", "worker", "output_model",
+            "error", "log", "automatic", "created_by", "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class TrainingRunInputSerializer(serializers.Serializer):
+    stage = serializers.ChoiceField(choices=Stage.choices)
+    base_model = serializers.IntegerField(help_text="Model version id in this project to start from")
+    snapshots = serializers.ListField(
+        child=serializers.IntegerField(),
+        min_length=1,
+        help_text="Ready dataset snapshot ids of a kind that fits the stage",
+    )
+    config = serializers.JSONField(
+        required=False, help_text="Trainer settings (StageConfig fields: max_steps, learning_rate, lora, ...) "
+        "and optionally eval: {max_prompts, max_new_tokens}"
+    )
+
+
+class MetricPointSerializer(serializers.Serializer):
+    step = serializers.IntegerField()
+    name = serializers.CharField()
+    value = serializers.FloatField()
+
+
+class EvalResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = EvalResult
+        fields = ["id", "model_version", "run", "metric", "value", "details", "created_at"]
+        read_only_fields = fields

@@ -35,3 +35,7 @@ urlpatterns = [
 from annotator.api.datasets import urlpatterns as datasets_urlpatterns  # noqa: E402
 
 urlpatterns += datasets_urlpatterns
+
+from annotator.api.training import urlpatterns as training_urlpatterns  # noqa: E402
+
+urlpatterns += training_urlpatterns

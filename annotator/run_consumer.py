@@ -1,0 +1,74 @@
+"""The run socket, /ws/runs/<id>/: members of the run's project watch a training run live.
+
+On connect the client gets a snapshot (the run and every metric point so far), then the live
+events the trainer publishes: ``run.progress`` {progress, status}, ``run.metrics`` {step, metrics:
+{name: value}} and ``run.log`` {line}. Run events are not sequenced (unlike trace events): the group
+is joined before the snapshot is read, so nothing falls between them; an event that arrives twice
+(once in the snapshot, once live) carries the same step and values, so clients key metrics by
+(step, name). The socket is read-only; cancelling goes through REST.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from annotator import events
+from annotator.access import access_project
+from annotator.errors import NotFound
+from annotator.models import MetricPoint, TrainingRun
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+
+
+def _snapshot(run_id: int) -> dict[str, Any]:
+    from annotator.api.serializers import TrainingRunSerializer
+
+    run = TrainingRun.objects.prefetch_related("snapshots").get(pk=run_id)
+    metrics = list(MetricPoint.objects.filter(run_id=run_id).order_by("step", "name").values("step", "name", "value"))
+    return {"type": "snapshot", "run": TrainingRunSerializer(run).data, "metrics": metrics}
+
+
+class RunConsumer(AsyncWebsocketConsumer):
+    run_id: int
+    joined: bool = False
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
+            role = await self._access(self.run_id)
+        except (NotFound, ValueError):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.channel_layer.group_add(events.run_group(self.run_id), self.channel_name)
+        self.joined = True
+        snapshot = await database_sync_to_async(_snapshot)(self.run_id)
+        snapshot["role"] = role
+        await self.send(text_data=json.dumps(snapshot))
+
+    @database_sync_to_async
+    def _access(self, run_id: int) -> str:
+        project_id = TrainingRun.objects.filter(pk=run_id).values_list("project_id", flat=True).first()
+        if project_id is None:
+            raise NotFound("Run not found.")
+        return access_project(self.scope["user"], project_id).role
+
+    async def disconnect(self, code: int) -> None:
+        if self.joined:
+            await self.channel_layer.group_discard(events.run_group(self.run_id), self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.send(text_data=json.dumps({"type": "error", "code": "read_only",
+                                              "detail": "This socket only streams; cancel a run through REST."}))
+
+    async def run_event(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(message["event"]))

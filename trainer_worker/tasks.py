@@ -1,0 +1,55 @@
+"""Celery adapters of the trainer workers: ids in, the work and its idempotency in
+annotator.services.training.
+
+Run a train worker with one task at a time and one prefetched (settings do both):
+``celery -A webapp worker -Q train -c 1 --pool prefork``. Late acks plus
+``reject_on_worker_lost`` put the message of a worker that dies back in the queue; the service's
+claim makes that redelivery resume the run (or drop a duplicate) rather than train twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="trainer_worker.train", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def train(*, run_id: int) -> str | None:
+    from annotator.services.training import run_execute
+
+    request = train.request
+    worker = request.hostname or socket.gethostname()
+    return run_execute(run_id=run_id, worker=worker)
+
+
+@shared_task(name="trainer_worker.autotrain_check", acks_late=True, ignore_result=True)
+def autotrain_check(*, project_id: int) -> int | None:
+    from annotator.services.training import autotrain_check as check
+
+    run = check(project_id=project_id)
+    return None if run is None else run.pk
+
+
+@worker_ready.connect
+def _recover_runs(sender=None, **kwargs) -> None:
+    """A train worker that starts re-enqueues runs whose worker is gone (see runs_recover)."""
+    from django.conf import settings
+
+    app = getattr(sender, "app", None)
+    queues = set(app.amqp.queues.consume_from) if app is not None else set()
+    if settings.CELERY_TRAIN_QUEUE not in queues:
+        return  # only the workers that train do this
+    from annotator.services.training import runs_recover
+
+    try:
+        ids = runs_recover()
+    except Exception:  # a worker must start even when the database is briefly away
+        log.exception("could not look for runs to recover")
+        return
+    if ids:
+        log.info("re-enqueued runs whose worker was lost: %s", ids)
