@@ -43,8 +43,10 @@ export function LineChart({ title, series, names, testId }: { title: string; ser
     // recreate only when the set of series changes; data updates go through setData below
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key, title]);
+  const data = alignSeries(series, names);
   useEffect(() => {
-    plot.current?.setData(alignSeries(series, names));
+    plot.current?.setData(data);
   });
-  return <div className="chart" ref={box} data-testid={testId} />;
+  // data-points: how many steps the chart shows (lets tests and screen readers see it update).
+  return <div className="chart" ref={box} data-testid={testId} data-points={data[0].length} />;
 }

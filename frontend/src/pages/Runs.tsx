@@ -128,6 +128,11 @@ function RunDetail({
         }
         if (m.type === "run.progress") {
           setRun((r) => (r ? { ...r, progress: Number(m.progress ?? r.progress), status: String(m.status ?? r.status) } : r));
+          // A run that just ended has new fields (its model version, error): fetch them once.
+          if (!ACTIVE.has(String(m.status))) {
+            api.get<TrainingRun>(`/api/projects/${projectId}/runs/${runId}/`).then(setRun, () => {});
+            onChange();
+          }
         } else if (m.type === "run.metrics") {
           const step = Number(m.step);
           const values = (m.metrics ?? {}) as Record<string, number>;

@@ -1,0 +1,43 @@
+"""The training dashboard in a real Chromium: a real run on a real train worker, and its chart
+updating live as the worker reports metrics (run websocket)."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotator.models import ModelVersion
+from annotator.services.training import run_create
+from tests.e2e.test_browser import SHOTS, _login, browser, page  # noqa: F401 - fixtures
+from tests.trainer_worker.conftest import build_corpus, ready_snapshot, wait_run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def test_dashboard_chart_updates_while_a_run_trains(page, live, studio, train_worker, tiny_base):  # noqa: F811
+    owner = live.users["owner"]
+    build_corpus(live.project, owner)
+    base = ModelVersion.objects.create(project=live.project, name="tiny", base_model=str(tiny_base),
+                                       path=str(tiny_base))
+    snapshot = ready_snapshot(live.project, owner, "sft")
+    run = run_create(project=live.project, actor=owner, stage="sft", base_model=base, snapshots=[snapshot],
+                     config={"max_steps": 300, "logging_steps": 1, "save_steps": 1000, "per_device_batch_size": 2,
+                             "max_length": 128, "learning_rate": 1e-3, "eval": {"max_prompts": 2,
+                                                                                "max_new_tokens": 8}})
+    _login(page, "owner")
+    page.goto(f"/app/projects/{live.project.pk}/runs/{run.pk}/")
+    chart = page.get_by_test_id("run-chart-loss")
+    chart.wait_for(timeout=60_000)
+    first = int(chart.get_attribute("data-points"))
+    # More points arrive while the page stays open: pushed over the run's websocket, not reloaded.
+    page.wait_for_function(
+        f"Number(document.querySelector('[data-testid=run-chart-loss]').dataset.points) > {first}", timeout=60_000
+    )
+    page.screenshot(path=str(SHOTS / "06-dashboard.png"))
+    finished = wait_run(run.pk, {"succeeded", "failed"}, timeout=120, worker=train_worker)
+    assert finished.status == "succeeded", finished.error
+    page.wait_for_function("document.querySelector('[data-testid=run-status]').textContent.includes('succeeded')",
+                           timeout=30_000)
+    page.wait_for_function(
+        "Number(document.querySelector('[data-testid=run-chart-loss]').dataset.points) >= 300", timeout=30_000
+    )
+    page.get_by_test_id("run-promote").wait_for()
