@@ -114,6 +114,16 @@ class ModelEvalsView(ProjectScoped):
         return Response(self.get_serializer(rows, many=True).data)
 
 
+class ProjectEvalsView(ProjectScoped, generics.ListAPIView):
+    """Every evaluation result of the project's model versions (the safety-vs-capability view)."""
+
+    serializer_class = s.EvalResultSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return EvalResult.objects.filter(model_version__project=self.project).order_by("model_version_id", "id")
+
+
 P = "projects/<int:project_id>"
 
 urlpatterns = [
@@ -123,4 +133,5 @@ urlpatterns = [
     path(f"{P}/runs/<int:run_id>/cancel/", RunCancelView.as_view(), name="run-cancel"),
     path(f"{P}/models/<int:version_id>/promote/", ModelPromoteView.as_view(), name="model-version-promote"),
     path(f"{P}/models/<int:version_id>/evals/", ModelEvalsView.as_view(), name="model-version-evals"),
+    path(f"{P}/evals/", ProjectEvalsView.as_view(), name="project-evals"),
 ]

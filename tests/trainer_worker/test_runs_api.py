@@ -40,6 +40,7 @@ def test_role_matrix(role, client_for, project, users, base_version, corpus):
     assert api.get(f"{p}/runs/{run.pk}/").status_code == _expected(role, readers, 200)
     assert api.get(f"{p}/runs/{run.pk}/metrics/").status_code == _expected(role, readers, 200)
     assert api.get(f"{p}/models/{base_version.pk}/evals/").status_code == _expected(role, readers, 200)
+    assert api.get(f"{p}/evals/").status_code == _expected(role, readers, 200)
     body = {"stage": "sft", "base_model": base_version.pk, "snapshots": [corpus["sft"].pk], "config": TINY_CONFIG}
     assert api.post(f"{p}/runs/", body, format="json").status_code == _expected(role, {"owner"}, 201)
     assert api.post(f"{p}/runs/{run.pk}/cancel/").status_code == _expected(role, {"owner"}, 200)
