@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 BATCH_WAIT_S = 0.020  # a token waits at most this long before it is sent
 # bench/streaming.py sets this so that token events carry the wall time each delta left the backend.
 TRACE_TIMING = os.environ.get("SAFELADDER_TRACE_TIMING") == "1"
-STOP_POLL_S = 0.010
+STOP_POLL_S = 0.050  # a stop request is seen within this (the target is 0.5 s)
 
 
 def _enqueue(trace_id: int) -> None:
@@ -201,6 +201,7 @@ class TokenBatcher:
         self.pending: list[str] = []
         self.yield_ts: list[float] = []
         self.timer: threading.Timer | None = None
+        self.last_flush = 0.0
 
     def push(self, text: str) -> list[ClosedStep]:
         """Feed a delta to the segmenter and queue it. A delta that closes steps is sent at once,
@@ -210,10 +211,13 @@ class TokenBatcher:
             self.pending.append(text)
             if TRACE_TIMING:
                 self.yield_ts.append(time.time())
-            if closed:
+            # Leading edge: a token after a quiet spell goes out at once; within BATCH_WAIT_S of the
+            # last send, tokens wait together (never longer than BATCH_WAIT_S) for one message.
+            wait = self.last_flush + BATCH_WAIT_S - time.monotonic()
+            if closed or (wait <= 0 and self.timer is None):
                 self._flush_locked()
             elif self.timer is None:
-                self.timer = threading.Timer(BATCH_WAIT_S, self.flush)
+                self.timer = threading.Timer(max(0.0, wait), self.flush)
                 self.timer.daemon = True
                 self.timer.start()
         return closed
@@ -233,6 +237,7 @@ class TokenBatcher:
             self.timer = None
         if not self.pending:
             return
+        self.last_flush = time.monotonic()
         text = "".join(self.pending)
         self.pending.clear()
         timing = {"yield_ts": self.yield_ts, "pub_ts": time.time()} if TRACE_TIMING else {}
