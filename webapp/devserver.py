@@ -55,12 +55,9 @@ def _setup() -> None:
     elif not admin.check_password(password):
         admin.set_password(password)
         admin.save(update_fields=["password"])
-    try:
-        from annotator.demo import ensure_demo
+    from annotator.demo import ensure_demo
 
-        ensure_demo(admin)
-    except ImportError:
-        _say("the demo model and project arrive with the live-review work; skipping")
+    ensure_demo(admin)
     _say(f"demo admin: username 'admin', password '{password}' (kept in {settings.DATA_DIR / 'admin-password.txt'})")
 
 
