@@ -39,24 +39,31 @@ def _admin_password(data_dir: Path) -> str:
     return password
 
 
+def ensure_admin(data_dir: Path):
+    """The demo admin (a superuser), with the password kept in the data folder. Returns (user, password)."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    password = _admin_password(data_dir)
+    admin = User.objects.filter(username="admin").first()
+    if admin is None:
+        admin = User.objects.create_superuser("admin", "admin@localhost", password)
+    elif not admin.check_password(password):
+        admin.set_password(password)
+        admin.save(update_fields=["password"])
+    return admin, password
+
+
 def _setup() -> None:
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     django.setup()
     from django.conf import settings
-    from django.contrib.auth import get_user_model
 
-    User = get_user_model()
-    password = _admin_password(settings.DATA_DIR)
-    admin = User.objects.filter(username="admin").first()
-    if admin is None:
-        User.objects.create_superuser("admin", "admin@localhost", password)
-    elif not admin.check_password(password):
-        admin.set_password(password)
-        admin.save(update_fields=["password"])
     from annotator.demo import ensure_demo
 
+    admin, password = ensure_admin(settings.DATA_DIR)
     ensure_demo(admin)
     _say(f"demo admin: username 'admin', password '{password}' (kept in {settings.DATA_DIR / 'admin-password.txt'})")
 
