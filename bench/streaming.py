@@ -128,6 +128,7 @@ def main() -> int:
     parser.add_argument("--traces", type=int, default=20)
     parser.add_argument("--viewers", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40, help="steps per trace")
+    parser.add_argument("--workers", type=int, default=1, help="generate worker processes")
     parser.add_argument("--token-delay", type=float, default=0.02, help="seconds between tokens per trace")
     args = parser.parse_args()
 
@@ -164,9 +165,14 @@ def main() -> int:
 
     env = process_env(SAFELADDER_TRACE_TIMING="1")
     env["DATABASE_URL"] = os.environ["DATABASE_URL"]
-    worker = Proc([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "generate", "-n", f"bench{stamp}@%h",
-                   "--pool", "threads", "-c", str(args.traces + 2), "--without-gossip", "--without-mingle", "-l",
-                   "WARNING"], tmp / "worker.log", env)
+    # Generation threads of one process share its GIL; --workers spreads the traces over processes.
+    per_worker = -(-args.traces // args.workers) + 1
+    workers = [
+        Proc([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "generate", "-n",
+              f"bench{stamp}-{i}@%h", "--pool", "threads", "-c", str(per_worker), "--prefetch-multiplier", "1",
+              "--without-gossip", "--without-mingle", "-l", "WARNING"], tmp / f"worker{i}.log", env)
+        for i in range(args.workers)
+    ]
     try:
         time.sleep(6)
         from tests.support import live as live_mod
@@ -177,7 +183,8 @@ def main() -> int:
         print("baseline: reading the backend in-process ...", flush=True)
         base = baseline(fake.base_url, args.traces)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
         fake.stop()
         project.delete()
         user.delete()
@@ -187,7 +194,8 @@ def main() -> int:
         vals = results.get(part, [])
         print(f"  {part}: p50 {pct(vals, 0.5) * 1000:.1f} ms, p99 {pct(vals, 0.99) * 1000:.1f} ms")
     print()
-    print(f"{args.traces} traces x {args.viewers} viewers, {args.steps} steps each, "
+    print(f"{args.traces} traces x {args.viewers} viewers, {args.workers} generate worker process(es), "
+          f"{args.steps} steps each, "
           f"1 token / {args.token_delay * 1000:.0f} ms per trace (vLLM SSE stand-in)")
     print(f"{'path':<28}{'p50 ms':>10}{'p99 ms':>10}{'tokens':>10}{'wall s':>9}")
     print(f"{'websocket (via worker)':<28}{pct(lat, 0.5) * 1000:>10.1f}{pct(lat, 0.99) * 1000:>10.1f}"
