@@ -58,7 +58,7 @@ def _sft_record(prompt: str, completion: str) -> dict:
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]}
 
 
-def _train_sft(base: Path, rows: list[dict], out: Path, epochs: float) -> tuple[Path, float]:
+def _train_sft(base: Path, rows: list[dict], out: Path, epochs: float, lr: float) -> tuple[Path, float]:
     from trainer_worker.training.config import StageConfig
     from trainer_worker.training.runner import run_stage
 
@@ -66,7 +66,7 @@ def _train_sft(base: Path, rows: list[dict], out: Path, epochs: float) -> tuple[
     data = out / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = StageConfig(stage="sft", base_model_path=str(base), output_dir=str(out), dataset_path=str(data),
-                         num_train_epochs=epochs, per_device_batch_size=8, learning_rate=1e-3, max_length=256,
+                         num_train_epochs=epochs, per_device_batch_size=8, learning_rate=lr, max_length=256,
                          logging_steps=50, save_steps=100_000, save_total_limit=1)
     t0 = time.monotonic()
     result = run_stage(config)
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="50,100,200")
     parser.add_argument("--heldout", type=int, default=100)
     parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--lr", type=float, default=1e-4, help="SFT learning rate (the demo model is already trained)")
     parser.add_argument("--grpo-steps", type=int, default=15)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
@@ -101,7 +102,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     heldout = demo_task.make_problems(args.heldout, seed=1234, split="heldout")
     train = demo_task.make_problems(max(sizes), seed=99, split="train")
-    report: dict = {"demo_model": str(args.demo_model), "heldout": len(heldout), "epochs": args.epochs}
+    report: dict = {"demo_model": str(args.demo_model), "heldout": len(heldout), "epochs": args.epochs, "lr": args.lr}
     t_start = time.monotonic()
     report["before"] = _accuracy(args.demo_model, heldout, args.max_new_tokens)
 
@@ -145,7 +146,7 @@ def main() -> None:
             if not rows:
                 row[name] = None
                 continue
-            path, seconds = _train_sft(args.demo_model, rows, work / f"{name}-{n}", args.epochs)
+            path, seconds = _train_sft(args.demo_model, rows, work / f"{name}-{n}", args.epochs, args.lr)
             row[name] = {**_accuracy(path, heldout, args.max_new_tokens), "train_s": round(seconds, 1)}
         report[f"n={n}"] = row
         print(json.dumps({f"n={n}": row}), flush=True)
