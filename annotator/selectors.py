@@ -54,6 +54,8 @@ def trace_list(
     prompt_id: int | None = None,
     model_version_id: int | None = None,
     parent_id: int | None = None,
+    category: str | None = None,
+    started_by: str | None = None,
 ) -> QuerySet[Trace]:
     qs = Trace.objects.filter(project=project).annotate(step_count=Count("steps"))
     if status:
@@ -64,6 +66,10 @@ def trace_list(
         qs = qs.filter(model_version_id=model_version_id)
     if parent_id:
         qs = qs.filter(parent_id=parent_id)
+    if category:
+        qs = qs.filter(prompt__category=category)
+    if started_by:
+        qs = qs.filter(created_by__username=started_by)
     return qs.order_by("id")
 
 

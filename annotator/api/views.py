@@ -338,6 +338,8 @@ class ModelVersionDetailView(ProjectScoped):
             OpenApiParameter("prompt", int),
             OpenApiParameter("model_version", int),
             OpenApiParameter("parent", int),
+            OpenApiParameter("category", str, enum=Category.values, description="The prompt's category"),
+            OpenApiParameter("started_by", str, description="Username of who started the generation"),
         ]
     )
 )
@@ -356,12 +358,17 @@ class TraceListView(ProjectScoped, generics.ListAPIView):
             ids = {k: int(q[k]) if q.get(k) else None for k in ("prompt", "model_version", "parent")}
         except ValueError:
             raise InvalidInput("prompt, model_version and parent filters take integer ids.") from None
+        category = q.get("category")
+        if category and category not in Category.values:
+            raise InvalidInput(f"category must be one of {', '.join(Category.values)}.")
         return selectors.trace_list(
             self.project,
             status=st,
             prompt_id=ids["prompt"],
             model_version_id=ids["model_version"],
             parent_id=ids["parent"],
+            category=category,
+            started_by=q.get("started_by"),
         )
 
     @extend_schema(request=s.TraceCreateSerializer, responses={201: s.TraceSerializer})

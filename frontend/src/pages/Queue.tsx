@@ -8,6 +8,7 @@ import { Link, navigate, paths } from "../lib/router";
 import type { ModelVersion, Prompt, Trace } from "../lib/types";
 
 const STATUSES = ["", "queued", "running", "stopped", "finished", "failed"];
+const CATEGORIES = ["", "knowledge", "safety", "value", "general"];
 
 function useFilters() {
   const sp = new URLSearchParams(window.location.search);
@@ -15,6 +16,8 @@ function useFilters() {
     status: sp.get("status") ?? "",
     prompt: sp.get("prompt") ?? "",
     model_version: sp.get("model_version") ?? "",
+    category: sp.get("category") ?? "",
+    started_by: sp.get("started_by") ?? "",
   });
   const update = (k: keyof typeof f, v: string) => {
     const next = { ...f, [k]: v };
@@ -34,7 +37,7 @@ export function Queue({ projectId }: { projectId: number }) {
     setExtra([]);
     setNext(page.next ?? null);
     return page;
-  }, [projectId, f.status, f.prompt, f.model_version]);
+  }, [projectId, f.status, f.prompt, f.model_version, f.category, f.started_by]);
   const models = useLoad(() => api.list<ModelVersion>(`/api/projects/${projectId}/models/`), [projectId]);
   const more = async () => {
     if (!next) return;
@@ -60,6 +63,21 @@ export function Queue({ projectId }: { projectId: number }) {
                     </option>
                   ))}
                 </select>
+                <select aria-label="category" data-testid="filter-category" value={f.category} onChange={(e) => setFilter("category", e.target.value)}>
+                  {CATEGORIES.map((c) => (
+                    <option key={c} value={c}>
+                      {c || "any category"}
+                    </option>
+                  ))}
+                </select>
+                <input
+                  aria-label="started by"
+                  placeholder="started by"
+                  data-testid="filter-started-by"
+                  value={f.started_by}
+                  onChange={(e) => setFilter("started_by", e.target.value.trim())}
+                  size={10}
+                />
                 <input
                   aria-label="prompt id"
                   placeholder="prompt #"

@@ -389,3 +389,26 @@ def test_a_viewer_joining_mid_stream_gets_a_snapshot_that_the_live_events_comple
     # The open step in the snapshot is the beginning of the step that closes next.
     next_step = next(e["step"]["text"] for e in live_events if e["type"] == "trace.step")
     assert next_step.startswith(snapshot["partial"])
+
+
+def test_generation_goes_on_when_every_viewer_has_left(live):
+    with FakeVLLM(completion=render_completion(SLOW_STEPS[:15], "done"), chunk_size=4, delay_s=0.01) as fake:
+        trace = _queued_trace(live, _vllm_model(live, fake), max_new_tokens=1000)
+
+        async def scenario():
+            ws = await Socket.open(live, trace.pk, user="supervisor")
+            await ws.recv()
+            await ws.act(action="start")
+            await ws.until(lambda e: e["type"] == "trace.step")
+            await ws.close()  # the only viewer leaves after the first step
+            for _ in range(300):
+                status = await asyncio.to_thread(lambda: Trace.objects.get(pk=trace.pk).status)
+                if status != "running":
+                    return status
+                await asyncio.sleep(0.1)
+            return "still running"
+
+        status = asyncio.run(scenario())
+    assert status == "finished"
+    assert _step_texts(trace.pk) == SLOW_STEPS[:15]
+    assert Trace.objects.get(pk=trace.pk).final_answer == "done"
