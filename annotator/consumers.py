@@ -50,6 +50,29 @@ def _snapshot(trace_id: int, user: Any) -> dict[str, Any]:
     }
 
 
+async def accept_member(consumer: AsyncWebsocketConsumer, model: type, id_kwarg: str) -> tuple[int, str] | None:
+    """The handshake of every studio socket: accept, then close with 4401 (anonymous) or 4404 (no such
+    object, or not a member of its project). Returns (object id, the member's role) or None."""
+    user = consumer.scope.get("user")
+    await consumer.accept()
+    if user is None or not user.is_authenticated:
+        await consumer.close(code=CLOSE_UNAUTHENTICATED)
+        return None
+
+    def role_of(object_id: int) -> str:
+        project_id = model.objects.filter(pk=object_id).values_list("project_id", flat=True).first()
+        if project_id is None:
+            raise NotFound(f"{model.__name__} not found.")
+        return access_project(user, project_id).role
+
+    try:
+        object_id = int(consumer.scope["url_route"]["kwargs"][id_kwarg])
+        return object_id, await database_sync_to_async(role_of)(object_id)
+    except (NotFound, ValueError):
+        await consumer.close(code=CLOSE_NOT_FOUND)
+        return None
+
+
 class TraceConsumer(AsyncWebsocketConsumer):
     trace_id: int
     role: str
@@ -59,17 +82,11 @@ class TraceConsumer(AsyncWebsocketConsumer):
     # --- connection ---------------------------------------------------------------------------
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        await self.accept()
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        member = await accept_member(self, Trace, "trace_id")
+        if member is None:
             return
-        try:
-            self.trace_id = int(self.scope["url_route"]["kwargs"]["trace_id"])
-            self.role = await self._access(self.trace_id)
-        except (NotFound, ValueError):
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
+        self.trace_id, self.role = member
+        user = self.scope["user"]
         await self.channel_layer.group_add(events.trace_group(self.trace_id), self.channel_name)
         self.joined = True
         last_seq = self._query_last_seq()
@@ -106,13 +123,6 @@ class TraceConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_discard(events.trace_group(self.trace_id), self.channel_name)
         await database_sync_to_async(self._leave_presence)()
         await database_sync_to_async(events.publish_presence)(self.trace_id, await self._watchers())
-
-    @database_sync_to_async
-    def _access(self, trace_id: int) -> str:
-        project_id = Trace.objects.filter(pk=trace_id).values_list("project_id", flat=True).first()
-        if project_id is None:
-            raise NotFound("Trace not found.")
-        return access_project(self.scope["user"], project_id).role
 
     # --- presence (a Redis hash: channel name -> user) ----------------------------------------
 

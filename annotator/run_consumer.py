@@ -17,12 +17,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from annotator import events
-from annotator.access import access_project
-from annotator.errors import NotFound
+from annotator.consumers import accept_member
 from annotator.models import MetricPoint, TrainingRun
-
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_NOT_FOUND = 4404
 
 
 def _snapshot(run_id: int) -> dict[str, Any]:
@@ -38,29 +34,15 @@ class RunConsumer(AsyncWebsocketConsumer):
     joined: bool = False
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        await self.accept()
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+        member = await accept_member(self, TrainingRun, "run_id")
+        if member is None:
             return
-        try:
-            self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
-            role = await self._access(self.run_id)
-        except (NotFound, ValueError):
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
+        self.run_id, role = member
         await self.channel_layer.group_add(events.run_group(self.run_id), self.channel_name)
         self.joined = True
         snapshot = await database_sync_to_async(_snapshot)(self.run_id)
         snapshot["role"] = role
         await self.send(text_data=json.dumps(snapshot))
-
-    @database_sync_to_async
-    def _access(self, run_id: int) -> str:
-        project_id = TrainingRun.objects.filter(pk=run_id).values_list("project_id", flat=True).first()
-        if project_id is None:
-            raise NotFound("Run not found.")
-        return access_project(self.scope["user"], project_id).role
 
     async def disconnect(self, code: int) -> None:
         if self.joined:
