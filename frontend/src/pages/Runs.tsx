@@ -14,8 +14,13 @@ import { backoffDelay } from "../stream/connection";
 
 const ACTIVE = new Set(["queued", "running", "cancelling"]);
 
-export function groupOf(name: string): "loss" | "reward" | "kl" | "other" {
+// Run-level counters (cumulative or end-of-run figures) are not training curves: on one axis with
+// the curves their scale flattens everything else, so the charts leave them out.
+const COUNTERS = /^(total_flos|num_input_tokens_seen|num_tokens|epoch|train_runtime|train_.*_per_second|train_loss)$/;
+
+export function groupOf(name: string): "loss" | "reward" | "kl" | "other" | null {
   const n = name.toLowerCase();
+  if (COUNTERS.test(n)) return null;
   if (/(^|[^a-z])kl([^a-z]|$)|kl_|_kl/.test(n)) return "kl";
   if (n.includes("reward")) return "reward";
   if (n.includes("loss")) return "loss";
@@ -162,7 +167,10 @@ function RunDetail({
 
   const groups = useMemo(() => {
     const g: Record<string, string[]> = {};
-    for (const name of Object.keys(series).sort()) (g[groupOf(name)] ??= []).push(name);
+    for (const name of Object.keys(series).sort()) {
+      const group = groupOf(name);
+      if (group) (g[group] ??= []).push(name);
+    }
     return g;
   }, [series]);
 
