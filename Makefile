@@ -31,6 +31,8 @@ run: venv frontend
 
 # Tests use their own data folder, so a running `make run` and its data are left alone.
 test: venv frontend
+	@if [ -f frontend/package.json ]; then echo "==> frontend unit tests (Vitest)"; cd frontend && $(NPM) test; fi
+	@echo "==> Python tests (pytest: REST, websockets, workers, TRL, browser)"
 	@SAFELADDER_DATA_DIR=$(CURDIR)/.data/test $(EMBEDDED) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
