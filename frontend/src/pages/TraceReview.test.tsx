@@ -1,37 +1,15 @@
 import { act, cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ServerMsg } from "../lib/types";
-import { snapshot, step, tok, trace } from "../stream/fixtures";
+import { FakeSocket, snapshot, step, tok, trace } from "../stream/fixtures";
 import { TraceReview } from "./TraceReview";
 
-class FakeSocket {
-  static all: FakeSocket[] = [];
-  url: string;
-  readyState = 0;
-  sent: Array<Record<string, unknown>> = [];
-  onopen: (() => void) | null = null;
-  onmessage: ((e: { data: string }) => void) | null = null;
-  onclose: ((e: { code: number }) => void) | null = null;
-  constructor(url: string) {
-    this.url = url;
-    FakeSocket.all.push(this);
-  }
-  send(d: string) {
-    this.sent.push(JSON.parse(d));
-  }
-  close() {
-    this.readyState = 3;
-  }
-}
 
 function server(msg: ServerMsg | Record<string, unknown>) {
   const ws = FakeSocket.all[FakeSocket.all.length - 1];
   act(() => {
-    if (ws.readyState === 0) {
-      ws.readyState = 1;
-      ws.onopen?.();
-    }
-    ws.onmessage?.({ data: JSON.stringify(msg) });
+    if (ws.readyState === 0) ws.open();
+    ws.push(msg);
   });
   return ws;
 }

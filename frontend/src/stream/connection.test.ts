@@ -1,39 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { ServerMsg } from "../lib/types";
 import { ActionError, TraceConnection } from "./connection";
-import { snapshot, tok } from "./fixtures";
+import { FakeSocket, snapshot, tok } from "./fixtures";
 
-// A stand-in for the browser WebSocket: records URLs and sent frames, lets the test push frames.
-class FakeSocket {
-  static all: FakeSocket[] = [];
-  url: string;
-  readyState = 0;
-  sent: Array<Record<string, unknown>> = [];
-  onopen: (() => void) | null = null;
-  onmessage: ((e: { data: string }) => void) | null = null;
-  onclose: ((e: { code: number }) => void) | null = null;
-  constructor(url: string) {
-    this.url = url;
-    FakeSocket.all.push(this);
-  }
-  open() {
-    this.readyState = 1;
-    this.onopen?.();
-  }
-  push(msg: ServerMsg | Record<string, unknown>) {
-    this.onmessage?.({ data: JSON.stringify(msg) });
-  }
-  send(data: string) {
-    this.sent.push(JSON.parse(data));
-  }
-  close() {
-    this.readyState = 3;
-  }
-  drop(code = 1006) {
-    this.readyState = 3;
-    this.onclose?.({ code });
-  }
-}
 
 const make = (id: number) => new TraceConnection(id, (u) => new FakeSocket(u) as unknown as WebSocket);
 

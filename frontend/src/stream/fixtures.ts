@@ -49,3 +49,35 @@ export const tok = (seq: number, text: string, phase: "think" | "answer" = "thin
   phase,
 });
 export const stepEv = (seq: number, s: Step): ServerMsg => ({ type: "trace.step", seq, step: s });
+
+// A stand-in for the browser WebSocket: records URLs and sent frames, lets the test push frames.
+export class FakeSocket {
+  static all: FakeSocket[] = [];
+  url: string;
+  readyState = 0;
+  sent: Array<Record<string, unknown>> = [];
+  onopen: (() => void) | null = null;
+  onmessage: ((e: { data: string }) => void) | null = null;
+  onclose: ((e: { code: number }) => void) | null = null;
+  constructor(url: string) {
+    this.url = url;
+    FakeSocket.all.push(this);
+  }
+  open() {
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  push(msg: ServerMsg | Record<string, unknown>) {
+    this.onmessage?.({ data: JSON.stringify(msg) });
+  }
+  send(data: string) {
+    this.sent.push(JSON.parse(data));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  drop(code = 1006) {
+    this.readyState = 3;
+    this.onclose?.({ code });
+  }
+}
