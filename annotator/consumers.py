@@ -23,7 +23,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 
 
-def _snapshot(trace_id: int, user: Any) -> dict[str, Any]:
+def _snapshot(trace_id: int) -> dict[str, Any]:
     from annotator.api.serializers import TraceDetailSerializer
     from annotator.selectors import trace_detail_queryset
 
@@ -94,7 +94,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
         if last_seq is not None:
             missed = await database_sync_to_async(events.events_after)(self.trace_id, last_seq)
         if missed is None:
-            snapshot = await database_sync_to_async(_snapshot)(self.trace_id, user)
+            snapshot = await database_sync_to_async(_snapshot)(self.trace_id)
             snapshot["role"] = self.role
             snapshot["me"] = {"id": user.pk, "username": user.username}
             snapshot["watchers"] = await self._join_presence(user)

@@ -73,12 +73,12 @@ def seed_project(admin: Any, model_dir: Path) -> Project:
 
 
 def ensure_demo(admin: Any) -> Project:
-    from trainer_worker.training.demo_model import _progress_bar
+    from trainer_worker.training.demo_model import progress_bar
 
     model_dir = demo_model_dir()
     if not (model_dir / "config.json").exists():
         print("[run] building the demo model (first start only; about 5 minutes on 2 cores)", flush=True)
-        report = build_model(out_dir=model_dir, progress=_progress_bar)
+        report = build_model(out_dir=model_dir, progress=progress_bar)
         print(f"\n[run] demo model: held-out accuracy {report['accuracy']:.0%}, "
               f"refusals {report['refusal_rate']:.0%}, format {report['format_rate']:.0%}", flush=True)
     return seed_project(admin, model_dir)

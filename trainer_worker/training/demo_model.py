@@ -322,7 +322,7 @@ def _total(step: int, elapsed: float, budget: float, max_steps: int) -> int:
     return max(step, min(max_steps, int(step * budget / elapsed)))
 
 
-def _progress_bar(info: dict) -> None:
+def progress_bar(info: dict) -> None:
     total = max(1, int(info["total"]))
     frac = min(1.0, info["step"] / total)
     bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-eval", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see build_demo_model)")
     args = parser.parse_args(argv)
-    report = build_demo_model(args.out_dir, time_budget_s=args.budget, seed=args.seed, progress=_progress_bar,
+    report = build_demo_model(args.out_dir, time_budget_s=args.budget, seed=args.seed, progress=progress_bar,
                               n_eval=args.n_eval, num_threads=args.threads)
     sys.stderr.write("\n")
     summary = {k: v for k, v in report.to_dict().items() if k != "samples"}

@@ -21,10 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true", help="rebuild even if a model is there")
 
     def handle(self, *args, out, budget, seed, force, **options):
-        from trainer_worker.training.demo_model import _progress_bar
+        from trainer_worker.training.demo_model import progress_bar
 
         out = out or demo_model_dir()
-        report = build_model(out_dir=out, budget_s=budget, seed=seed, force=force, progress=_progress_bar)
+        report = build_model(out_dir=out, budget_s=budget, seed=seed, force=force, progress=progress_bar)
         self.stdout.write("")
         self.stdout.write(f"model: {out} ({report['params']:,} parameters, {report['train_seconds']:.0f}s training)")
         self.stdout.write(f"held-out final-answer accuracy: {report['accuracy']:.1%} on {report['n_arithmetic']} "
