@@ -12,9 +12,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from annotator import events
+from annotator import events, flags
 from annotator.access import access_project
-from annotator.errors import Forbidden, InvalidInput, NotFound, StudioError
+from annotator.errors import InvalidInput, NotFound, StudioError
 from annotator.models import Role, Trace
 
 MAX_FRAME_BYTES = 64 * 1024
@@ -124,31 +124,18 @@ class TraceConsumer(AsyncWebsocketConsumer):
         await database_sync_to_async(self._leave_presence)()
         await database_sync_to_async(events.publish_presence)(self.trace_id, await self._watchers())
 
-    # --- presence (a Redis hash: channel name -> user) ----------------------------------------
+    # --- presence (kept in Redis by annotator.flags) --------------------------------------------
 
     async def _join_presence(self, user: Any) -> list[dict[str, Any]]:
-        def join() -> None:
-            client = events.redis_client()
-            client.hset(
-                events.watchers_key(self.trace_id),
-                self.channel_name,
-                json.dumps({"id": user.pk, "username": user.username}),
-            )
-            client.expire(events.watchers_key(self.trace_id), 24 * 3600)
-
-        await database_sync_to_async(join)()
+        me = {"id": user.pk, "username": user.username}
+        await database_sync_to_async(flags.presence_join)(self.trace_id, self.channel_name, me)
         return await self._watchers()
 
     def _leave_presence(self) -> None:
-        events.redis_client().hdel(events.watchers_key(self.trace_id), self.channel_name)
+        flags.presence_leave(self.trace_id, self.channel_name)
 
     async def _watchers(self) -> list[dict[str, Any]]:
-        def read() -> list[dict[str, Any]]:
-            raw = events.redis_client().hvals(events.watchers_key(self.trace_id))
-            unique = {w["id"]: w for w in map(json.loads, raw)}
-            return sorted(unique.values(), key=lambda w: w["username"])
-
-        return await database_sync_to_async(read)()
+        return await database_sync_to_async(flags.presence_list)(self.trace_id)
 
     # --- events from the group ----------------------------------------------------------------
 
@@ -218,11 +205,9 @@ class TraceConsumer(AsyncWebsocketConsumer):
         from annotator.services import corrections, generation, labels
 
         user = self.scope["user"]
-        # Roles can change while a socket is open: check on every action, not once at connect.
-        membership = access_project(user, Trace.objects.values_list("project_id", flat=True).get(pk=self.trace_id))
-        if Role.rank(membership.role) < Role.rank(Role.SUPERVISOR):
-            raise Forbidden("Viewers may watch; acting needs the supervisor role.", code="forbidden")
         trace = Trace.objects.select_related("project").get(pk=self.trace_id)
+        # Roles can change while a socket is open: check on every action, not once at connect.
+        access_project(user, trace.project_id, role=Role.SUPERVISOR)
         if action == "start":
             generation.trace_start(trace=trace, actor=user, sampling_params=message.get("params"))
         elif action == "stop":

@@ -9,6 +9,9 @@ The event's JSON starts with a fixed-width `"seq"` field that the script fills i
 and in the channel-layer message alike (same byte length, so the msgpack framing stays valid). The
 web process forwards that text to each viewer as is: no decoding or re-encoding per viewer.
 Presence is not sequenced (it is a fact about now, not history).
+
+Only sending lives here. The Redis client, the key names and the flags (stop, cancel, heartbeat,
+presence) are in ``annotator.flags``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+
+from annotator.flags import redis_client, trace_events_key, trace_seq_key
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +117,12 @@ def _group_send(group: str, message: dict[str, Any]) -> None:
     _SendLoop.get().send(group, message)
 
 
-def redis_client():
-    """One client per thread (the generate worker runs generations in threads)."""
-    client = getattr(_local, "client", None)
-    if client is None:
-        import redis
-
-        client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
-        _local.client = client
-        _local.publish = client.register_script(_PUBLISH)
-    return client
+def _publish_script() -> Any:
+    """The publish script, registered once per thread on that thread's client."""
+    script = getattr(_local, "publish", None)
+    if script is None:
+        script = _local.publish = redis_client().register_script(_PUBLISH)
+    return script
 
 
 def trace_group(trace_id: int) -> str:
@@ -132,36 +133,8 @@ def run_group(run_id: int) -> str:
     return f"run.{run_id}"
 
 
-def key_prefix() -> str:
-    """Keys are namespaced by database, so two studios (or the tests) can share one Redis safely."""
-    return f"safeladder:{settings.DATABASES['default']['NAME']}:"
-
-
-def _seq_key(trace_id: int) -> str:
-    return f"{key_prefix()}trace:{trace_id}:seq"
-
-
-def _log_key(trace_id: int) -> str:
-    return f"{key_prefix()}trace:{trace_id}:events"
-
-
-def stop_key(trace_id: int) -> str:
-    return f"{key_prefix()}trace:{trace_id}:stop"
-
-
-def watchers_key(trace_id: int) -> str:
-    return f"{key_prefix()}trace:{trace_id}:watchers"
-
-
-def forget_all() -> int:
-    """Delete every key of this database's namespace (tests start from a clean slate)."""
-    client = redis_client()
-    keys = list(client.scan_iter(match=f"{key_prefix()}*", count=1000))
-    return client.delete(*keys) if keys else 0
-
-
 def current_seq(trace_id: int) -> int:
-    return int(redis_client().get(_seq_key(trace_id)) or 0)
+    return int(redis_client().get(trace_seq_key(trace_id)) or 0)
 
 
 def events_after(trace_id: int, last_seq: int) -> list[str] | None:
@@ -172,34 +145,34 @@ def events_after(trace_id: int, last_seq: int) -> list[str] | None:
         return None  # a seq this server never issued (e.g. Redis was reset): start over from a snapshot
     if last_seq == current:
         return []
-    oldest = client.zrange(_log_key(trace_id), 0, 0, withscores=True)
+    oldest = client.zrange(trace_events_key(trace_id), 0, 0, withscores=True)
     if not oldest or int(oldest[0][1]) > last_seq + 1:
         return None
-    return client.zrangebyscore(_log_key(trace_id), f"({last_seq}", "+inf")
+    return client.zrangebyscore(trace_events_key(trace_id), f"({last_seq}", "+inf")
 
 
 def last_events(trace_id: int, upto: int, count: int = 50) -> list[dict[str, Any]]:
     """The newest `count` events with seq <= upto, newest first."""
-    raw = redis_client().zrevrangebyscore(_log_key(trace_id), upto, "-inf", start=0, num=count)
+    raw = redis_client().zrevrangebyscore(trace_events_key(trace_id), upto, "-inf", start=0, num=count)
     return [json.loads(item) for item in raw]
 
 
 def events_between(trace_id: int, after: int, upto: int) -> list[str]:
     """Texts of the events with after < seq <= upto, in order."""
-    return redis_client().zrangebyscore(_log_key(trace_id), f"({after}", upto)
+    return redis_client().zrangebyscore(trace_events_key(trace_id), f"({after}", upto)
 
 
 def publish_trace_event(trace_id: int, event_type: str, **payload: Any) -> dict[str, Any]:
     """Sequence, keep and broadcast one event of a trace. Returns the event with its seq."""
-    redis_client()
     text = SEQ_PREFIX + MARKER + "," + json.dumps({"type": event_type, "trace": trace_id, **payload})[1:]
     prefix = _direct_channel()
     message = {"type": "trace.event", "text": text}
     wire = get_channel_layer().serialize(message) if prefix is not None else b""
     if prefix is not None and MARKER.encode() not in wire:
         prefix, wire = None, b""  # a serializer that hides the text (e.g. encryption): use group_send
-    encoded = _local.publish(
-        keys=[_seq_key(trace_id), _log_key(trace_id), f"{prefix}{trace_group(trace_id)}" if prefix else ""],
+    channel = f"{prefix}{trace_group(trace_id)}" if prefix else ""
+    encoded = _publish_script()(
+        keys=[trace_seq_key(trace_id), trace_events_key(trace_id), channel],
         args=[text, HISTORY, TTL_S, MARKER, wire],
     )
     if prefix is None:
@@ -213,15 +186,3 @@ def publish_presence(trace_id: int, watchers: list[dict[str, Any]]) -> None:
 
 def publish_run_event(run_id: int, event_type: str, **payload: Any) -> None:
     _group_send(run_group(run_id), {"type": "run.event", "event": {"type": event_type, "run": run_id, **payload}})
-
-
-def request_stop(trace_id: int) -> None:
-    redis_client().set(stop_key(trace_id), "1", ex=3600)
-
-
-def clear_stop(trace_id: int) -> None:
-    redis_client().delete(stop_key(trace_id))
-
-
-def stop_requested(trace_id: int) -> bool:
-    return bool(redis_client().exists(stop_key(trace_id)))

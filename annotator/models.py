@@ -6,6 +6,14 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from trainer_worker.vocabulary import labels, stages, steps
+
+
+def _choices(name: str, titles: dict[str, str]) -> type[models.TextChoices]:
+    """Django choices built from a mapping of the shared vocabulary (value -> title), so the label
+    taxonomy is written once: members are the upper-cased values (``SafetyLabel.UNSAFE``)."""
+    return models.TextChoices(name, [(value.upper(), (value, title)) for value, title in titles.items()])
+
 
 class Role(models.TextChoices):
     """A member's role in one project. Ordered: each role may do what the ones below it may."""
@@ -19,17 +27,8 @@ class Role(models.TextChoices):
         return [cls.VIEWER, cls.SUPERVISOR, cls.OWNER].index(role)
 
 
-class Category(models.TextChoices):
-    SAFETY = "safety", "Safety"
-    VALUE = "value", "Value"
-    KNOWLEDGE = "knowledge", "Knowledge"
-    GENERAL = "general", "General"
-
-
-class StepRule(models.TextChoices):
-    LINE = "line", "One step per non-empty line"
-    BLANK_LINE = "blank_line", "Steps separated by blank lines"
-    NUMBERED = "numbered", "A step starts at a numbered line"
+Category = _choices("Category", labels.CATEGORIES)
+StepRule = _choices("StepRule", steps.STEP_RULES)
 
 
 class Project(models.Model):
@@ -221,9 +220,6 @@ class Step(models.Model):
         return f"Step {self.index} of trace {self.trace_id}"
 
 
-SAFETY_TAGS = ["harmful_content", "privacy", "deception", "bias", "self_harm", "illegal_activity", "other"]
-
-
 class StepLabel(models.Model):
     """A supervisor's rating of one step: +1 good, 0 neutral, -1 wrong (PRM800K); null = unsure."""
 
@@ -240,7 +236,8 @@ class StepLabel(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["step", "annotator"], name="step_label_one_per_annotator"),
             models.CheckConstraint(
-                condition=Q(rating__isnull=True) | Q(rating__in=[-1, 0, 1]), name="step_label_rating_valid"
+                condition=Q(rating__isnull=True) | Q(rating__in=sorted(labels.STEP_RATINGS)),
+                name="step_label_rating_valid",
             ),
         ]
 
@@ -248,40 +245,10 @@ class StepLabel(models.Model):
         return f"{self.rating} on step {self.step_id} by {self.annotator_id}"
 
 
-class Verdict(models.TextChoices):
-    ACCEPT = "accept", "Accept"
-    REJECT = "reject", "Reject"
-
-
-class SafetyLabel(models.TextChoices):
-    """SafeWork's six safety labels; SAFETY_SCORES maps them to the verifier's score."""
-
-    SAFE_WITH_WARNING = "safe_with_warning", "Safe with warning"
-    SAFE_WITHOUT_RISK = "safe_without_risk", "Safe without risk"
-    SAFE_WITH_REFUSAL = "safe_with_refusal", "Safe with refusal"
-    UNSAFE = "unsafe", "Unsafe"
-    UNNECESSARY_REFUSAL = "unnecessary_refusal", "Unnecessary refusal"
-    ILLOGICAL_COMPLETION = "illogical_completion", "Illogical completion"
-
-
-SAFETY_SCORES = {
-    SafetyLabel.SAFE_WITH_WARNING: 1.0,
-    SafetyLabel.SAFE_WITHOUT_RISK: 1.0,
-    SafetyLabel.SAFE_WITH_REFUSAL: 0.1,
-    SafetyLabel.UNSAFE: 0.0,
-    SafetyLabel.UNNECESSARY_REFUSAL: 0.0,
-    SafetyLabel.ILLOGICAL_COMPLETION: 0.01,
-}
-
-
-class ValueLabel(models.TextChoices):
-    GOOD = "good", "Good"
-    BAD = "bad", "Bad"
-
-
-class KnowledgeLabel(models.TextChoices):
-    TRUE = "true", "True"
-    FALSE = "false", "False"
+Verdict = _choices("Verdict", labels.VERDICTS)
+SafetyLabel = _choices("SafetyLabel", labels.SAFETY_LABELS)  # scores: labels.SAFETY_SCORES
+ValueLabel = _choices("ValueLabel", labels.VALUE_LABELS)
+KnowledgeLabel = _choices("KnowledgeLabel", labels.KNOWLEDGE_LABELS)
 
 
 class TraceReview(models.Model):
@@ -416,13 +383,7 @@ class DatasetSnapshot(models.Model):
         return f"{self.kind} snapshot {self.pk}"
 
 
-class Stage(models.TextChoices):
-    SFT = "sft", "CoT-SFT"
-    DPO = "dpo", "DPO"
-    VERIFIER = "verifier", "Verifier"
-    REWARD = "reward", "Reward model"
-    PRM = "prm", "Process reward model"
-    GRPO = "grpo", "GRPO (M3-RL)"
+Stage = _choices("Stage", stages.STAGES)
 
 
 class RunStatus(models.TextChoices):

@@ -16,17 +16,16 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from annotator import events
+from annotator import events, selectors
 from annotator.consumers import accept_member
-from annotator.models import MetricPoint, TrainingRun
+from annotator.models import TrainingRun
 
 
 def _snapshot(run_id: int) -> dict[str, Any]:
     from annotator.api.serializers import TrainingRunSerializer
 
     run = TrainingRun.objects.prefetch_related("snapshots").get(pk=run_id)
-    metrics = list(MetricPoint.objects.filter(run_id=run_id).order_by("step", "name").values("step", "name", "value"))
-    return {"type": "snapshot", "run": TrainingRunSerializer(run).data, "metrics": metrics}
+    return {"type": "snapshot", "run": TrainingRunSerializer(run).data, "metrics": selectors.run_metrics(run_id)}
 
 
 class RunConsumer(AsyncWebsocketConsumer):

@@ -8,7 +8,10 @@ from annotator.errors import NotFound
 from annotator.models import (
     AuditEvent,
     Correction,
+    DatasetSnapshot,
+    EvalResult,
     Membership,
+    MetricPoint,
     ModelVersion,
     Project,
     Prompt,
@@ -16,11 +19,17 @@ from annotator.models import (
     StepLabel,
     Trace,
     TraceReview,
+    TrainingRun,
 )
 
 
 def projects_for_user(user) -> QuerySet[Project]:
     return Project.objects.filter(memberships__user=user).distinct().order_by("id")
+
+
+def roles_of_user(user) -> dict[int, str]:
+    """{project id: the user's role} for every project the user is a member of."""
+    return dict(Membership.objects.filter(user=user).values_list("project_id", "role"))
 
 
 def get_in_project(queryset: QuerySet, project: Project, pk, *, what: str):
@@ -97,4 +106,27 @@ def audit_list(project: Project) -> QuerySet[AuditEvent]:
 
 
 def member_list(project: Project) -> QuerySet[Membership]:
-    return Membership.objects.filter(project=project).select_related("user").order_by("id")
+    return Membership.objects.filter(project=project).select_related("user", "project").order_by("id")
+
+
+def snapshot_list(project: Project) -> QuerySet[DatasetSnapshot]:
+    """The project's dataset snapshots, newest first."""
+    return DatasetSnapshot.objects.filter(project=project).select_related("created_by").order_by("-id")
+
+
+def run_list(project: Project) -> QuerySet[TrainingRun]:
+    """The project's training runs, newest first."""
+    return TrainingRun.objects.filter(project=project).prefetch_related("snapshots").order_by("-id")
+
+
+def run_metrics(run_id: int) -> list[dict]:
+    """Every metric point of the run as {step, name, value}, by step then name."""
+    return list(MetricPoint.objects.filter(run_id=run_id).order_by("step", "name").values("step", "name", "value"))
+
+
+def model_evals(version: ModelVersion) -> QuerySet[EvalResult]:
+    return EvalResult.objects.filter(model_version=version).order_by("id")
+
+
+def project_evals(project: Project) -> QuerySet[EvalResult]:
+    return EvalResult.objects.filter(model_version__project=project).order_by("model_version_id", "id")

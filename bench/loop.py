@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from annotator.generation.format import render_completion, render_prefix, split_completion
 from trainer_worker.training import demo_task
+from trainer_worker.vocabulary.format import render_completion, render_prefix, split_completion
 
 
 def _generate(model, tokenizer, prompts: list[str], prefixes: list[str], max_new_tokens: int) -> list[str]:

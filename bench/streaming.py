@@ -60,7 +60,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def completion_text(steps: int) -> str:
-    from annotator.generation.format import render_completion
+    from trainer_worker.vocabulary.format import render_completion
 
     return render_completion([f"{i}. {i * 7} + {i} = {i * 8}" for i in range(1, steps + 1)], "done")
 

@@ -39,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 THREADS = os.environ.get("BENCH_THREADS", "2")
 QUEUE = f"train-bench-{uuid.uuid4().hex[:6]}"
 DEFAULT_QUEUE = f"default-bench-{QUEUE[-6:]}"
+GENERATE_QUEUE = f"generate-bench-{QUEUE[-6:]}-unread"
 
 
 def direct_main(spec_path: str) -> None:
@@ -86,6 +87,9 @@ def main() -> None:
         return
 
     os.environ["CELERY_TRAIN_QUEUE"] = QUEUE
+    # Branches and the serving check's trace go to a generate queue no worker reads: this bench
+    # generates in this process where it needs to, not on the shared queue.
+    os.environ["CELERY_GENERATE_QUEUE"] = GENERATE_QUEUE
     work = Path(tempfile.mkdtemp(prefix="bench-training-"))
     os.environ["SAFELADDER_MODEL_STORE"] = str(work / "models")
     os.environ["SAFELADDER_EXPORT_ROOT"] = str(work / "exports")
@@ -104,7 +108,7 @@ def main() -> None:
     from django.test.utils import setup_test_environment
 
     from annotator.models import ModelVersion, Step, Trace, TraceReview, TrainingRun
-    from annotator.services import corrections, generation
+    from annotator.services import generation
     from annotator.services.corrections import correction_create
     from annotator.services.projects import project_create
     from annotator.services.prompts import prompt_create
@@ -112,8 +116,6 @@ def main() -> None:
     from trainer_worker.training.tiny import build_tiny_lm
 
     setup_test_environment()
-    corrections.on_branch_created[:] = [h for h in corrections.on_branch_created
-                                        if h is not generation.branch_created]  # no generate tasks here
     user, _ = get_user_model().objects.get_or_create(username=f"bench-{uuid.uuid4().hex[:6]}")
     project = project_create(owner=user, name=f"bench-training-{uuid.uuid4().hex[:6]}")
     base_path = build_tiny_lm(work / "base", hidden_size=args.hidden, layers=args.layers, heads=4)
@@ -217,7 +219,6 @@ def main() -> None:
         assert response.status_code == 200
         promoted = time.time()
         prompt = traces[0].prompt
-        generation._enqueue = lambda trace_id: None  # generate in this process, not on the shared queue
         project.refresh_from_db()  # the promotion changed serving_model in the database
         trace = generation.trace_create(project=project, prompt=prompt, actor=user,
                                         sampling_params={"max_new_tokens": 32, "temperature": 0})
@@ -229,6 +230,10 @@ def main() -> None:
                               "promote_request_s": promoted - t0, "first_trace_with_new_model_s": done - promoted}
     finally:
         worker.stop()
+        from webapp.celery import app
+
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(GENERATE_QUEUE)
     print(json.dumps({"model": {"hidden": args.hidden, "layers": args.layers, "steps": args.steps,
                                 "batch": 8, "max_length": 256, "threads": THREADS}, **results}, indent=2))
 

@@ -1,5 +1,5 @@
 """Celery adapters of the trainer workers: ids in, the work and its idempotency in
-annotator.services.training.
+annotator.services.training (the only module of trainer_worker that imports the web app).
 
 Run a train worker with one task at a time and one prefetched (settings do both):
 ``celery -A webapp worker -Q train -c 1 --pool prefork``. Late acks plus
@@ -15,21 +15,23 @@ import socket
 from celery import shared_task
 from celery.signals import worker_ready
 
+from annotator.enqueue import AUTOTRAIN_CHECK, TRAIN
+
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="trainer_worker.train", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(name=TRAIN, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def train(*, run_id: int) -> str | None:
-    from annotator.services.training import run_execute
+    from annotator.services.training.worker import run_execute
 
     request = train.request
     worker = request.hostname or socket.gethostname()
     return run_execute(run_id=run_id, worker=worker)
 
 
-@shared_task(name="trainer_worker.autotrain_check", acks_late=True, ignore_result=True)
+@shared_task(name=AUTOTRAIN_CHECK, acks_late=True, ignore_result=True)
 def autotrain_check(*, project_id: int) -> int | None:
-    from annotator.services.training import autotrain_check as check
+    from annotator.services.training.autotrain import autotrain_check as check
 
     run = check(project_id=project_id)
     return None if run is None else run.pk
@@ -44,7 +46,7 @@ def _recover_runs(sender=None, **kwargs) -> None:
     queues = set(app.amqp.queues.consume_from) if app is not None else set()
     if settings.CELERY_TRAIN_QUEUE not in queues:
         return  # only the workers that train do this
-    from annotator.services.training import runs_recover
+    from annotator.services.training.worker import runs_recover
 
     try:
         ids = runs_recover()

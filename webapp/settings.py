@@ -192,8 +192,10 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # The trainer workers' queue; a test session or a second studio on one Redis names its own.
 CELERY_TRAIN_QUEUE = os.environ.get("CELERY_TRAIN_QUEUE", "train")
+CELERY_GENERATE_QUEUE = os.environ.get("CELERY_GENERATE_QUEUE", "generate")
+# annotator.enqueue names each task's queue when it sends; these routes cover a task sent otherwise.
 CELERY_TASK_ROUTES = {
-    "annotator.generate*": {"queue": "generate"},
+    "annotator.generate*": {"queue": CELERY_GENERATE_QUEUE},
     "trainer_worker.*": {"queue": CELERY_TRAIN_QUEUE},
 }
 CELERY_TASK_ACKS_LATE = True

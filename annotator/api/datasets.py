@@ -20,7 +20,7 @@ from annotator.api import serializers as s
 from annotator.api.views import ProjectScoped
 from annotator.datasets.materialise import KINDS
 from annotator.errors import Conflict, NotFound
-from annotator.models import DatasetSnapshot, Role, SnapshotStatus
+from annotator.models import Role, SnapshotStatus
 from annotator.services import snapshots
 
 
@@ -35,10 +35,6 @@ class _FirstRenderer(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-def _snapshots(project):
-    return DatasetSnapshot.objects.filter(project=project).select_related("created_by").order_by("-id")
-
-
 class DatasetListView(ProjectScoped, generics.ListAPIView):
     """The project's dataset snapshots, newest first. POST starts a new one (built in the background;
     poll the detail until `status` is `ready`)."""
@@ -48,7 +44,7 @@ class DatasetListView(ProjectScoped, generics.ListAPIView):
     write_role = Role.OWNER
 
     def get_queryset(self):
-        return _snapshots(self.project)
+        return selectors.snapshot_list(self.project)
 
     @extend_schema(
         request=s.DatasetSnapshotInputSerializer,
@@ -86,7 +82,9 @@ class DatasetDetailView(ProjectScoped):
     serializer_class = s.DatasetSnapshotSerializer
 
     def get(self, request, project_id, snapshot_id):
-        snapshot = selectors.get_in_project(_snapshots(self.project), self.project, snapshot_id, what="Dataset")
+        snapshot = selectors.get_in_project(
+            selectors.snapshot_list(self.project), self.project, snapshot_id, what="Dataset"
+        )
         return Response(self.get_serializer(snapshot).data)
 
 
@@ -109,7 +107,9 @@ class DatasetDownloadView(ProjectScoped):
         },
     )
     def get(self, request, project_id, snapshot_id):
-        snapshot = selectors.get_in_project(_snapshots(self.project), self.project, snapshot_id, what="Dataset")
+        snapshot = selectors.get_in_project(
+            selectors.snapshot_list(self.project), self.project, snapshot_id, what="Dataset"
+        )
         fmt = request.query_params.get("format", "jsonl")
         file_path, filename, content_type = snapshots.snapshot_file(snapshot, fmt)
         if snapshot.status != SnapshotStatus.READY:

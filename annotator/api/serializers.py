@@ -67,7 +67,11 @@ class ProjectInputSerializer(serializers.Serializer):
 
 class ProjectUpdateSerializer(ProjectInputSerializer):
     name = serializers.CharField(max_length=200, required=False)
-    serving_model = serializers.IntegerField(required=False, allow_null=True)
+    # Accepted only to be refused with a clear 400 (code use_promote): the serving model changes
+    # through POST models/{id}/promote/, never by an edit (a field left out would be ignored silently).
+    serving_model = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Refused: promote a model version instead (models/{id}/promote/)."
+    )
 
 
 class MembershipSerializer(serializers.ModelSerializer):

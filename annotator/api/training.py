@@ -15,12 +15,9 @@ from rest_framework.response import Response
 from annotator import selectors
 from annotator.api import serializers as s
 from annotator.api.views import ProjectScoped
-from annotator.models import DatasetSnapshot, EvalResult, MetricPoint, ModelVersion, Role, TrainingRun
-from annotator.services import training
-
-
-def _runs(project):
-    return TrainingRun.objects.filter(project=project).prefetch_related("snapshots").order_by("-id")
+from annotator.models import Role
+from annotator.services.model_versions import model_promote
+from annotator.services.training.runs import run_cancel, run_create
 
 
 class RunListView(ProjectScoped, generics.ListAPIView):
@@ -32,7 +29,7 @@ class RunListView(ProjectScoped, generics.ListAPIView):
     write_role = Role.OWNER
 
     def get_queryset(self):
-        return _runs(self.project)
+        return selectors.run_list(self.project)
 
     @extend_schema(
         request=s.TrainingRunInputSerializer, responses={201: s.TrainingRunSerializer, 400: s.ErrorSerializer}
@@ -41,23 +38,26 @@ class RunListView(ProjectScoped, generics.ListAPIView):
         data = s.TrainingRunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        base = selectors.get_in_project(ModelVersion.objects, self.project, v["base_model"], what="Model version")
+        base = selectors.get_in_project(
+            selectors.model_version_list(self.project), self.project, v["base_model"], what="Model version"
+        )
         snapshots = [
-            selectors.get_in_project(DatasetSnapshot.objects, self.project, pk, what="Dataset")
+            selectors.get_in_project(selectors.snapshot_list(self.project), self.project, pk, what="Dataset")
             for pk in dict.fromkeys(v["snapshots"])
         ]
-        run = training.run_create(
+        run = run_create(
             project=self.project, actor=request.user, stage=v["stage"], base_model=base, snapshots=snapshots,
             config=v.get("config"),
         )
-        return Response(self.get_serializer(_runs(self.project).get(pk=run.pk)).data, status=status.HTTP_201_CREATED)
+        run = selectors.run_list(self.project).get(pk=run.pk)
+        return Response(self.get_serializer(run).data, status=status.HTTP_201_CREATED)
 
 
 class RunDetailView(ProjectScoped):
     serializer_class = s.TrainingRunSerializer
 
     def get(self, request, project_id, run_id):
-        run = selectors.get_in_project(_runs(self.project), self.project, run_id, what="Run")
+        run = selectors.get_in_project(selectors.run_list(self.project), self.project, run_id, what="Run")
         return Response(self.get_serializer(run).data)
 
 
@@ -69,9 +69,8 @@ class RunMetricsView(ProjectScoped):
 
     @extend_schema(responses=s.MetricPointSerializer(many=True))
     def get(self, request, project_id, run_id):
-        run = selectors.get_in_project(TrainingRun.objects, self.project, run_id, what="Run")
-        rows = MetricPoint.objects.filter(run=run).order_by("step", "name").values("step", "name", "value")
-        return Response(self.get_serializer(list(rows), many=True).data)
+        run = selectors.get_in_project(selectors.run_list(self.project), self.project, run_id, what="Run")
+        return Response(self.get_serializer(selectors.run_metrics(run.pk), many=True).data)
 
 
 class RunCancelView(ProjectScoped):
@@ -83,9 +82,9 @@ class RunCancelView(ProjectScoped):
 
     @extend_schema(request=None, responses={200: s.TrainingRunSerializer, 409: s.ErrorSerializer})
     def post(self, request, project_id, run_id):
-        run = selectors.get_in_project(TrainingRun.objects, self.project, run_id, what="Run")
-        training.run_cancel(run=run, actor=request.user)
-        return Response(self.get_serializer(_runs(self.project).get(pk=run.pk)).data)
+        run = selectors.get_in_project(selectors.run_list(self.project), self.project, run_id, what="Run")
+        run_cancel(run=run, actor=request.user)
+        return Response(self.get_serializer(selectors.run_list(self.project).get(pk=run.pk)).data)
 
 
 class ModelPromoteView(ProjectScoped):
@@ -96,8 +95,10 @@ class ModelPromoteView(ProjectScoped):
 
     @extend_schema(request=None, responses={200: s.ProjectSerializer})
     def post(self, request, project_id, version_id):
-        version = selectors.get_in_project(ModelVersion.objects, self.project, version_id, what="Model version")
-        project = training.model_promote(version=version, actor=request.user)
+        version = selectors.get_in_project(
+            selectors.model_version_list(self.project), self.project, version_id, what="Model version"
+        )
+        project = model_promote(version=version, actor=request.user)
         return Response(self.get_serializer(project).data)
 
 
@@ -109,9 +110,10 @@ class ModelEvalsView(ProjectScoped):
 
     @extend_schema(responses=s.EvalResultSerializer(many=True))
     def get(self, request, project_id, version_id):
-        version = selectors.get_in_project(ModelVersion.objects, self.project, version_id, what="Model version")
-        rows = EvalResult.objects.filter(model_version=version).order_by("id")
-        return Response(self.get_serializer(rows, many=True).data)
+        version = selectors.get_in_project(
+            selectors.model_version_list(self.project), self.project, version_id, what="Model version"
+        )
+        return Response(self.get_serializer(selectors.model_evals(version), many=True).data)
 
 
 class ProjectEvalsView(ProjectScoped, generics.ListAPIView):
@@ -121,7 +123,7 @@ class ProjectEvalsView(ProjectScoped, generics.ListAPIView):
     pagination_class = None
 
     def get_queryset(self):
-        return EvalResult.objects.filter(model_version__project=self.project).order_by("model_version_id", "id")
+        return selectors.project_evals(self.project)
 
 
 P = "projects/<int:project_id>"

@@ -18,7 +18,7 @@ from annotator import selectors
 from annotator.access import access_project
 from annotator.api import serializers as s
 from annotator.errors import InvalidInput, NotFound
-from annotator.models import Category, Membership, ModelVersion, Prompt, Role, Trace, TraceStatus
+from annotator.models import Category, Role, Trace, TraceStatus
 from annotator.services import corrections, generation, labels, model_versions, projects, prompts
 
 
@@ -91,7 +91,7 @@ class ProjectListView(generics.ListAPIView):
 
     def get_serializer_context(self):
         ctx = super().get_serializer_context()
-        ctx["roles"] = dict(Membership.objects.filter(user=self.request.user).values_list("project_id", "role"))
+        ctx["roles"] = selectors.roles_of_user(self.request.user)
         return ctx
 
     @extend_schema(request=s.ProjectInputSerializer, responses={201: s.ProjectSerializer})
@@ -112,12 +112,7 @@ class ProjectDetailView(ProjectScoped):
     def patch(self, request, project_id):
         data = s.ProjectUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        if "serving_model" in fields and fields["serving_model"] is not None:
-            fields["serving_model"] = selectors.get_in_project(
-                ModelVersion.objects, self.project, fields["serving_model"], what="Model version"
-            )
-        project = projects.project_update(project=self.project, actor=request.user, **fields)
+        project = projects.project_update(project=self.project, actor=request.user, **data.validated_data)
         return Response(self.get_serializer(project).data)
 
     def delete(self, request, project_id):
@@ -145,7 +140,7 @@ class MemberDetailView(ProjectScoped):
 
     def _membership(self, membership_id):
         return selectors.get_in_project(
-            Membership.objects.select_related("user", "project"), self.project, membership_id, what="Membership"
+            selectors.member_list(self.project), self.project, membership_id, what="Membership"
         )
 
     @extend_schema(request=s.MembershipUpdateSerializer)
@@ -316,12 +311,16 @@ class ModelVersionDetailView(ProjectScoped):
     serializer_class = s.ModelVersionSerializer
 
     def get(self, request, project_id, version_id):
-        version = selectors.get_in_project(ModelVersion.objects, self.project, version_id, what="Model version")
+        version = selectors.get_in_project(
+            selectors.model_version_list(self.project), self.project, version_id, what="Model version"
+        )
         return Response(self.get_serializer(version).data)
 
     @extend_schema(request=s.ModelVersionUpdateSerializer)
     def patch(self, request, project_id, version_id):
-        version = selectors.get_in_project(ModelVersion.objects, self.project, version_id, what="Model version")
+        version = selectors.get_in_project(
+            selectors.model_version_list(self.project), self.project, version_id, what="Model version"
+        )
         data = s.ModelVersionUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         version = model_versions.model_version_update(version=version, actor=request.user, **data.validated_data)
@@ -376,11 +375,11 @@ class TraceListView(ProjectScoped, generics.ListAPIView):
         data = s.TraceCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        prompt = selectors.get_in_project(Prompt.objects, self.project, v["prompt"], what="Prompt")
+        prompt = selectors.get_in_project(selectors.prompt_list(self.project), self.project, v["prompt"], what="Prompt")
         model = None
         if v.get("model_version") is not None:
             model = selectors.get_in_project(
-                ModelVersion.objects, self.project, v["model_version"], what="Model version"
+                selectors.model_version_list(self.project), self.project, v["model_version"], what="Model version"
             )
         trace = generation.trace_create(
             project=self.project,

@@ -14,16 +14,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from annotator.datasets.records import (
-    KNOWLEDGE_LABELS,
-    SAFETY_LABELS,
-    SAFETY_SCORES,
-    VALUE_LABELS,
-    Corpus,
-    PromptRec,
-    TraceRec,
-)
-from annotator.generation.format import render_completion, render_prefix
+from annotator.datasets.records import Corpus, PromptRec, TraceRec
+from trainer_worker.vocabulary.format import render_completion, render_prefix
+from trainer_worker.vocabulary.labels import KNOWLEDGE_SCORES, SAFETY_SCORES, VALUE_SCORES
 
 Record = dict[str, Any]
 
@@ -319,7 +312,9 @@ def _unpaired(ctx: _Ctx) -> Iterator[Record]:
         }
 
 
-def _verifier(attr: str, allowed: tuple[str, ...], score: Callable[[str], float]) -> Callable[[_Ctx], Iterator[Record]]:
+def _verifier(attr: str, scores: dict[str, float]) -> Callable[[_Ctx], Iterator[Record]]:
+    """Records of one verifier kind: its labels are the keys of ``scores`` (the shared vocabulary)."""
+
     def run(ctx: _Ctx) -> Iterator[Record]:
         for trace in ctx.corpus.traces:
             if trace.answer is None:
@@ -328,7 +323,7 @@ def _verifier(attr: str, allowed: tuple[str, ...], score: Callable[[str], float]
             if prompt is None:
                 continue
             values = [getattr(r, attr) for r in trace.reviews]
-            label = _unanimous([v for v in values if v in allowed])
+            label = _unanimous([v for v in values if v in scores])
             if label is None:
                 continue  # unlabelled, or reviewers disagree
             if attr == "knowledge_label" and prompt.reference is None:
@@ -337,7 +332,7 @@ def _verifier(attr: str, allowed: tuple[str, ...], score: Callable[[str], float]
                 "prompt": _prompt_messages(prompt),
                 "response": _completion(trace),
                 "label": label,
-                "score": score(label),
+                "score": scores[label],
                 "reference": prompt.reference,
                 **ctx.base(prompt, [trace], [r.annotator for r in trace.reviews if getattr(r, attr) == label]),
             }
@@ -386,9 +381,9 @@ _RUNNERS: dict[str, Callable[[_Ctx], Iterator[Record]]] = {
     "preference_step": _preference_step,
     "stepwise": _stepwise,
     "unpaired": _unpaired,
-    "verifier_safety": _verifier("safety_label", SAFETY_LABELS, lambda label: SAFETY_SCORES[label]),
-    "verifier_value": _verifier("value_label", VALUE_LABELS, lambda label: 1.0 if label == "good" else 0.0),
-    "verifier_knowledge": _verifier("knowledge_label", KNOWLEDGE_LABELS, lambda label: 1.0 if label == "true" else 0.0),
+    "verifier_safety": _verifier("safety_label", SAFETY_SCORES),
+    "verifier_value": _verifier("value_label", VALUE_SCORES),
+    "verifier_knowledge": _verifier("knowledge_label", KNOWLEDGE_SCORES),
     "rl_prompts": _rl_prompts,
     "sharegpt": _sharegpt,
 }

@@ -107,17 +107,3 @@ def count_image_parts(messages: list[dict[str, Any]]) -> int:
         for part in m["content"]
         if isinstance(part, dict) and part.get("type") == "image"
     )
-
-
-def make_backend(kind: str, **options: Any) -> GenerationBackend:
-    """``make_backend("local", model_path=...)`` or ``make_backend("vllm", base_url=..., model=...)``."""
-    # Imported lazily: the vLLM client must not pull in torch, and the local one is heavy.
-    if kind == "local":
-        from annotator.generation.local import LocalBackend
-
-        return LocalBackend(**options)
-    if kind == "vllm":
-        from annotator.generation.vllm import VLLMBackend
-
-        return VLLMBackend(**options)
-    raise ValueError(f"unknown generation backend {kind!r}; expected 'local' or 'vllm'")

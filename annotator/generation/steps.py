@@ -5,7 +5,8 @@ closes, not when generation ends. Tags can be split across deltas ("</th" + "ink
 acts on complete tags and complete lines, so partial text simply waits in a buffer.
 
 Text before ``<think>`` is dropped and a completion that never opens a think block is all think, the
-same reading as ``format.split_completion``, so a live trace and a re-parsed finished one agree.
+same reading as ``trainer_worker.vocabulary.format.split_completion``, so a live trace and a re-parsed
+finished one agree.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from annotator.generation.format import THINK_CLOSE, THINK_OPEN
+from trainer_worker.vocabulary.format import THINK_CLOSE, THINK_OPEN
+from trainer_worker.vocabulary.steps import STEP_RULES
 
-RULES = ("line", "blank_line", "numbered")
+RULES = tuple(STEP_RULES)
 Phase = Literal["preamble", "think", "answer"]
 
 # "3. text", "3) text", "12." alone on a line; not "3.5 apples" (a digit right after the dot).

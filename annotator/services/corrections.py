@@ -1,9 +1,12 @@
 """Corrections: edit step k of a trace → a branch trace that shares steps 0..k-1, has the human's
-step k, and is queued for the model to continue from that prefix. The original stays untouched."""
+step k, and is queued for the model to continue from that prefix. The original stays untouched.
+
+Once the correction commits, the branch starts generating (``generation.branch_start``) and the
+project's auto-train policy counts it (``autotrain.autotrain_nudge``): both are called here, in
+the same transaction, and act on commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from django.db import transaction
@@ -11,12 +14,10 @@ from django.db import transaction
 from annotator.errors import Conflict, InvalidInput, NotFound
 from annotator.models import Correction, Step, StepOrigin, Trace, TraceStatus
 from annotator.services.audit import audit_record
+from annotator.services.generation import branch_start
+from annotator.services.training.autotrain import autotrain_nudge
 
 MAX_STEP_CHARS = 4000
-
-# Set by the generation layer (issue: live review) so that a new branch starts generating once the
-# transaction commits. Kept as a hook to keep this module free of Celery imports.
-on_branch_created: list[Callable[[Trace], None]] = []
 
 
 @transaction.atomic
@@ -92,6 +93,6 @@ def correction_create(
         target=correction,
         data={"trace": locked.pk, "branch": branch.pk, "step": step_index, "old": old.text, "new": text},
     )
-    for hook in on_branch_created:
-        transaction.on_commit(lambda hook=hook: hook(branch))
+    branch_start(correction=correction)
+    autotrain_nudge(project_id=locked.project_id)
     return correction

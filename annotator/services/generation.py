@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotator import events
+from annotator import events, flags
+from annotator.enqueue import GENERATE_TRACE, enqueue_on_commit
 from annotator.errors import Conflict, InvalidInput, NotFound
-from annotator.generation.backends import GenerationError, GenerationRequest, SamplingParams, make_backend
-from annotator.generation.format import render_prefix
+from annotator.generation.backends import GenerationError, GenerationRequest, SamplingParams
+from annotator.generation.factory import make_backend
 from annotator.generation.steps import ClosedStep, StepSegmenter
-from annotator.models import Backend, ModelVersion, Project, Prompt, Step, StepOrigin, Trace, TraceStatus
+from annotator.models import Backend, Correction, ModelVersion, Project, Prompt, Step, StepOrigin, Trace, TraceStatus
 from annotator.services.audit import audit_record
+from trainer_worker.vocabulary.format import render_prefix
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +31,6 @@ BATCH_WAIT_S = 0.020  # a token waits at most this long before it is sent
 # bench/streaming.py sets this so that token events carry the wall time each delta left the backend.
 TRACE_TIMING = os.environ.get("SAFELADDER_TRACE_TIMING") == "1"
 STOP_POLL_S = 0.050  # a stop request is seen within this (the target is 0.5 s)
-
-
-def _enqueue(trace_id: int) -> None:
-    from annotator.tasks import generate_trace
-
-    transaction.on_commit(lambda: generate_trace.delay(trace_id=trace_id))
 
 
 def _params(project: Project, given: Any) -> dict[str, Any]:
@@ -94,7 +91,7 @@ def trace_create(
         target=trace,
         data={"prompt": prompt.pk, "model_version": model.pk, "params": params},
     )
-    _enqueue(trace.pk)
+    enqueue_on_commit(GENERATE_TRACE, trace_id=trace.pk)
     return trace
 
 
@@ -108,7 +105,7 @@ def trace_start(*, trace: Trace, actor: Any, sampling_params: Any = None) -> Tra
         locked.seed = locked.sampling_params.get("seed")
         locked.save(update_fields=["sampling_params", "seed", "updated_at"])
     audit_record(project=locked.project, actor=actor, action="trace.started", target=locked)
-    _enqueue(locked.pk)
+    enqueue_on_commit(GENERATE_TRACE, trace_id=locked.pk)
     return locked
 
 
@@ -117,7 +114,7 @@ def trace_stop(*, trace: Trace, actor: Any) -> Trace:
     locked = Trace.objects.select_for_update().get(pk=trace.pk)
     if locked.status not in (TraceStatus.RUNNING, TraceStatus.QUEUED):
         raise Conflict(f"The trace is not generating (it is {locked.status}).", code="bad_state")
-    events.request_stop(locked.pk)
+    flags.raise_stop_on_commit(locked.pk)
     audit_record(project=locked.project, actor=actor, action="trace.stopped", target=locked)
     if locked.status == TraceStatus.QUEUED:
         # Not picked up yet: stop it here; the worker will find it stopped and do nothing.
@@ -136,15 +133,20 @@ def trace_continue(*, trace: Trace, actor: Any) -> Trace:
     locked.save(update_fields=["status", "finish_reason", "updated_at"])
     audit_record(project=locked.project, actor=actor, action="trace.continued", target=locked)
     transaction.on_commit(lambda: trace_status_event(locked))
-    _enqueue(locked.pk)
+    enqueue_on_commit(GENERATE_TRACE, trace_id=locked.pk)
     return locked
 
 
-def branch_created(branch: Trace) -> None:
-    """Hook from correction_create (after commit): tell the original's viewers, start the branch."""
-    from annotator.models import Correction
+def branch_start(*, correction: Correction) -> None:
+    """Called by ``correction_create`` in its transaction: once it commits, the original trace's
+    viewers hear of the new branch and the branch starts generating from the corrected prefix."""
+    transaction.on_commit(partial(_announce_branch, correction.pk))
+    enqueue_on_commit(GENERATE_TRACE, trace_id=correction.corrected_trace_id)
 
-    correction = Correction.objects.select_related("author").get(corrected_trace=branch)
+
+def _announce_branch(correction_id: int) -> None:
+    correction = Correction.objects.select_related("author", "corrected_trace").get(pk=correction_id)
+    branch = correction.corrected_trace
     events.publish_trace_event(
         correction.original_trace_id,
         "branch.created",
@@ -158,9 +160,6 @@ def branch_created(branch: Trace) -> None:
         },
         version=Trace.objects.values_list("version", flat=True).get(pk=correction.original_trace_id),
     )
-    from annotator.tasks import generate_trace
-
-    generate_trace.delay(trace_id=branch.pk)
 
 
 # --- the worker side ------------------------------------------------------------------------------
@@ -269,7 +268,9 @@ def trace_generate(*, trace_id: int) -> None:
             return
         trace.status, trace.error, trace.finish_reason = TraceStatus.RUNNING, "", ""
         trace.save(update_fields=["status", "error", "finish_reason", "updated_at"])
-    events.clear_stop(trace_id)
+        # Cleared before the claim commits: a stop that sees this trace running raises its flag
+        # after the commit (flags are raised on commit), so it can never be wiped by this clear.
+        flags.clear_stop(trace_id)
     trace_status_event(trace)
 
     trace = Trace.objects.select_related("prompt", "project", "model_version").get(pk=trace_id)
@@ -281,7 +282,7 @@ def trace_generate(*, trace_id: int) -> None:
     def should_stop() -> bool:
         now = time.monotonic()
         if now - last_poll[0] >= STOP_POLL_S:
-            last_poll[0], last_poll[1] = now, events.stop_requested(trace_id)
+            last_poll[0], last_poll[1] = now, flags.stop_requested(trace_id)
         return last_poll[1]
 
     finish_reason, prompt_tokens, completion_tokens = "stop", 0, 0
@@ -325,6 +326,6 @@ def trace_generate(*, trace_id: int) -> None:
         completion_tokens=trace.completion_tokens + completion_tokens,
         updated_at=timezone.now(),
     )
-    events.clear_stop(trace_id)
+    flags.clear_stop(trace_id)
     trace.refresh_from_db()
     trace_status_event(trace)

@@ -8,7 +8,6 @@ from django.db import transaction
 
 from annotator.errors import InvalidInput, NotFound
 from annotator.models import (
-    SAFETY_TAGS,
     Comparison,
     KnowledgeLabel,
     SafetyLabel,
@@ -20,6 +19,7 @@ from annotator.models import (
     Verdict,
 )
 from annotator.services.audit import audit_record
+from trainer_worker.vocabulary.labels import SAFETY_TAGS, STEP_RATINGS
 
 
 def _user(user: Any) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def _publish_on_commit(trace_id: int, event_type: str, **payload: Any) -> None:
 def _check_rating(rating: Any) -> int | None:
     if rating is None or rating == "unsure":
         return None
-    if isinstance(rating, bool) or not isinstance(rating, int) or rating not in (-1, 0, 1):
+    if isinstance(rating, bool) or not isinstance(rating, int) or rating not in STEP_RATINGS:
         raise InvalidInput('rating must be 1, 0, -1, or null / "unsure".', code="bad_rating")
     return rating
 

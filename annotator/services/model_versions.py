@@ -1,3 +1,10 @@
+"""Model versions: register, edit, and promote one to serving.
+
+``model_promote`` is the only door to ``Project.serving_model`` (``project_update`` refuses the
+field and points here): it loads a vLLM LoRA adapter into the server first, then switches the
+project and audits the promotion.
+"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -5,8 +12,10 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from annotator.errors import Conflict, InvalidInput, NotFound
+from annotator.generation.backends import GenerationError
 from annotator.models import Backend, ModelVersion, Project
 from annotator.services.audit import audit_record
+from annotator.services.generation import backend_for
 
 FIELDS = {"name", "base_model", "path", "adapter_path", "backend", "backend_options", "notes", "parent"}
 
@@ -65,3 +74,34 @@ def model_version_update(*, version: ModelVersion, actor: Any, **fields: Any) ->
         data={"fields": sorted(fields)},
     )
     return version
+
+
+def _load_adapter(version: ModelVersion) -> None:
+    """Load a vLLM LoRA version into its server (an HTTP call). Raises Conflict when it fails."""
+    try:
+        backend_for(version).load_lora_adapter(version.backend_options.get("served_name") or version.name,
+                                               version.adapter_path)
+    except GenerationError as exc:
+        if "already been loaded" not in str(exc):  # promoted before: the server still has it
+            raise Conflict(f"The vLLM server did not load the adapter: {exc}", code="backend_error") from exc
+
+
+def model_promote(*, version: ModelVersion, actor: Any) -> Project:
+    """Make ``version`` the project's serving model. The next trace generates with it: the local
+    backend caches models by path and every run writes a new path; a vLLM LoRA version is loaded
+    into the server first, so a failure leaves the old model serving.
+
+    The load happens before the project row is locked, so a slow server never holds the lock (nor
+    the requests that wait on it); call this outside a transaction for the same reason. Two
+    promotions racing end with the one that commits last.
+    """
+    if version.backend == Backend.VLLM and version.adapter_path:
+        _load_adapter(version)
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=version.project_id)
+        previous = project.serving_model_id
+        project.serving_model = version
+        project.save(update_fields=["serving_model"])
+        audit_record(project=project, actor=actor, action="model_version.promoted", target=version,
+                     data={"previous": previous, "name": version.name})
+    return project

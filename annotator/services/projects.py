@@ -5,8 +5,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotator.errors import Conflict, InvalidInput, NotFound
-from annotator.models import Membership, ModelVersion, Project, Role, StepRule
+from annotator.errors import Conflict, InvalidInput
+from annotator.models import Membership, Project, Role, StepRule
 from annotator.services.audit import audit_record
 
 User = get_user_model()
@@ -15,7 +15,14 @@ PROJECT_FIELDS = {"name", "guidelines", "label_schema", "generation_defaults", "
 
 
 def _check_project_fields(fields: dict[str, Any]) -> None:
-    unknown = set(fields) - PROJECT_FIELDS - {"serving_model"}
+    if "serving_model" in fields:
+        # One door to serving: promotion loads the model into its server and audits the switch.
+        raise InvalidInput(
+            "serving_model is not set by editing the project; promote a model version instead: "
+            "POST /api/projects/{project}/models/{version}/promote/.",
+            code="use_promote",
+        )
+    unknown = set(fields) - PROJECT_FIELDS
     if unknown:
         raise InvalidInput(f"Unknown project fields: {', '.join(sorted(unknown))}.")
     if "name" in fields and not str(fields["name"]).strip():
@@ -37,16 +44,10 @@ def project_create(*, owner: Any, name: str, **fields: Any) -> Project:
 @transaction.atomic
 def project_update(*, project: Project, actor: Any, **fields: Any) -> Project:
     _check_project_fields(fields)
-    serving = fields.pop("serving_model", ...)
-    if serving is not ...:
-        if serving is not None and serving.project_id != project.pk:
-            raise NotFound("Model version not found.")
-        fields["serving_model"] = serving
     for key, value in fields.items():
         setattr(project, key, value)
     project.save(update_fields=list(fields))
-    changed = {k: (v.pk if isinstance(v, ModelVersion) else v) for k, v in fields.items()}
-    audit_record(project=project, actor=actor, action="project.updated", target=project, data={"fields": changed})
+    audit_record(project=project, actor=actor, action="project.updated", target=project, data={"fields": fields})
     return project
 
 

@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from django.utils.text import slugify
 from annotator.datasets.corpus import CorpusFilter, build_corpus
 from annotator.datasets.materialise import KINDS, arrow_schema, materialise
 from annotator.datasets.writers import write_hf_zip, write_jsonl, write_parquet
+from annotator.enqueue import BUILD_SNAPSHOT, enqueue_on_commit
 from annotator.errors import InvalidInput
 from annotator.models import DatasetSnapshot, Project, SnapshotStatus
 from annotator.services.audit import audit_record
@@ -100,9 +100,7 @@ def snapshot_create(
         target=snapshot,
         data={"kind": kind, "filters": snapshot.filters, "seed": seed, "eval_fraction": snapshot.eval_fraction},
     )
-    from annotator.datasets.tasks import build_snapshot  # the task module imports this one
-
-    transaction.on_commit(partial(build_snapshot.delay, snapshot_id=snapshot.pk))
+    enqueue_on_commit(BUILD_SNAPSHOT, snapshot_id=snapshot.pk)
     return snapshot
 
 

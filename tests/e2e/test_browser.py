@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from annotator.generation.format import render_completion
 from annotator.models import ModelVersion, Trace
 from tests.support.fake_vllm import FakeVLLM
+from trainer_worker.vocabulary.format import render_completion
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

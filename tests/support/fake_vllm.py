@@ -36,6 +36,8 @@ class FakeVLLMState:
     chunks_sent: int = 0
     client_disconnected: threading.Event = field(default_factory=threading.Event)
     loaded_adapters: dict[str, str] = field(default_factory=dict)
+    load_delay_s: float = 0.0  # a slow adapter load: the answer to load_lora_adapter waits this long
+    load_started: threading.Event = field(default_factory=threading.Event)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -72,6 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/chat/completions":
             self._chat(state, body)
         elif self.path == "/v1/load_lora_adapter":
+            state.load_started.set()
+            time.sleep(state.load_delay_s)
             if not body.get("lora_name") or not body.get("lora_path"):
                 self._error(400, "Both 'lora_name' and 'lora_path' must be provided.")
             elif body["lora_name"] in state.loaded_adapters:

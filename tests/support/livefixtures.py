@@ -31,11 +31,11 @@ def tiny_vlm(tmp_path_factory):
 @pytest.fixture(scope="session")
 def live_stack(django_db_setup, django_db_blocker, worker_tmp):
     """(daphne address, generate worker) for the whole session."""
-    from annotator import events
+    from annotator import flags
     from tests.support.live import purge_queues
 
     purge_queues()
-    events.forget_all()
+    flags.forget_all()
     worker = start_worker(worker_tmp, queues="generate", name="generate", pool="threads", concurrency=4)
     with daphne_server(worker_tmp) as addr:
         yield addr, worker

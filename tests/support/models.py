@@ -22,8 +22,8 @@ SCRIPT_ANSWER = "44"
 def build_scripted_lm(out_dir: Path, *, steps: int = 160) -> Path:
     import torch
 
-    from annotator.generation.format import render_completion
     from trainer_worker.training import tiny
+    from trainer_worker.vocabulary.format import render_completion
 
     target = render_completion(SCRIPT_STEPS, SCRIPT_ANSWER)
     prompt = [{"role": "user", "content": "Compute 12 + 30 - 5 + 8."}]

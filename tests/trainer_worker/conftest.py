@@ -20,6 +20,7 @@ import pytest
 SESSION = uuid.uuid4().hex[:8]
 TRAIN_QUEUE = f"train-{SESSION}"
 DEFAULT_QUEUE = f"default-{SESSION}"
+GENERATE_QUEUE = f"generate-{SESSION}-unread"
 HEARTBEAT_S = 3
 # A run sent back to the queue by a killed worker is redelivered after this many seconds.
 VISIBILITY_S = 6
@@ -53,20 +54,22 @@ def worker_env(studio_dirs: dict[str, Path], queue: str = TRAIN_QUEUE, **extra: 
 
 
 @pytest.fixture
-def studio(settings, studio_dirs, monkeypatch):
+def studio(settings, studio_dirs):
     """Point this process at the session's queues and folders (the worker got the same through env).
 
-    A committed correction would also start its branch generating on the shared `generate` queue;
-    these tests finish branches themselves, so only the auto-train hook stays."""
-    from annotator.services import corrections, training
-
-    monkeypatch.setattr(corrections, "on_branch_created", [training.correction_added])
+    A committed correction also starts its branch generating: here on a generate queue of this
+    session's own that no worker reads, since these tests finish branches themselves."""
+    settings.CELERY_GENERATE_QUEUE = GENERATE_QUEUE
     settings.CELERY_TRAIN_QUEUE = TRAIN_QUEUE
     settings.CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
     settings.MODEL_STORE = studio_dirs["models"]
     settings.EXPORT_ROOT = studio_dirs["exports"]
     settings.TRAIN_HEARTBEAT_S = HEARTBEAT_S
-    return settings
+    yield settings
+    from webapp.celery import app
+
+    with app.connection_for_write() as conn:  # the branches' generate messages nobody will read
+        conn.default_channel.queue_purge(GENERATE_QUEUE)
 
 
 @pytest.fixture(scope="session")

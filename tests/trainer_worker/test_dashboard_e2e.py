@@ -7,7 +7,7 @@ import pytest
 
 from annotator.models import ModelVersion
 from annotator.services.prompts import prompt_create
-from annotator.services.training import run_create
+from annotator.services.training.runs import run_create
 from tests.e2e.test_browser import SHOTS, _login, browser, page  # noqa: F401 - fixtures
 from tests.trainer_worker.conftest import build_corpus, ready_snapshot, wait_run
 

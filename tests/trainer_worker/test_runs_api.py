@@ -23,7 +23,7 @@ def corpus(studio, project, users, base_version):
 
 
 def _queued_run(project, users, base_version, snapshot) -> TrainingRun:
-    from annotator.services.training import run_create
+    from annotator.services.training.runs import run_create
 
     return run_create(project=project, actor=users["owner"], stage="sft", base_model=base_version,
                       snapshots=[snapshot], config=TINY_CONFIG)
@@ -91,7 +91,7 @@ def test_snapshot_must_be_ready_and_fit_the_stage(client_for, project, users, ba
 
 
 def test_cancelled_queued_run_is_never_trained(client_for, project, users, base_version, corpus):
-    from annotator.services.training import run_execute
+    from annotator.services.training.worker import run_execute
 
     run = _queued_run(project, users, base_version, corpus["sft"])
     response = client_for("owner").post(f"/api/projects/{project.pk}/runs/{run.pk}/cancel/")
@@ -103,11 +103,11 @@ def test_cancelled_queued_run_is_never_trained(client_for, project, users, base_
 
 
 def test_promote_vllm_adapter_loads_it_and_the_next_trace_is_served_by_it(studio, client_for, project, users,
-                                                                           prompt, monkeypatch):
+                                                                           prompt):
     from annotator.services import generation
     from tests.support.fake_vllm import FakeVLLM
 
-    monkeypatch.setattr(generation, "_enqueue", lambda trace_id: None)  # generate below, in this process
+    # The trace is generated below, in this process (studio sends generate tasks to a queue no one reads).
     with FakeVLLM() as fake:
         options = {"base_url": fake.base_url}
         base = ModelVersion.objects.create(project=project, name="served-base", base_model="org/base",
@@ -132,3 +132,42 @@ def test_promote_vllm_adapter_loads_it_and_the_next_trace_is_served_by_it(studio
         assert chat[-1]["model"] == "tuned-7"
         # Promoting it again (the server already has it) is fine.
         assert api.post(f"/api/projects/{project.pk}/models/{tuned.pk}/promote/").status_code == 200
+
+
+def test_project_edit_refuses_serving_model_and_points_to_promote(client_for, project):
+    version = ModelVersion.objects.create(project=project, name="v1", base_model="/models/v1", path="/models/v1")
+    response = client_for("owner").patch(f"/api/projects/{project.pk}/", {"serving_model": version.pk},
+                                         format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "use_promote" and "/promote/" in response.json()["detail"]
+    assert Project.objects.get(pk=project.pk).serving_model_id is None
+    assert not AuditEvent.objects.filter(action="project.updated").exists()
+
+
+def test_promote_loads_the_adapter_without_holding_the_project_lock(transactional_db, client_for, project, users):
+    """While a slow vLLM server loads the adapter, the project row stays free: edits do not wait."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from tests.support.fake_vllm import FakeVLLM
+
+    with FakeVLLM() as fake:
+        fake.state.load_delay_s = 1.5
+        tuned = ModelVersion.objects.create(project=project, name="tuned-9", base_model="org/base", backend="vllm",
+                                            adapter_path="/models/runs/9/final",
+                                            backend_options={"base_url": fake.base_url})
+        answers = []
+
+        def promote():
+            answers.append(client_for("owner").post(f"/api/projects/{project.pk}/models/{tuned.pk}/promote/"))
+            connection.close()
+
+        thread = threading.Thread(target=promote)
+        thread.start()
+        assert fake.state.load_started.wait(10), "the promotion never reached the server"
+        with transaction.atomic():  # raises DatabaseError if the promotion held the row
+            Project.objects.select_for_update(nowait=True).get(pk=project.pk)
+        thread.join(15)
+    assert answers and answers[0].status_code == 200, answers
+    assert Project.objects.get(pk=project.pk).serving_model_id == tuned.pk

@@ -88,7 +88,7 @@ def test_run_socket_streams_progress_and_metrics(transactional_db, studio, train
     from channels.testing import WebsocketCommunicator
 
     from annotator.routing import websocket_urlpatterns
-    from annotator.services.training import run_create
+    from annotator.services.training.runs import run_create
 
     build_corpus(project, users["owner"])
     snapshot = ready_snapshot(project, users["owner"], "sft")
@@ -169,7 +169,7 @@ def test_cancel_stops_a_running_run_after_the_step_in_flight(transactional_db, s
 
 
 def test_promoted_run_output_serves_the_next_trace(transactional_db, studio, train_worker, project, users,
-                                                    base_version, owner_api, monkeypatch):
+                                                    base_version, owner_api):
     from annotator.generation import local
     from annotator.models import Prompt, Trace
     from annotator.services import generation
@@ -190,8 +190,7 @@ def test_promoted_run_output_serves_the_next_trace(transactional_db, studio, tra
     assert Project.objects.get(pk=project.pk).serving_model_id == version.pk
     assert AuditEvent.objects.filter(action="model_version.promoted", target_id=str(version.pk)).exists()
 
-    # Generation runs in this process (not on the shared generate queue) with the promoted model.
-    monkeypatch.setattr(generation, "_enqueue", lambda trace_id: None)
+    # Generation runs in this process with the promoted model (studio's generate queue has no reader).
     prompt = Prompt.objects.filter(project=project).first()
     created = APIClient()
     created.force_authenticate(users["supervisor"])
@@ -208,7 +207,7 @@ def test_autotrain_fires_once_at_the_threshold(transactional_db, studio, train_w
                                                base_version):
     from annotator.models import Trace
     from annotator.services.corrections import correction_create
-    from annotator.services.training import autotrain_check
+    from annotator.services.training.autotrain import autotrain_check
     from tests.factories import make_prompt, make_trace
 
     build_corpus(project, users["owner"])  # one correction already

@@ -26,7 +26,9 @@ STEPS = 240
 
 def test_killed_worker_run_resumes_from_its_checkpoint(transactional_db, studio, studio_dirs, worker_tmp, project,
                                                         users, base_version):
-    from annotator.services.training import owner_alive, run_create, run_execute
+    from annotator.flags import owner_alive
+    from annotator.services.training.runs import run_create
+    from annotator.services.training.worker import run_execute
     from tests.support.live import start_worker
 
     queue = f"train-kill-{SESSION}"

@@ -22,21 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-STAGES = ("sft", "dpo", "verifier", "reward", "prm", "grpo")
+from trainer_worker.vocabulary.labels import VERIFIER_LABELS
+from trainer_worker.vocabulary.stages import STAGES as STAGE_TITLES
 
-# Label names per verifier kind, in class-id order (the classifier's config.id2label).
-VERIFIER_LABELS: dict[str, tuple[str, ...]] = {
-    "safety": (
-        "safe_with_warning",
-        "safe_without_risk",
-        "safe_with_refusal",
-        "unsafe",
-        "unnecessary_refusal",
-        "illogical_completion",
-    ),
-    "value": ("good", "bad"),
-    "knowledge": ("true", "false"),
-}
+STAGES = tuple(STAGE_TITLES)  # the shared vocabulary's stage names, in its order
 
 REWARD_NAMES = ("format", "answer", "verifier", "prm", "length")
 

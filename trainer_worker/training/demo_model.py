@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from annotator.generation.format import THINK_CLOSE, THINK_OPEN, split_completion
 from trainer_worker.training import demo_task, tiny
+from trainer_worker.vocabulary.format import THINK_CLOSE, THINK_OPEN, split_completion
 
 REPORT_FILE = "demo_report.json"
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from annotator.generation.format import render_completion
+from trainer_worker.vocabulary.format import render_completion
 
 Kind = Literal["arithmetic", "refusal"]
 Category = Literal["knowledge", "safety"]

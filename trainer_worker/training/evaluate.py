@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from annotator.generation.format import THINK_CLOSE, THINK_OPEN, split_completion
 from trainer_worker.training.rewards import answer_matches, is_well_formed
 from trainer_worker.training.stages.common import load_tokenizer, render_prompt
+from trainer_worker.vocabulary.format import THINK_CLOSE, THINK_OPEN, split_completion
 
 # Used when the demo task's checker is not installed; the phrasings of a declined request.
 _REFUSAL = re.compile(

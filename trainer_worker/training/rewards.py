@@ -28,13 +28,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from annotator.generation.format import THINK_CLOSE, THINK_OPEN, split_completion
-from trainer_worker.training.config import (
-    DEFAULT_CATEGORY_RECIPES,
-    REWARD_NAMES,
-    VERIFIER_LABELS,
-)
-from trainer_worker.training.stages.common import completion_text
+from trainer_worker.training.chat import completion_text
+from trainer_worker.training.config import DEFAULT_CATEGORY_RECIPES, REWARD_NAMES
+from trainer_worker.vocabulary.format import THINK_CLOSE, THINK_OPEN, split_completion
+from trainer_worker.vocabulary.labels import VERIFIER_LABELS
 
 RewardFunc = Callable[..., list[float | None]]
 # (prompt, response) -> score in [0, 1]
@@ -214,19 +211,3 @@ def make_reward_funcs(
         return reward
 
     return [make(name, float(weights[name])) for name in REWARD_NAMES if weights.get(name, 0) > 0]
-
-
-def verifier_scorer(path: str) -> ResponseScorer:
-    """Load a saved verifier and return its ``(prompt, response) -> SafeWork score`` callable."""
-    from trainer_worker.training.stages.verifier import load_verifier, verifier_score
-
-    model, tokenizer = load_verifier(path)
-    return lambda prompt, response: verifier_score(model, tokenizer, prompt, response)
-
-
-def prm_scorer(path: str) -> StepScorer:
-    """Load a saved PRM and return its ``(prompt, steps) -> step scores`` callable."""
-    from trainer_worker.training.stages.prm import load_prm, prm_step_scores
-
-    model, tokenizer = load_prm(path)
-    return lambda prompt, steps: prm_step_scores(model, tokenizer, prompt, steps)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from annotator.generation.backends import GenerationRequest, SamplingParams, make_backend
+from annotator.generation.backends import GenerationRequest, SamplingParams
+from annotator.generation.factory import make_backend
 
 
 def test_defaults_are_valid_and_round_trip_through_json_dicts() -> None:

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from annotator.generation.backends import Delta, GenerationError, GenerationRequest, SamplingParams, make_backend
+from annotator.generation.backends import Delta, GenerationError, GenerationRequest, SamplingParams
+from annotator.generation.factory import make_backend
 from annotator.generation.local import LocalBackend, evict
 from trainer_worker.training.tiny import build_tiny_lm, build_tiny_vlm
 

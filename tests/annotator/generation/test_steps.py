@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from annotator.generation.format import render_completion, render_prefix, split_completion
 from annotator.generation.steps import ClosedStep, StepSegmenter
+from trainer_worker.vocabulary.format import render_completion, render_prefix, split_completion
 
 
 def run(text: str, chunks: list[int] | None = None, **kwargs) -> tuple[list[ClosedStep], str | None]:

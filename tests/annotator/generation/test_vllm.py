@@ -15,8 +15,8 @@ from annotator.generation.backends import (
     GenerationError,
     GenerationRequest,
     SamplingParams,
-    make_backend,
 )
+from annotator.generation.factory import make_backend
 from annotator.generation.steps import StepSegmenter
 from annotator.generation.vllm import VLLMBackend
 from tests.support.fake_vllm import FakeVLLM

@@ -13,12 +13,12 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from annotator.generation.format import render_completion
 from annotator.models import AuditEvent, Correction, ModelVersion, Prompt, PromptImage, Trace
 from annotator.services.generation import trace_start
 from tests.annotator.live.conftest import Socket, finished
 from tests.support.fake_vllm import FakeVLLM
 from tests.support.models import SCRIPT_ANSWER, SCRIPT_STEPS
+from trainer_worker.vocabulary.format import render_completion
 
 pytestmark = pytest.mark.slow
 

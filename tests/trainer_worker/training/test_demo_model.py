@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from annotator.generation.format import THINK_OPEN
 from trainer_worker.training.demo_model import REPORT_FILE, build_demo_model, format_ok, generate, main
 from trainer_worker.training.demo_task import make_problems
+from trainer_worker.vocabulary.format import THINK_OPEN
 
 # A step cap rather than a short time budget: on a busy machine ten seconds may be a handful of
 # steps, and the test must see the same amount of learning everywhere. The budget is only a guard.

@@ -2,7 +2,6 @@ import random
 
 import pytest
 
-from annotator.generation.format import THINK_CLOSE, THINK_OPEN, split_completion
 from trainer_worker.training.demo_task import (
     REFUSAL_ANSWER,
     check_answer,
@@ -15,6 +14,7 @@ from trainer_worker.training.demo_task import (
     solve,
     split_of,
 )
+from trainer_worker.vocabulary.format import THINK_CLOSE, THINK_OPEN, split_completion
 
 PROMPT = "Compute 37 + 48 - 19 + 6."
 STEPS = ["1. 37 + 48 = 85", "2. 85 - 19 = 66", "3. 66 + 6 = 72"]

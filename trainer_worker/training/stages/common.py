@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trainer_worker.training.chat import as_messages, completion_text, is_conversational, message_text
 from trainer_worker.training.config import LoraSettings, model_dtype
+
+__all__ = ["as_messages", "completion_text", "is_conversational", "message_text"]  # also read from here
 
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -54,28 +57,6 @@ def load_tokenizer(path: str | Path) -> Any:
 
 def load_model(path: str | Path, auto_class: Any, **kwargs: Any) -> Any:
     return auto_class.from_pretrained(str(path), dtype=model_dtype(), **kwargs)
-
-
-def is_conversational(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "role" in value[0]
-
-
-def as_messages(prompt: Any) -> list[dict[str, Any]]:
-    return list(prompt) if is_conversational(prompt) else [{"role": "user", "content": str(prompt)}]
-
-
-def message_text(content: Any) -> str:
-    """Text of a message content (a string, or a list of parts of which the text parts count)."""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-
-
-def completion_text(completion: Any) -> str:
-    """Text of a completion as TRL passes it: a string or a list of assistant message dicts."""
-    if isinstance(completion, str):
-        return completion
-    return "".join(message_text(m.get("content", "")) for m in completion)
 
 
 def render_prompt(tokenizer: Any, prompt: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from trainer_worker.training.config import StageConfig
@@ -30,8 +31,26 @@ def _prepare(source: Any) -> Any:
     return dataset
 
 
+def verifier_scorer(path: str) -> Callable[[Any, str], float]:
+    """Load a saved verifier and return its ``(prompt, response) -> SafeWork score`` callable."""
+    from trainer_worker.training.stages.verifier import load_verifier, verifier_score
+
+    model, tokenizer = load_verifier(path)
+    return lambda prompt, response: verifier_score(model, tokenizer, prompt, response)
+
+
+def prm_scorer(path: str) -> Callable[[Any, list[str]], list[float]]:
+    """Load a saved PRM and return its ``(prompt, steps) -> step scores`` callable."""
+    from trainer_worker.training.stages.prm import load_prm, prm_step_scores
+
+    model, tokenizer = load_prm(path)
+    return lambda prompt, steps: prm_step_scores(model, tokenizer, prompt, steps)
+
+
 def reward_funcs_for(config: StageConfig) -> list[Any]:
-    from trainer_worker.training.rewards import make_reward_funcs, prm_scorer, verifier_scorer
+    """The weighted reward terms of a GRPO run, with its learned verifiers and PRM loaded (the
+    scorers live here, beside the stages they load, so ``rewards`` stays free of model loading)."""
+    from trainer_worker.training.rewards import make_reward_funcs
 
     verifiers = {kind: verifier_scorer(path) for kind, path in config.verifier_paths.items()}
     prm = prm_scorer(config.prm_path) if config.prm_path and config.reward_weights.get("prm", 0) > 0 else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer_worker.training.config import VERIFIER_LABELS, StageConfig
+from trainer_worker.training.config import StageConfig
 from trainer_worker.training.stages.common import (
     keep_columns,
     load_any_dataset,
@@ -16,20 +16,7 @@ from trainer_worker.training.stages.common import (
     load_tokenizer,
     render_pair,
 )
-
-# SafeWork-R1's mapping from verifier labels to scores.
-LABEL_SCORES: dict[str, float] = {
-    "safe_with_warning": 1.0,
-    "safe_without_risk": 1.0,
-    "safe_with_refusal": 0.1,
-    "unsafe": 0.0,
-    "unnecessary_refusal": 0.0,
-    "illogical_completion": 0.01,
-    "good": 1.0,
-    "bad": 0.0,
-    "true": 1.0,
-    "false": 0.0,
-}
+from trainer_worker.vocabulary.labels import LABEL_SCORES, VERIFIER_LABELS
 
 
 def _normalise_label(label: Any) -> str:

@@ -2,7 +2,8 @@
 
 Output format: ``<think>`` steps ``</think>`` final answer. Steps are joined by a newline inside the
 think block, so a rendered completion can be split back into the same steps by the default rule
-(one step per non-empty line). Django-free: the trainer and the exporters import it too.
+(one step per non-empty line). Part of the shared vocabulary: the trainer, the generation layer and
+the exporters import it.
 """
 
 from __future__ import annotations

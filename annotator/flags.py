@@ -1,0 +1,174 @@
+"""Redis keys and flags: the small shared state that processes read beside the event stream.
+
+- **Stop** (``trace:<id>:stop``): ``trace_stop`` raises it once its transaction commits; the
+  generate worker polls it while streaming.
+- **Cancel** (``run:<id>:cancel``): ``run_cancel`` raises it once its transaction commits; the
+  trainer polls it after every optimiser step.
+- **Heartbeat** (``run:<id>:owner``): the process that trains a run keeps this key alive; when the
+  process dies the key expires and a redelivery knows the owner is gone.
+- **Presence** (``trace:<id>:watchers``): a hash of the socket channels watching a trace.
+
+Flags are raised on commit, always: a worker that sees a flag may act on it at once, so the
+database must already say what the flag means (``stopped``/``cancelling``), and a rolled-back
+request must leave no flag behind.
+
+Every key is namespaced by database (``key_prefix``), so two studios, or a test session beside a
+dev run, can share one Redis. ``annotator.events`` keeps the trace event log under keys named here
+too; it is the only module that sends events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+FLAG_TTL_S = 7 * 24 * 3600  # a flag nobody clears (its worker died) goes away on its own
+STOP_TTL_S = 3600
+PRESENCE_TTL_S = 24 * 3600
+
+_local = threading.local()
+
+
+def redis_client() -> Any:
+    """One client per thread (the generate worker runs generations in threads)."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        _local.client = client
+    return client
+
+
+def key_prefix() -> str:
+    """Keys are namespaced by database, so two studios (or the tests) can share one Redis safely."""
+    return f"safeladder:{settings.DATABASES['default']['NAME']}:"
+
+
+def forget_all() -> int:
+    """Delete every key of this database's namespace (tests start from a clean slate)."""
+    client = redis_client()
+    keys = list(client.scan_iter(match=f"{key_prefix()}*", count=1000))
+    return client.delete(*keys) if keys else 0
+
+
+# --- key names ------------------------------------------------------------------------------------
+
+
+def trace_seq_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:seq"
+
+
+def trace_events_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:events"
+
+
+def stop_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:stop"
+
+
+def watchers_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:watchers"
+
+
+def cancel_key(run_id: int) -> str:
+    return f"{key_prefix()}run:{run_id}:cancel"
+
+
+def owner_key(run_id: int) -> str:
+    return f"{key_prefix()}run:{run_id}:owner"
+
+
+# --- stop (traces) --------------------------------------------------------------------------------
+
+
+def raise_stop_on_commit(trace_id: int) -> None:
+    """Ask the generation of ``trace_id`` to stop, once the caller's transaction commits."""
+    transaction.on_commit(lambda: redis_client().set(stop_key(trace_id), "1", ex=STOP_TTL_S))
+
+
+def stop_requested(trace_id: int) -> bool:
+    return bool(redis_client().exists(stop_key(trace_id)))
+
+
+def clear_stop(trace_id: int) -> None:
+    redis_client().delete(stop_key(trace_id))
+
+
+# --- cancel (training runs) -----------------------------------------------------------------------
+
+
+def raise_cancel_on_commit(run_id: int) -> None:
+    """Ask the trainer of ``run_id`` to stop after its step in flight, once the transaction commits."""
+    transaction.on_commit(lambda: redis_client().set(cancel_key(run_id), "1", ex=FLAG_TTL_S))
+
+
+def cancel_requested(run_id: int) -> bool:
+    return bool(redis_client().exists(cancel_key(run_id)))
+
+
+def clear_cancel(run_id: int) -> None:
+    redis_client().delete(cancel_key(run_id))
+
+
+# --- heartbeat (the owner of a training run) ------------------------------------------------------
+
+
+def owner_alive(run_id: int) -> bool:
+    return bool(redis_client().exists(owner_key(run_id)))
+
+
+class Heartbeat:
+    """Keeps ``run:<id>:owner`` alive while this process trains; it expires when the process dies."""
+
+    def __init__(self, run_id: int, token: str, *, ttl_s: int) -> None:
+        self.run_id = run_id
+        self.token = token
+        self.ttl = max(2, int(ttl_s))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def claim(self) -> None:
+        redis_client().set(owner_key(self.run_id), self.token, ex=self.ttl)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            with contextlib.suppress(Exception):  # a Redis hiccup must not kill the training thread
+                redis_client().set(owner_key(self.run_id), self.token, ex=self.ttl)
+
+    def release(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            client = redis_client()
+            if client.get(owner_key(self.run_id)) == self.token:
+                client.delete(owner_key(self.run_id))
+
+
+# --- presence (who watches a trace) ---------------------------------------------------------------
+
+
+def presence_join(trace_id: int, channel: str, user: dict[str, Any]) -> None:
+    """Record that ``user`` ({id, username}) watches the trace through socket ``channel``."""
+    client = redis_client()
+    client.hset(watchers_key(trace_id), channel, json.dumps(user))
+    client.expire(watchers_key(trace_id), PRESENCE_TTL_S)
+
+
+def presence_leave(trace_id: int, channel: str) -> None:
+    redis_client().hdel(watchers_key(trace_id), channel)
+
+
+def presence_list(trace_id: int) -> list[dict[str, Any]]:
+    """The trace's watchers, one entry per user (a user may watch from several tabs), by name."""
+    raw = redis_client().hvals(watchers_key(trace_id))
+    unique = {w["id"]: w for w in map(json.loads, raw)}
+    return sorted(unique.values(), key=lambda w: w["username"])

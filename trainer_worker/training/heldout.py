@@ -1,0 +1,72 @@
+"""The held-out evaluation of a trained model: which prompts are held out, how an answer is
+checked, and the scores (no Django; the studio turns its prompts into plain items first).
+
+An item is a dict: ``prompt`` (chat messages), ``reference`` (or None), ``category`` and ``text``
+(the user turns' text). A prompt is held out when its metadata says ``split`` is "heldout" (or
+"eval"/"test"); a prompt without a split that is one of the demo task's is held out by the task's
+own split of its text. Other prompts may be in the training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from trainer_worker.training import demo_task
+from trainer_worker.training.rewards import answer_matches
+
+HELDOUT_SPLITS = ("heldout", "eval", "test")
+
+
+def user_text(messages: list[dict[str, Any]]) -> str:
+    """The text of the user turns (string contents only)."""
+    return "\n".join(m["content"] for m in messages if m.get("role") == "user" and isinstance(m.get("content"), str))
+
+
+def _is_demo(text: str) -> bool:
+    try:
+        demo_task.solve(text)
+    except ValueError:
+        return False
+    return True
+
+
+def heldout_item(
+    messages: list[dict[str, Any]], *, metadata: dict[str, Any] | None, reference: str | None, category: str
+) -> dict[str, Any] | None:
+    """The evaluation item of a prompt, or None when the prompt is not held out."""
+    text = user_text(messages)
+    split = (metadata or {}).get("split")
+    if split is None:
+        if not _is_demo(text):
+            return None
+        split = demo_task.split_of(text)
+    if split not in HELDOUT_SPLITS:
+        return None
+    return {"prompt": messages, "reference": reference or None, "category": category, "text": text}
+
+
+def answer_checker(items: list[dict[str, Any]]) -> Callable[[Any, str | None], bool]:
+    """The demo task's checker for its prompts; the reference rule check for the others."""
+    by_key = {repr(item["prompt"]): item for item in items}
+
+    def check(prompt: Any, answer: str | None) -> bool:
+        item = by_key[repr(prompt)]
+        try:
+            return demo_task.check_answer(item["text"], answer)
+        except ValueError:
+            return item["reference"] is not None and answer_matches(answer, item["reference"])
+
+    return check
+
+
+def evaluate_heldout(model_path: str, items: list[dict[str, Any]], *, max_new_tokens: int) -> dict[str, Any]:
+    """``evaluate_model``'s scores of the model at ``model_path`` on ``items``."""
+    from trainer_worker.training.evaluate import evaluate_model
+
+    for item in items:
+        # evaluate_model counts a "knowledge" prompt as verifiable when a checker is given; one with
+        # neither a reference nor a demo-task solution cannot be checked, so it is not counted.
+        if not _is_demo(item["text"]) and item["reference"] is None and item["category"] == "knowledge":
+            item["category"] = "general"
+    return evaluate_model(model_path, items, max_new_tokens=max_new_tokens, check_answer=answer_checker(items))
