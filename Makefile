@@ -32,11 +32,14 @@ run: venv frontend
 # Tests use their own data folder, so a running `make run` and its data are left alone.
 test: venv frontend
 	@if [ -f frontend/package.json ]; then echo "==> frontend unit tests (Vitest)"; cd frontend && $(NPM) test; fi
+	@echo "==> import contracts (lint-imports; docs/architecture.md)"
+	@$(VENV)/bin/lint-imports --no-cache
 	@echo "==> Python tests (pytest: REST, websockets, workers, TRL, browser)"
 	@SAFELADDER_DATA_DIR=$(CURDIR)/.data/test $(EMBEDDED) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 clean-data:
 	rm -rf .data
