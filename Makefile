@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 EMBEDDED := $(PY) -m webapp.embedded exec --
 NPM ?= npm
 
-.PHONY: run test venv lint frontend clean-data
+.PHONY: run test venv lint frontend api-types clean-data
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> creating $(VENV) and installing (torch 2.13.0 CPU first, then the rest; about a minute)"
@@ -36,6 +36,11 @@ test: venv frontend
 	@$(VENV)/bin/lint-imports --no-cache
 	@echo "==> Python tests (pytest: REST, websockets, workers, TRL, browser)"
 	@SAFELADDER_DATA_DIR=$(CURDIR)/.data/test $(EMBEDDED) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser's REST types, generated from the OpenAPI schema; a test in `make test` fails when the
+# committed frontend/src/lib/schema.gen.ts is stale.
+api-types: venv frontend
+	$(PY) manage.py api_types
 
 lint: venv
 	$(VENV)/bin/ruff check .

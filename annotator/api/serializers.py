@@ -9,18 +9,22 @@ from annotator.models import (
     Category,
     Correction,
     DatasetSnapshot,
+    KnowledgeLabel,
     Membership,
     ModelVersion,
     Project,
     Prompt,
     PromptImage,
     Role,
+    SafetyLabel,
     Step,
     StepLabel,
     StepRule,
     Trace,
     TraceReview,
+    ValueLabel,
 )
+from trainer_worker.vocabulary.labels import SAFETY_TAGS
 
 User = get_user_model()
 
@@ -92,6 +96,42 @@ class MembershipUpdateSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
+# JSON columns whose shape the services fix: their schema says so (the generated frontend types
+# read it), while the values pass through exactly as stored.
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {
+                "role": {"type": "string"},
+                "content": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
+                                "required": ["type"],
+                            },
+                        },
+                    ]
+                },
+            },
+            "required": ["role", "content"],
+        },
+    }
+)
+class _ChatMessagesField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string", "enum": SAFETY_TAGS}})
+class _SafetyTagsField(serializers.JSONField):
+    pass
+
+
 class PromptImageSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
 
@@ -105,6 +145,7 @@ class PromptImageSerializer(serializers.ModelSerializer):
 
 
 class PromptSerializer(serializers.ModelSerializer):
+    messages = _ChatMessagesField(read_only=True)
     images = PromptImageSerializer(many=True, read_only=True)
     trace_count = serializers.IntegerField(read_only=True, required=False)
 
@@ -171,6 +212,7 @@ class ModelVersionUpdateSerializer(serializers.ModelSerializer):
 
 class StepLabelSerializer(serializers.ModelSerializer):
     annotator = UserBriefSerializer(read_only=True)
+    safety_tags = _SafetyTagsField(read_only=True)
 
     class Meta:
         model = StepLabel
@@ -189,6 +231,11 @@ class StepSerializer(serializers.ModelSerializer):
 
 class TraceReviewSerializer(serializers.ModelSerializer):
     annotator = UserBriefSerializer(read_only=True)
+    # Declared so the schema says what is stored: a label left unset is "" (read-only model fields
+    # would lose allow_blank, and the schema would claim one of the choices is always there).
+    safety_label = serializers.ChoiceField(choices=SafetyLabel.choices, allow_blank=True, read_only=True)
+    value_label = serializers.ChoiceField(choices=ValueLabel.choices, allow_blank=True, read_only=True)
+    knowledge_label = serializers.ChoiceField(choices=KnowledgeLabel.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = TraceReview

@@ -435,6 +435,7 @@ class StepLabelView(ProjectScoped):
     """Your label for one step (one per supervisor; PUT replaces it)."""
 
     serializer_class = s.StepLabelSerializer
+    pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
 
     @extend_schema(responses=s.StepLabelSerializer(many=True))
@@ -455,6 +456,7 @@ class TraceReviewView(ProjectScoped):
     """Reviews of a trace; PUT sets yours (verdict + SafeWork safety / value / knowledge labels)."""
 
     serializer_class = s.TraceReviewSerializer
+    pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
 
     @extend_schema(responses=s.TraceReviewSerializer(many=True))
@@ -473,6 +475,7 @@ class TraceCorrectionView(ProjectScoped):
     """Correct step k: creates a branch trace (steps before k shared, step k yours) queued to continue."""
 
     serializer_class = s.CorrectionSerializer
+    pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
 
     @extend_schema(responses=s.CorrectionSerializer(many=True))
