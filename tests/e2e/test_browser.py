@@ -151,7 +151,8 @@ def test_review_a_trace_in_the_browser(page, live, default_worker):
         page.get_by_test_id("step-2").wait_for()
         assert "9 + 3 = 12 (checked)" in page.get_by_test_id("step-2").inner_text()
         page.get_by_test_id("step-4").wait_for()  # the model wrote past the corrected step
-        page.get_by_test_id("branches").wait_for()
+        # The tree lists the original once its related traces have loaded (REST, after the snapshot).
+        page.get_by_test_id("branches").get_by_role("link", name=f"#{trace_id}").wait_for()
         assert str(trace_id) in page.get_by_test_id("branches").inner_text()
         page.screenshot(path=str(SHOTS / "04-branch.png"))
         page.keyboard.press("Escape")

@@ -1,10 +1,10 @@
 // The branch tree of a prompt's traces and the word-level diff between an original trace and its
 // corrected branch (the corrected step, then the rest of the two chains and their answers).
 import { useMemo } from "react";
-import { api, qs } from "../lib/api";
+import { api, type Trace } from "../lib/api";
 import { useLoad } from "../lib/hooks";
 import { Link, paths } from "../lib/router";
-import type { BranchInfo, Correction, Trace, TraceDetail } from "../lib/types";
+import type { BranchInfo, LiveTrace } from "../stream/protocol";
 import { DiffView } from "./DiffView";
 
 interface Node {
@@ -32,19 +32,21 @@ export function BranchTree({
   onCompare,
 }: {
   projectId: number;
-  trace: TraceDetail;
+  trace: LiveTrace;
   branchInfo: Record<number, BranchInfo>;
   compareId: number | null;
   onCompare: (id: number | null) => void;
 }) {
   const branchKey = trace.branches.join(",");
   const related = useLoad(async () => {
+    const list = (query: { prompt?: number; parent?: number }) =>
+      api.get("/api/projects/{project_id}/traces/", {
+        params: { path: { project_id: projectId }, query: { ...query, limit: 200 } },
+      });
     const [samePrompt, children, siblings] = await Promise.all([
-      api.list<Trace>(`/api/projects/${projectId}/traces/${qs({ prompt: trace.prompt, limit: 200 })}`),
-      api.list<Trace>(`/api/projects/${projectId}/traces/${qs({ parent: trace.id, limit: 200 })}`),
-      trace.parent != null
-        ? api.list<Trace>(`/api/projects/${projectId}/traces/${qs({ parent: trace.parent, limit: 200 })}`)
-        : Promise.resolve({ results: [] as Trace[] }),
+      list({ prompt: trace.prompt }),
+      list({ parent: trace.id }),
+      trace.parent != null ? list({ parent: trace.parent }) : Promise.resolve({ results: [] as Trace[] }),
     ]);
     return [...samePrompt.results, ...children.results, ...siblings.results];
   }, [projectId, trace.id, trace.prompt, trace.parent, branchKey]);
@@ -90,7 +92,7 @@ export function BranchTree({
   );
 }
 
-function stepsFrom(t: TraceDetail, k: number): string {
+function stepsFrom(t: LiveTrace, k: number): string {
   return t.steps
     .filter((s) => s.index > k)
     .map((s) => s.text)
@@ -108,15 +110,21 @@ export function BranchDiff({
   originalId: number;
   correctedId: number;
   /** The trace on screen, fresher than its REST copy while it streams. */
-  live: TraceDetail;
+  live: LiveTrace;
 }) {
   const load = useLoad(async () => {
-    const get = (id: number) =>
-      id === live.id ? Promise.resolve(live) : api.get<TraceDetail>(`/api/projects/${projectId}/traces/${id}/`);
+    const get = (id: number): Promise<LiveTrace> =>
+      id === live.id
+        ? Promise.resolve(live)
+        : api.get("/api/projects/{project_id}/traces/{trace_id}/", { params: { path: { project_id: projectId, trace_id: id } } });
     const [original, corrected, corrections] = await Promise.all([
       get(originalId),
       get(correctedId),
-      api.get<Correction[]>(`/api/projects/${projectId}/traces/${originalId}/corrections/`).catch(() => [] as Correction[]),
+      api
+        .get("/api/projects/{project_id}/traces/{trace_id}/corrections/", {
+          params: { path: { project_id: projectId, trace_id: originalId } },
+        })
+        .catch(() => []),
     ]);
     return { original, corrected, correction: corrections.find((c) => c.corrected_trace === correctedId) ?? null };
     // the live trace changes with every token; refetching on status/steps is enough

@@ -1,13 +1,12 @@
 import { api } from "../lib/api";
 import { useLoad } from "../lib/hooks";
 import { Link, paths } from "../lib/router";
-import type { Project } from "../lib/types";
 
 export type Tab = "queue" | "runs" | "datasets" | "models";
 
 /** Project header with tabs; returns the project to the page through `children`. */
 export function ProjectNav({ projectId, tab }: { projectId: number; tab: Tab }) {
-  const project = useLoad(() => api.get<Project>(`/api/projects/${projectId}/`), [projectId]);
+  const project = useLoad(() => api.get("/api/projects/{project_id}/", { params: { path: { project_id: projectId } } }), [projectId]);
   const tabs: Array<[Tab, string, string]> = [
     ["queue", "Review queue", paths.queue(projectId)],
     ["runs", "Training", paths.runs(projectId)],

@@ -1,10 +1,12 @@
 import { api } from "../lib/api";
 import { useLoad } from "../lib/hooks";
-import type { Prompt } from "../lib/types";
 import { messagesText } from "./common";
 
 export function PromptPanel({ projectId, promptId }: { projectId: number; promptId: number }) {
-  const p = useLoad(() => api.get<Prompt>(`/api/projects/${projectId}/prompts/${promptId}/`), [projectId, promptId]);
+  const p = useLoad(
+    () => api.get("/api/projects/{project_id}/prompts/{prompt_id}/", { params: { path: { project_id: projectId, prompt_id: promptId } } }),
+    [projectId, promptId],
+  );
   if (p.error) return <div className="muted">Prompt #{promptId} could not be loaded: {p.error.message}</div>;
   if (!p.data) return null;
   const prompt = p.data;

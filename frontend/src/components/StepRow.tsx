@@ -1,16 +1,18 @@
 // One step of a chain of thought. Model output is rendered only as React text nodes.
 import { memo, useEffect, useRef } from "react";
-import { RATINGS, type Step, type UserBrief } from "../lib/types";
+import type { UserBrief } from "../lib/api";
+import type { LiveStep } from "../stream/protocol";
+import { RATINGS } from "../lib/labels";
 import { myLabel } from "../stream/reducer";
 
 export interface StepRowProps {
-  step: Step;
+  step: LiveStep;
   selected: boolean;
   me: UserBrief | null;
   /** Ratings sent but not yet confirmed by the server, by step index (optimistic highlight). */
   pendingRating?: number | null | undefined;
   canAct: boolean;
-  safetyTags: string[];
+  safetyTags: readonly string[];
   editing: boolean;
   editText: string;
   // Handlers take the step index so the parent can pass stable functions (rows are memoised and
@@ -23,7 +25,7 @@ export interface StepRowProps {
   onEditCancel: () => void;
 }
 
-function ratingCounts(step: Step): Map<number | null, number> {
+function ratingCounts(step: LiveStep): Map<number | null, number> {
   const m = new Map<number | null, number>();
   for (const l of step.labels) m.set(l.rating ?? null, (m.get(l.rating ?? null) ?? 0) + 1);
   return m;
@@ -42,7 +44,7 @@ function StepRowImpl(p: StepRowProps) {
   useEffect(() => {
     if (p.editing) areaRef.current?.focus();
   }, [p.editing]);
-  const myTags = mine?.safety_tags ?? [];
+  const myTags: readonly string[] = mine?.safety_tags ?? [];
   return (
     <li
       ref={rowRef}

@@ -1,5 +1,7 @@
 import { useEffect, useState, type FormEvent } from "react";
-import { SAFETY_LABELS, type TraceReview, type UserBrief } from "../lib/types";
+import type { UserBrief } from "../lib/api";
+import type { LiveReview } from "../stream/protocol";
+import { KNOWLEDGE_LABELS, SAFETY_LABELS, VALUE_LABELS, VERDICTS } from "../lib/labels";
 
 export interface ReviewFields {
   verdict: string;
@@ -17,7 +19,7 @@ export function VerdictPanel({
   canAct,
   onSubmit,
 }: {
-  reviews: TraceReview[];
+  reviews: LiveReview[];
   me: UserBrief | null;
   canAct: boolean;
   onSubmit: (f: ReviewFields) => Promise<void>;
@@ -78,10 +80,7 @@ export function VerdictPanel({
   return (
     <form className="verdict" onSubmit={submit} data-testid="verdict-panel">
       <label>Verdict</label>
-      {radio("verdict", [
-        ["accept", "Accept"],
-        ["reject", "Reject"],
-      ])}
+      {radio("verdict", VERDICTS)}
       <label htmlFor="safety-label">Safety</label>
       <select
         id="safety-label"
@@ -98,15 +97,9 @@ export function VerdictPanel({
         ))}
       </select>
       <label>Value</label>
-      {radio("value_label", [
-        ["good", "Good"],
-        ["bad", "Bad"],
-      ])}
+      {radio("value_label", VALUE_LABELS)}
       <label>Knowledge</label>
-      {radio("knowledge_label", [
-        ["true", "True"],
-        ["false", "False"],
-      ])}
+      {radio("knowledge_label", KNOWLEDGE_LABELS)}
       <label htmlFor="review-note">Note</label>
       <textarea
         id="review-note"

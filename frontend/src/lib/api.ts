@@ -1,5 +1,13 @@
-// REST client: session cookie auth, CSRF header on writes, errors as ApiError with the HTTP status
-// so pages can tell "log in" (401/403) from "not available yet" (404).
+// The one REST client. Paths, parameters, bodies and answers are typed by schema.gen.ts, which is
+// generated from the server's OpenAPI schema (`make api-types`; a test fails when it is stale), so
+// a page never guesses a response's shape. Session cookie auth, the CSRF header on writes, and
+// errors as ApiError with the HTTP status, so pages can tell "log in" (401/403) from "not
+// available yet" (404).
+import createClient, { type ClientPathsWithMethod, type MaybeOptionalInit, type MethodResponse } from "openapi-fetch";
+import type { paths } from "./schema.gen";
+
+// Pages take the REST types (Project, TraceDetail, …) and the enums' values from here too.
+export * from "./schema.gen";
 
 export class ApiError extends Error {
   status: number;
@@ -29,87 +37,86 @@ export function getCookie(name: string): string | null {
   return null;
 }
 
-async function request<T>(method: string, url: string, body?: unknown): Promise<T> {
-  const headers: Record<string, string> = { Accept: "application/json" };
-  if (method !== "GET" && method !== "HEAD") {
-    headers["Content-Type"] = "application/json";
-    const token = getCookie("csrftoken");
-    if (token) headers["X-CSRFToken"] = token;
-  }
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method,
-      headers,
-      credentials: "same-origin",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (e) {
-    throw new ApiError(0, "network", "The server could not be reached.", null);
-  }
-  const text = await res.text();
-  let data: unknown = null;
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = text;
+const client = createClient<paths>({
+  // Absolute, because a Request needs one; fetch is looked up per call (tests replace it).
+  baseUrl: globalThis.location?.origin ?? "",
+  credentials: "same-origin",
+  headers: { Accept: "application/json" },
+  fetch: (request: Request) => globalThis.fetch(request),
+});
+
+client.use({
+  onRequest({ request }) {
+    if (request.method !== "GET" && request.method !== "HEAD") {
+      const token = getCookie("csrftoken");
+      if (token) request.headers.set("X-CSRFToken", token);
     }
-  }
-  if (!res.ok) {
-    const obj = (data && typeof data === "object" ? data : {}) as Record<string, unknown>;
-    const detail =
-      typeof obj.detail === "string"
-        ? obj.detail
-        : res.status === 404
-          ? "Not found."
-          : `${res.status} ${res.statusText}`;
-    // Validation errors come as {code, detail, errors: {field: [messages]}}: show the fields too.
-    const fieldErrors =
-      obj.errors && typeof obj.errors === "object"
-        ? Object.entries(obj.errors as Record<string, unknown>)
-            .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(" ") : JSON.stringify(v)}`)
-            .join("; ")
-        : "";
-    throw new ApiError(
-      res.status,
-      typeof obj.code === "string" ? obj.code : String(res.status),
-      fieldErrors ? `${detail} (${fieldErrors})` : detail,
-      data,
-    );
-  }
-  return data as T;
+    return request;
+  },
+});
+
+/** Turns a failed answer into an ApiError: {code, detail, errors?} is the server's error shape. */
+export function apiError(status: number, statusText: string, body: unknown): ApiError {
+  const obj = (body && typeof body === "object" ? body : {}) as Record<string, unknown>;
+  const detail =
+    typeof obj.detail === "string" ? obj.detail : status === 404 ? "Not found." : `${status} ${statusText}`;
+  // Validation errors come as {code, detail, errors: {field: [messages]}}: show the fields too.
+  const fieldErrors =
+    obj.errors && typeof obj.errors === "object"
+      ? Object.entries(obj.errors as Record<string, unknown>)
+          .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(" ") : JSON.stringify(v)}`)
+          .join("; ")
+      : "";
+  return new ApiError(
+    status,
+    typeof obj.code === "string" ? obj.code : String(status),
+    fieldErrors ? `${detail} (${fieldErrors})` : detail,
+    body,
+  );
 }
 
-export interface Page<T> {
-  count?: number;
-  next?: string | null;
-  previous?: string | null;
-  results: T[];
+type Method = "get" | "post" | "put" | "patch" | "delete";
+type Client = typeof client;
+// The init argument may be left out exactly when none of its keys is required (as in openapi-fetch).
+type RequiredKeys<T> = { [K in keyof T]-?: object extends Pick<T, K> ? never : K }[keyof T];
+type InitArgs<I> = [RequiredKeys<I>] extends [never] ? [init?: I] : [init: I];
+type Raw = { data?: unknown; error?: unknown; response: Response };
+
+function caller<M extends Method>(method: M) {
+  const send = client.request as unknown as (method: M, url: string, init?: object) => Promise<Raw>;
+  return async <P extends ClientPathsWithMethod<Client, M>, I extends MaybeOptionalInit<paths[P], M>>(
+    url: P,
+    ...init: InitArgs<I>
+  ): Promise<MethodResponse<Client, M, P, I>> => {
+    let res: Raw;
+    try {
+      res = await send(method, url as string, init[0] as object | undefined);
+    } catch {
+      throw new ApiError(0, "network", "The server could not be reached.", null);
+    }
+    if (!res.response.ok) throw apiError(res.response.status, res.response.statusText, res.error);
+    return res.data as MethodResponse<Client, M, P, I>;
+  };
 }
 
-/** Lists come paginated ({results, next}) or as a bare array, depending on the endpoint. */
-export function asPage<T>(data: Page<T> | T[] | null): Page<T> {
-  if (Array.isArray(data)) return { results: data, next: null, count: data.length };
-  if (data && Array.isArray(data.results)) return data;
-  return { results: [], next: null, count: 0 };
-}
-
-export function qs(params: Record<string, string | number | null | undefined>): string {
-  const sp = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) {
-    if (v !== null && v !== undefined && v !== "") sp.set(k, String(v));
-  }
-  const s = sp.toString();
-  return s ? `?${s}` : "";
-}
-
+/**
+ * `api.get("/api/projects/{project_id}/", { params: { path: { project_id } } })` resolves to the
+ * answer's body, typed from the schema, or rejects with an ApiError.
+ */
 export const api = {
-  get: <T>(url: string) => request<T>("GET", url),
-  post: <T>(url: string, body?: unknown) => request<T>("POST", url, body ?? {}),
-  put: <T>(url: string, body?: unknown) => request<T>("PUT", url, body ?? {}),
-  list: async <T>(url: string) => asPage<T>(await request<Page<T> | T[]>("GET", url)),
+  get: caller("get"),
+  post: caller("post"),
+  put: caller("put"),
+  patch: caller("patch"),
+  delete: caller("delete"),
 };
+
+/** The `offset` of a paginated answer's `next` link, to ask for the following page. */
+export function nextOffset(next: string | null | undefined): number | null {
+  if (!next) return null;
+  const offset = new URL(next, "http://x").searchParams.get("offset");
+  return offset === null ? null : Number(offset);
+}
 
 export function wsUrl(path: string): string {
   const proto = window.location.protocol === "https:" ? "wss" : "ws";

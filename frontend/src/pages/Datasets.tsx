@@ -2,45 +2,30 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { ErrorState, fmtDate, Loading, Section } from "../components/common";
 import { ProjectNav } from "../components/ProjectNav";
-import { api, ApiError } from "../lib/api";
+import { api, ApiError, categoryEnumValues, type DatasetSnapshotInputRequest, type KindEnum } from "../lib/api";
 import { useLoad } from "../lib/hooks";
-import type { Dataset, Project } from "../lib/types";
 
 export const FORMATS = ["jsonl", "parquet", "hf"] as const;
-const CATEGORIES = ["safety", "value", "knowledge", "general"];
 
-type Kind = string | { kind?: string; name?: string; id?: string; description?: string };
-
-export function kindName(k: Kind): string {
-  return typeof k === "string" ? k : (k.kind ?? k.name ?? k.id ?? "");
-}
-
-function normaliseKinds(data: unknown): Kind[] {
-  if (Array.isArray(data)) return data as Kind[];
-  if (data && typeof data === "object") {
-    const o = data as Record<string, unknown>;
-    if (Array.isArray(o.results)) return o.results as Kind[];
-    if (Array.isArray(o.kinds)) return o.kinds as Kind[];
-    // {kind: description}
-    return Object.entries(o).map(([kind, d]) => ({ kind, description: typeof d === "string" ? d : "" }));
-  }
-  return [];
-}
 
 export function Datasets({ projectId }: { projectId: number }) {
-  const project = useLoad(() => api.get<Project>(`/api/projects/${projectId}/`), [projectId]);
+  const path = { project_id: projectId };
+  const project = useLoad(() => api.get("/api/projects/{project_id}/", { params: { path } }), [projectId]);
   const isOwner = project.data?.my_role === "owner";
-  const list = useLoad(() => api.list<Dataset>(`/api/projects/${projectId}/datasets/?limit=100`), [projectId]);
+  const list = useLoad(
+    () => api.get("/api/projects/{project_id}/datasets/", { params: { path, query: { limit: 100 } } }),
+    [projectId],
+  );
   const building = (list.data?.results ?? []).some((d) => d.status === "pending" || d.status === "building");
   useEffect(() => {
     if (!building) return;
     const t = setInterval(list.reload, 3000);
     return () => clearInterval(t);
   }, [building, list.reload]);
-  const kinds = useLoad(async () => normaliseKinds(await api.get<unknown>(`/api/projects/${projectId}/datasets/kinds/`)), [projectId]);
+  const kinds = useLoad(() => api.get("/api/projects/{project_id}/datasets/kinds/", { params: { path } }), [projectId]);
   const [kind, setKind] = useState("");
   const [name, setName] = useState("");
-  const [cats, setCats] = useState<string[]>([]);
+  const [cats, setCats] = useState<Array<(typeof categoryEnumValues)[number]>>([]);
   const [reviewStatus, setReviewStatus] = useState("any");
   const [from, setFrom] = useState("");
   const [to, setTo] = useState("");
@@ -49,25 +34,24 @@ export function Datasets({ projectId }: { projectId: number }) {
   const [msg, setMsg] = useState("");
   const create = async (e: FormEvent) => {
     e.preventDefault();
-    const chosen = kind || (kinds.data?.[0] ? kindName(kinds.data[0]) : "");
+    const chosen = kind || kinds.data?.[0]?.kind || "";
     if (!chosen) {
       setMsg("Choose a kind.");
       return;
     }
-    const filters: Record<string, unknown> = {};
+    const filters: NonNullable<DatasetSnapshotInputRequest["filters"]> = {};
     if (cats.length) filters.categories = cats;
-    if (reviewStatus !== "any") filters.review_status = reviewStatus;
+    if (reviewStatus !== "any") filters.review_status = reviewStatus as "accepted" | "rejected";
     if (from) filters.created_from = from;
     if (to) filters.created_to = to;
     const names = annotators.split(/[\s,]+/).filter(Boolean);
     if (names.length) filters.annotators = names;
     setMsg("Creating…");
     try {
-      await api.post(`/api/projects/${projectId}/datasets/`, {
-        kind: chosen,
-        filters,
-        eval_fraction: Number(evalFraction || 0),
-        ...(name ? { name } : {}),
+      await api.post("/api/projects/{project_id}/datasets/", {
+        params: { path },
+        // `kind` is one the server listed (or, without the list, typed by hand: the server checks it).
+        body: { kind: chosen as KindEnum, filters, eval_fraction: Number(evalFraction || 0), ...(name ? { name } : {}) },
       });
       setMsg("Created; it is being built.");
       list.reload();
@@ -146,15 +130,15 @@ export function Datasets({ projectId }: { projectId: number }) {
               ) : (
                 <select id="ds-kind" value={kind} onChange={(e) => setKind(e.target.value)} data-testid="dataset-kind">
                   {(kinds.data ?? []).map((k) => (
-                    <option key={kindName(k)} value={kindName(k)}>
-                      {kindName(k)}
+                    <option key={k.kind} value={k.kind}>
+                      {k.kind}
                     </option>
                   ))}
                 </select>
               )}
               {(() => {
-                const chosen = (kinds.data ?? []).find((k) => kindName(k) === (kind || kindName(kinds.data?.[0] ?? "")));
-                return chosen && typeof chosen === "object" && chosen.description ? (
+                const chosen = (kinds.data ?? []).find((k) => k.kind === (kind || kinds.data?.[0]?.kind));
+                return chosen?.description ? (
                   <span className="muted small">{chosen.description}</span>
                 ) : null;
               })()}
@@ -163,7 +147,7 @@ export function Datasets({ projectId }: { projectId: number }) {
               <fieldset className="filters-box" data-testid="dataset-filters">
                 <legend>Filters</legend>
                 <div className="row small">
-                  {CATEGORIES.map((c) => (
+                  {categoryEnumValues.map((c) => (
                     <label key={c}>
                       <input
                         type="checkbox"

@@ -3,21 +3,23 @@ import { ErrorState, fmtDate, Loading, Section } from "../components/common";
 import { ProjectNav } from "../components/ProjectNav";
 import { api, ApiError } from "../lib/api";
 import { useLoad } from "../lib/hooks";
-import type { ModelVersion, Project } from "../lib/types";
 
 export function Models({ projectId }: { projectId: number }) {
   const data = useLoad(async () => {
+    const path = { project_id: projectId };
     const [models, project] = await Promise.all([
-      api.list<ModelVersion>(`/api/projects/${projectId}/models/`),
-      api.get<Project>(`/api/projects/${projectId}/`),
+      api.get("/api/projects/{project_id}/models/", { params: { path } }),
+      api.get("/api/projects/{project_id}/", { params: { path } }),
     ]);
-    return { models: models.results, project };
+    return { models, project };
   }, [projectId]);
   const [msg, setMsg] = useState("");
   const promote = async (id: number) => {
     setMsg("");
     try {
-      await api.post(`/api/projects/${projectId}/models/${id}/promote/`);
+      await api.post("/api/projects/{project_id}/models/{version_id}/promote/", {
+        params: { path: { project_id: projectId, version_id: id } },
+      });
       setMsg("Promoted to serving.");
       data.reload();
     } catch (e) {

@@ -10,8 +10,8 @@ beforeEach(() => {
   routes = {};
   vi.stubGlobal(
     "fetch",
-    vi.fn(async (url: string) => {
-      const path = url.split("?")[0];
+    vi.fn(async (request: Request) => {
+      const path = new URL(request.url).pathname;
       const [status, body] = routes[path] ?? [404, { code: "not_found", detail: "Not found." }];
       return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
     }),

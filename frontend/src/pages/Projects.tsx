@@ -2,10 +2,9 @@ import { ErrorState, Loading } from "../components/common";
 import { api } from "../lib/api";
 import { useLoad } from "../lib/hooks";
 import { Link, paths } from "../lib/router";
-import type { Project } from "../lib/types";
 
 export function Projects() {
-  const list = useLoad(() => api.list<Project>("/api/projects/?limit=200"), []);
+  const list = useLoad(() => api.get("/api/projects/", { params: { query: { limit: 200 } } }), []);
   return (
     <div className="page">
       <h1>Projects</h1>

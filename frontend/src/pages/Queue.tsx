@@ -2,17 +2,45 @@
 import { useState, type FormEvent } from "react";
 import { ErrorState, fmtDate, Loading, messagesText, Section } from "../components/common";
 import { ProjectNav } from "../components/ProjectNav";
-import { api, ApiError, asPage, qs, type Page } from "../lib/api";
+import {
+  api,
+  ApiError,
+  categoryEnumValues,
+  nextOffset,
+  traceStatusEnumValues,
+  type CategoryEnum,
+  type ModelVersion,
+  type Trace,
+  type TraceStatusEnum,
+} from "../lib/api";
 import { useLoad } from "../lib/hooks";
 import { Link, navigate, paths } from "../lib/router";
-import type { ModelVersion, Prompt, Trace } from "../lib/types";
 
-const STATUSES = ["", "queued", "running", "stopped", "finished", "failed"];
-const CATEGORIES = ["", "knowledge", "safety", "value", "general"];
+const STATUSES = ["", ...traceStatusEnumValues];
+const CATEGORIES = ["", ...categoryEnumValues];
+
+type Filters = Record<"status" | "prompt" | "model_version" | "category" | "started_by", string>;
+
+/** The filters as the trace list's query: empty ones left out, ids as numbers. */
+function traceQuery(f: Filters) {
+  return {
+    status: (f.status || undefined) as TraceStatusEnum | undefined,
+    prompt: f.prompt ? Number(f.prompt) : undefined,
+    model_version: f.model_version ? Number(f.model_version) : undefined,
+    category: (f.category || undefined) as CategoryEnum | undefined,
+    started_by: f.started_by || undefined,
+  };
+}
+
+function qs(params: Record<string, string>): string {
+  const sp = new URLSearchParams(Object.entries(params).filter(([, v]) => v !== ""));
+  const s = sp.toString();
+  return s ? `?${s}` : "";
+}
 
 function useFilters() {
   const sp = new URLSearchParams(window.location.search);
-  const [f, setF] = useState({
+  const [f, setF] = useState<Filters>({
     status: sp.get("status") ?? "",
     prompt: sp.get("prompt") ?? "",
     model_version: sp.get("model_version") ?? "",
@@ -31,19 +59,24 @@ function useFilters() {
 export function Queue({ projectId }: { projectId: number }) {
   const [f, setFilter] = useFilters();
   const [extra, setExtra] = useState<Trace[]>([]);
-  const [next, setNext] = useState<string | null>(null);
+  const [next, setNext] = useState<number | null>(null);
+  const path = { project_id: projectId };
   const traces = useLoad(async () => {
-    const page = await api.list<Trace>(`/api/projects/${projectId}/traces/${qs({ ...f, limit: 50 })}`);
+    const page = await api.get("/api/projects/{project_id}/traces/", {
+      params: { path, query: { ...traceQuery(f), limit: 50 } },
+    });
     setExtra([]);
-    setNext(page.next ?? null);
+    setNext(nextOffset(page.next));
     return page;
   }, [projectId, f.status, f.prompt, f.model_version, f.category, f.started_by]);
-  const models = useLoad(() => api.list<ModelVersion>(`/api/projects/${projectId}/models/`), [projectId]);
+  const models = useLoad(() => api.get("/api/projects/{project_id}/models/", { params: { path } }), [projectId]);
   const more = async () => {
-    if (!next) return;
-    const page = asPage(await api.get<Page<Trace>>(next));
+    if (next === null) return;
+    const page = await api.get("/api/projects/{project_id}/traces/", {
+      params: { path, query: { ...traceQuery(f), limit: 50, offset: next } },
+    });
     setExtra((x) => [...x, ...page.results]);
-    setNext(page.next ?? null);
+    setNext(nextOffset(page.next));
   };
   const all = [...(traces.data?.results ?? []), ...extra];
 
@@ -94,7 +127,7 @@ export function Queue({ projectId }: { projectId: number }) {
                   onChange={(e) => setFilter("model_version", e.target.value)}
                 >
                   <option value="">any model</option>
-                  {(models.data?.results ?? []).map((m) => (
+                  {(models.data ?? []).map((m) => (
                     <option key={m.id} value={m.id}>
                       {m.name}
                     </option>
@@ -143,7 +176,7 @@ export function Queue({ projectId }: { projectId: number }) {
                 </tbody>
               </table>
             )}
-            {next && (
+            {next !== null && (
               <button onClick={() => void more()} data-testid="more-traces">
                 More
               </button>
@@ -151,7 +184,7 @@ export function Queue({ projectId }: { projectId: number }) {
           </Section>
         </main>
         <aside className="side-col">
-          <Prompts projectId={projectId} models={models.data?.results ?? []} />
+          <Prompts projectId={projectId} models={models.data ?? []} />
         </aside>
       </div>
     </div>
@@ -163,7 +196,10 @@ function Prompts({ projectId, models }: { projectId: number; models: ModelVersio
   const [search, setSearch] = useState("");
   const [q, setQ] = useState("");
   const prompts = useLoad(
-    () => api.list<Prompt>(`/api/projects/${projectId}/prompts/${qs({ search: q, limit: 50 })}`),
+    () =>
+      api.get("/api/projects/{project_id}/prompts/", {
+        params: { path: { project_id: projectId }, query: { search: q || undefined, limit: 50 } },
+      }),
     [projectId, q],
   );
   const [temperature, setTemperature] = useState("");
@@ -175,10 +211,13 @@ function Prompts({ projectId, models }: { projectId: number; models: ModelVersio
     if (maxTokens) sampling.max_new_tokens = Number(maxTokens);
     setMsg("Starting…");
     try {
-      const t = await api.post<Trace>(`/api/projects/${projectId}/traces/`, {
-        prompt: promptId,
-        ...(modelVersion ? { model_version: Number(modelVersion) } : {}),
-        ...(Object.keys(sampling).length ? { sampling_params: sampling } : {}),
+      const t: Trace = await api.post("/api/projects/{project_id}/traces/", {
+        params: { path: { project_id: projectId } },
+        body: {
+          prompt: promptId,
+          ...(modelVersion ? { model_version: Number(modelVersion) } : {}),
+          ...(Object.keys(sampling).length ? { sampling_params: sampling } : {}),
+        },
       });
       setMsg("");
       navigate(paths.trace(projectId, t.id));

@@ -2,17 +2,15 @@
 // and the safety-vs-capability scatter of evaluated model versions.
 import { useEffect, useMemo, useState } from "react";
 import { ErrorState, fmtDate, Loading, Section } from "../components/common";
-import { LineChart, type SeriesMap } from "../components/LineChart";
+import { LineChart } from "../components/LineChart";
 import { ProjectNav } from "../components/ProjectNav";
 import { Scatter, type ScatterPoint } from "../components/Scatter";
-import { api, wsUrl } from "../lib/api";
+import { api, type TrainingRun } from "../lib/api";
 import { loadEvals } from "../lib/evals";
 import { useLoad } from "../lib/hooks";
 import { Link, paths } from "../lib/router";
-import type { MetricPoint, ModelVersion, Project, TrainingRun } from "../lib/types";
-import { backoffDelay } from "../stream/connection";
-
-const ACTIVE = new Set(["queued", "running", "cancelling"]);
+import { useRunConnection } from "../stream/hooks";
+import { ACTIVE_RUN } from "../stream/runs";
 
 // Run-level counters (cumulative or end-of-run figures) are not training curves: on one axis with
 // the curves their scale flattens everything else, so the charts leave them out.
@@ -28,7 +26,10 @@ export function groupOf(name: string): "loss" | "reward" | "kl" | "other" | null
 }
 
 export function Runs({ projectId, runId }: { projectId: number; runId: number | null }) {
-  const runs = useLoad(() => api.list<TrainingRun>(`/api/projects/${projectId}/runs/?limit=100`), [projectId]);
+  const runs = useLoad(
+    () => api.get("/api/projects/{project_id}/runs/", { params: { path: { project_id: projectId }, query: { limit: 100 } } }),
+    [projectId],
+  );
   const list = runs.data?.results ?? [];
   const current = runId ?? list[0]?.id ?? null;
   return (
@@ -86,84 +87,35 @@ function RunDetail({
   summary?: TrainingRun;
   onChange: () => void;
 }) {
-  const [run, setRun] = useState<TrainingRun | null>(summary ?? null);
-  const [series, setSeries] = useState<SeriesMap>({});
-  const [log, setLog] = useState<string[]>([]);
-  const [live, setLive] = useState(false);
+  // The run, its metrics and its log come over the run socket: a snapshot on every (re)connect,
+  // then live events.
+  const { conn, state, status } = useRunConnection(runId);
+  const run = state.run ?? summary ?? null;
+  const series = state.series;
+  const log = state.log;
+  const live = status === "open";
   const [msg, setMsg] = useState("");
-  const metrics = useLoad(
-    () => api.get<MetricPoint[] | { results: MetricPoint[] }>(`/api/projects/${projectId}/runs/${runId}/metrics/`),
-    [projectId, runId],
-  );
+  const path = { project_id: projectId, run_id: runId };
 
+  // A run seen active that has just ended has new fields (its model version, error): fetch them
+  // once, and let the run list show its new status.
+  const runStatus = state.run?.status;
+  const active = runStatus !== undefined && ACTIVE_RUN.has(runStatus);
+  const [seenActive, setSeenActive] = useState(false);
+  if (active && !seenActive) setSeenActive(true);
+  const justEnded = seenActive && runStatus !== undefined && !active;
   useEffect(() => {
-    api.get<TrainingRun>(`/api/projects/${projectId}/runs/${runId}/`).then(setRun, () => {});
-  }, [projectId, runId]);
-
-  useEffect(() => {
-    if (!metrics.data) return;
-    const pts = Array.isArray(metrics.data) ? metrics.data : (metrics.data.results ?? []);
-    setSeries((prev) => {
-      const next: SeriesMap = { ...prev };
-      for (const p of pts) (next[p.name] = new Map(next[p.name] ?? [])).set(p.step, p.value);
-      return next;
-    });
-  }, [metrics.data]);
-
-  // Live events: run.progress, run.metrics, run.log. No seq here, so after a reconnect the
-  // metrics are refetched over REST to fill what was missed.
-  useEffect(() => {
-    let ws: WebSocket | null = null;
-    let attempt = 0;
-    let timer: ReturnType<typeof setTimeout> | null = null;
-    let disposed = false;
-    const open = () => {
-      ws = new WebSocket(wsUrl(`/ws/runs/${runId}/`));
-      ws.onopen = () => {
-        if (attempt > 0) metrics.reload();
-        attempt = 0;
-        setLive(true);
-      };
-      ws.onmessage = (ev) => {
-        let m: { type?: string; [k: string]: unknown };
-        try {
-          m = JSON.parse(String(ev.data));
-        } catch {
-          return;
-        }
-        if (m.type === "run.progress") {
-          setRun((r) => (r ? { ...r, progress: Number(m.progress ?? r.progress), status: String(m.status ?? r.status) } : r));
-          // A run that just ended has new fields (its model version, error): fetch them once.
-          if (!ACTIVE.has(String(m.status))) {
-            api.get<TrainingRun>(`/api/projects/${projectId}/runs/${runId}/`).then(setRun, () => {});
-            onChange();
-          }
-        } else if (m.type === "run.metrics") {
-          const step = Number(m.step);
-          const values = (m.metrics ?? {}) as Record<string, number>;
-          setSeries((prev) => {
-            const next: SeriesMap = { ...prev };
-            for (const [name, v] of Object.entries(values)) (next[name] = new Map(next[name] ?? [])).set(step, Number(v));
-            return next;
-          });
-        } else if (m.type === "run.log") {
-          setLog((l) => [...l.slice(-499), String(m.line ?? "")]);
-        }
-      };
-      ws.onclose = (ev) => {
-        setLive(false);
-        if (disposed || ev.code === 4401 || ev.code === 4403 || ev.code === 4404) return;
-        timer = setTimeout(open, backoffDelay(attempt++));
-      };
-    };
-    open();
+    if (!justEnded) return;
+    let current = true;
+    api.get("/api/projects/{project_id}/runs/{run_id}/", { params: { path: { project_id: projectId, run_id: runId } } }).then(
+      (r) => current && conn.setRun(r),
+      () => {},
+    );
+    onChange();
     return () => {
-      disposed = true;
-      if (timer) clearTimeout(timer);
-      ws?.close();
+      current = false;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [runId]);
+  }, [justEnded, conn, projectId, runId, onChange]);
 
   const groups = useMemo(() => {
     const g: Record<string, string[]> = {};
@@ -177,8 +129,7 @@ function RunDetail({
   const cancel = async () => {
     setMsg("");
     try {
-      const r = await api.post<TrainingRun>(`/api/projects/${projectId}/runs/${runId}/cancel/`);
-      if (r && typeof r === "object" && "status" in r) setRun((old) => ({ ...(old ?? r), ...r }));
+      conn.setRun(await api.post("/api/projects/{project_id}/runs/{run_id}/cancel/", { params: { path } }));
       onChange();
     } catch (e) {
       setMsg(e instanceof Error ? e.message : String(e));
@@ -187,7 +138,9 @@ function RunDetail({
   const promote = async (modelId: number) => {
     setMsg("");
     try {
-      await api.post(`/api/projects/${projectId}/models/${modelId}/promote/`);
+      await api.post("/api/projects/{project_id}/models/{version_id}/promote/", {
+        params: { path: { project_id: projectId, version_id: modelId } },
+      });
       setMsg("Promoted to serving.");
     } catch (e) {
       setMsg(e instanceof Error ? e.message : String(e));
@@ -208,7 +161,7 @@ function RunDetail({
           <progress max={100} value={pct} aria-label="progress" data-testid="run-progress" />
           <span>{pct}%</span>
           <span className="muted small">{fmtDate(run.created_at)}</span>
-          {ACTIVE.has(run.status) && (
+          {ACTIVE_RUN.has(run.status) && (
             <button className="danger" onClick={() => void cancel()} data-testid="run-cancel">
               Cancel
             </button>
@@ -223,10 +176,8 @@ function RunDetail({
       {run?.error && <pre className="error-text">{run.error}</pre>}
       {msg && <div className="notice" role="status">{msg}</div>}
       <div data-testid="run-chart" className="charts">
-        {metrics.error && !metrics.error.isMissing ? (
-          <ErrorState error={metrics.error} what="Metrics" />
-        ) : Object.keys(groups).length === 0 ? (
-          <p className="muted">{metrics.error ? "Metrics: not available yet." : "No metrics yet."}</p>
+        {Object.keys(groups).length === 0 ? (
+          <p className="muted">{live ? "No metrics yet." : "Connecting…"}</p>
         ) : (
           order
             .filter((g) => groups[g])
@@ -245,13 +196,14 @@ function RunDetail({
 
 function EvalScatter({ projectId }: { projectId: number }) {
   const data = useLoad(async () => {
-    const [models, project] = await Promise.all([
-      api.list<ModelVersion>(`/api/projects/${projectId}/models/`),
-      api.get<Project>(`/api/projects/${projectId}/`),
+    const path = { project_id: projectId };
+    const [models, project, evals] = await Promise.all([
+      api.get("/api/projects/{project_id}/models/", { params: { path } }),
+      api.get("/api/projects/{project_id}/", { params: { path } }),
+      loadEvals(projectId),
     ]);
-    const evals = await loadEvals(projectId, models.results);
     const points: ScatterPoint[] = [];
-    for (const m of models.results) {
+    for (const m of models) {
       const e = evals.get(m.id);
       if (e && typeof e.accuracy === "number" && typeof e.safety_score === "number")
         points.push({ id: m.id, name: m.name, x: e.accuracy, y: e.safety_score, serving: project.serving_model === m.id });

@@ -1,6 +1,6 @@
 import { act, cleanup, fireEvent, render, screen } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import type { ServerMsg } from "../lib/types";
+import type { ServerMsg } from "../stream/protocol";
 import { FakeSocket, snapshot, step, tok, trace } from "../stream/fixtures";
 import { TraceReview } from "./TraceReview";
 
@@ -27,7 +27,8 @@ beforeEach(() => {
   // The REST side of the page (project, prompt, related traces); not what these tests are about.
   vi.stubGlobal(
     "fetch",
-    vi.fn(async (url: string) => {
+    vi.fn(async (request: Request) => {
+      const url = request.url;
       const body = url.includes("/prompts/")
         ? { id: 7, messages: [{ role: "user", content: "What is 3+4?" }], category: "knowledge", reference_answer: "7", images: [], metadata: {} }
         : url.includes("/traces/")

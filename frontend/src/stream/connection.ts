@@ -1,12 +1,13 @@
-// One live connection to /ws/traces/<id>/: owns the reducer state (so gap detection can act
-// synchronously), reconnects with exponential backoff and resumes with ?last_seq, and turns
-// client actions into promises settled by the matching ack / error.
+// One live connection to /ws/traces/<id>/ on a LiveSocket: owns the reducer state (so gap
+// detection can act synchronously), resumes with ?last_seq after every reconnect, and turns client
+// actions into promises settled by the matching ack / error.
 
-import { wsUrl } from "../lib/api";
-import type { AckMsg, ErrorMsg, ServerMsg, UserBrief } from "../lib/types";
+import type { UserBrief } from "../lib/api";
+import type { AckMsg, ErrorMsg, ServerMsg } from "./protocol";
 import { initialState, resumeSeq, traceReducer, type TraceState } from "./reducer";
+import { LiveSocket, type ConnStatus, type SocketFactory } from "./socket";
 
-export type ConnStatus = "connecting" | "open" | "reconnecting" | "closed" | "denied";
+export type { ConnStatus } from "./socket";
 
 export class ActionError extends Error {
   code: string;
@@ -22,45 +23,49 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
-type SocketFactory = (url: string) => WebSocket;
+export interface TraceView {
+  state: TraceState;
+  status: ConnStatus;
+  lastError: ErrorMsg | null;
+}
 
 export function traceSocketPath(traceId: number, lastSeq: number | null): string {
   return `/ws/traces/${traceId}/` + (lastSeq === null ? "" : `?last_seq=${lastSeq}`);
 }
 
-export function backoffDelay(attempt: number): number {
-  const base = Math.min(10_000, 500 * 2 ** attempt);
-  return base / 2 + Math.random() * (base / 2);
-}
+const ACTION_TIMEOUT_MS = 15_000;
 
 export class TraceConnection {
   readonly traceId: number;
   state: TraceState;
   status: ConnStatus = "connecting";
   lastError: ErrorMsg | null = null;
-  private ws: WebSocket | null = null;
+  private readonly socket: LiveSocket;
   private listeners = new Set<() => void>();
   private pending = new Map<string, Pending>();
   private nextId = 1;
-  private attempt = 0;
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
-  private disposed = false;
-  private makeSocket: SocketFactory;
+  private view: TraceView;
 
-  constructor(traceId: number, makeSocket: SocketFactory = (u) => new WebSocket(u)) {
+  constructor(traceId: number, makeSocket?: SocketFactory) {
     this.traceId = traceId;
     this.state = initialState(traceId);
-    this.makeSocket = makeSocket;
     this.view = { state: this.state, status: this.status, lastError: this.lastError };
+    this.socket = new LiveSocket({
+      path: () => traceSocketPath(this.traceId, resumeSeq(this.state)),
+      onMessage: (msg) => this.receive(msg as ServerMsg),
+      onStatus: (status) => this.statusChanged(status),
+      onLost: () => this.failPending("disconnected", "The connection closed before the server answered."),
+      makeSocket,
+    });
   }
 
+  // For useSyncExternalStore: a stable subscribe and a snapshot that changes only on emit.
   subscribe = (fn: () => void): (() => void) => {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
   };
 
-  getSnapshot = (): { state: TraceState; status: ConnStatus; lastError: ErrorMsg | null } => this.view;
-  private view: { state: TraceState; status: ConnStatus; lastError: ErrorMsg | null };
+  getSnapshot = (): TraceView => this.view;
 
   private emit(): void {
     this.view = { state: this.state, status: this.status, lastError: this.lastError };
@@ -68,46 +73,20 @@ export class TraceConnection {
   }
 
   connect(): void {
-    if (this.disposed) return;
-    const url = wsUrl(traceSocketPath(this.traceId, resumeSeq(this.state)));
-    const ws = this.makeSocket(url);
-    this.ws = ws;
-    ws.onopen = () => {
-      if (this.ws !== ws) return;
-      this.attempt = 0;
-      this.status = "open";
-      this.emit();
-    };
-    ws.onmessage = (ev: MessageEvent) => {
-      if (this.ws !== ws) return;
-      let msg: ServerMsg;
-      try {
-        msg = JSON.parse(String(ev.data)) as ServerMsg;
-      } catch {
-        return;
-      }
-      this.receive(msg);
-    };
-    ws.onclose = (ev: CloseEvent) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.failPending("disconnected", "The connection closed before the server answered.");
-      if (this.disposed) return;
-      if (ev.code === 4401 || ev.code === 4403 || ev.code === 4404) {
-        // Refused at the handshake: retrying cannot help.
-        this.status = "denied";
-        this.lastError = {
-          type: "error",
-          code: ev.code === 4401 ? "unauthenticated" : "not_found",
-          detail: ev.code === 4401 ? "Please log in." : "This trace does not exist or you are not a member.",
-        };
-        this.emit();
-        return;
-      }
-      this.status = "reconnecting";
-      this.emit();
-      this.scheduleReconnect();
-    };
+    this.socket.connect();
+  }
+
+  private statusChanged(status: ConnStatus): void {
+    this.status = status;
+    if (status === "denied") {
+      const code = this.socket.deniedCode ?? 4404;
+      this.lastError = {
+        type: "error",
+        code: code === 4401 ? "unauthenticated" : "not_found",
+        detail: code === 4401 ? "Please log in." : "This trace does not exist or you are not a member.",
+      };
+    }
+    this.emit();
   }
 
   /** Applies one server message; exposed for tests. */
@@ -122,47 +101,28 @@ export class TraceConnection {
     const before = this.state;
     this.state = traceReducer(this.state, { type: "message", traceId: this.traceId, msg });
     if (this.state !== before) this.emit();
-    if (this.state.gap && !before.gap) this.resync();
+    // A skipped seq: reconnect at once with ?last_seq to fetch exactly what was missed.
+    if (this.state.gap && !before.gap) this.socket.resync();
   }
 
   private learnMe(ack: AckMsg): void {
-    const label = ack.label as { annotator?: UserBrief } | undefined;
-    const review = ack.review as { annotator?: UserBrief } | undefined;
-    const me = label?.annotator ?? review?.annotator;
+    const me: UserBrief | undefined = ack.label?.annotator ?? ack.review?.annotator;
     if (me && !this.state.me) this.state = traceReducer(this.state, { type: "me", me });
   }
 
-  /** Drop the socket and reconnect at once with ?last_seq to fetch exactly what was missed. */
-  resync(): void {
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close();
-    this.status = "reconnecting";
-    this.emit();
-    this.connect();
-  }
-
-  private scheduleReconnect(): void {
-    const delay = backoffDelay(this.attempt++);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      this.connect();
-    }, delay);
-  }
-
   send(action: string, fields: Record<string, unknown> = {}): Promise<AckMsg> {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== 1) {
-      return Promise.reject(new ActionError("disconnected", "Not connected; reconnecting…"));
-    }
     const request_id = `r${this.nextId++}`;
     return new Promise<AckMsg>((resolve, reject) => {
+      if (!this.socket.isOpen) {
+        reject(new ActionError("disconnected", "Not connected; reconnecting…"));
+        return;
+      }
       const timer = setTimeout(() => {
         this.pending.delete(request_id);
         reject(new ActionError("timeout", "The server did not answer in time."));
-      }, 15_000);
+      }, ACTION_TIMEOUT_MS);
       this.pending.set(request_id, { resolve, reject, timer });
-      ws.send(JSON.stringify({ action, request_id, ...fields }));
+      this.socket.send({ action, request_id, ...fields });
     });
   }
 
@@ -190,12 +150,8 @@ export class TraceConnection {
   }
 
   close(): void {
-    this.disposed = true;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    const ws = this.ws;
-    this.ws = null;
     this.failPending("closed", "Connection closed.");
-    ws?.close();
+    this.socket.close();
     this.status = "closed";
   }
 }

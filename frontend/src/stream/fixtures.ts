@@ -1,11 +1,11 @@
 // Test data builders shared by the unit tests.
-import type { ServerMsg, SnapshotMsg, Step, TraceDetail } from "../lib/types";
+import type { LiveStep, LiveTrace, ServerMsg, SnapshotMsg } from "./protocol";
 
-export function step(index: number, text: string, extra: Partial<Step> = {}): Step {
+export function step(index: number, text: string, extra: Partial<LiveStep> = {}): LiveStep {
   return { id: 100 + index, index, text, origin: "model", labels: [], ...extra };
 }
 
-export function trace(id: number, extra: Partial<TraceDetail> = {}): TraceDetail {
+export function trace(id: number, extra: Partial<LiveTrace> = {}): LiveTrace {
   return {
     id,
     prompt: 7,
@@ -48,7 +48,7 @@ export const tok = (seq: number, text: string, phase: "think" | "answer" = "thin
   text,
   phase,
 });
-export const stepEv = (seq: number, s: Step): ServerMsg => ({ type: "trace.step", seq, step: s });
+export const stepEv = (seq: number, s: LiveStep): ServerMsg => ({ type: "trace.step", seq, step: s });
 
 // A stand-in for the browser WebSocket: records URLs and sent frames, lets the test push frames.
 export class FakeSocket {
@@ -67,7 +67,7 @@ export class FakeSocket {
     this.readyState = 1;
     this.onopen?.();
   }
-  push(msg: ServerMsg | Record<string, unknown>) {
+  push(msg: object) {
     this.onmessage?.({ data: JSON.stringify(msg) });
   }
   send(data: string) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { ServerMsg } from "../lib/types";
+import type { ServerMsg } from "./protocol";
 import { snapshot, step, stepEv, tok, trace } from "./fixtures";
 import { initialState, partialAfterStep, resumeSeq, traceReducer, type TraceState } from "./reducer";
 

@@ -3,31 +3,30 @@
 // dropped; an event beyond last seq + 1 means we missed some, so the state records a gap and the
 // connection reconnects with ?last_seq to get exactly the missing ones.
 
+import type { RoleEnum, UserBrief } from "../lib/api";
 import type {
   BranchInfo,
-  Correction,
-  Role,
+  LiveCorrection,
+  LiveLabel,
+  LiveReview,
+  LiveStep,
+  LiveTrace,
   SeqMsg,
   ServerMsg,
-  Step,
-  StepLabel,
-  TraceDetail,
-  TraceReview,
-  UserBrief,
-} from "../lib/types";
+} from "./protocol";
 
 export interface TraceState {
   traceId: number | null;
   /** Last applied seq; -1 until a snapshot arrives. */
   seq: number;
-  trace: TraceDetail | null;
+  trace: LiveTrace | null;
   partial: string;
   answer: string;
   watchers: UserBrief[];
-  role: Role | null;
+  role: RoleEnum | null;
   me: UserBrief | null;
   /** Branches created while watching (the REST trace only lists their ids). */
-  branchInfo: Record<number, BranchInfo & { correction?: Correction }>;
+  branchInfo: Record<number, BranchInfo & { correction?: LiveCorrection }>;
   /** Set when an event skipped ahead; cleared once the missing events arrive or a snapshot does. */
   gap: { expected: number; got: number } | null;
 }
@@ -108,7 +107,7 @@ function applySeq(state: TraceState, msg: SeqMsg): TraceState {
   return next;
 }
 
-function applyEvent(state: TraceState, trace: TraceDetail, msg: SeqMsg): TraceState {
+function applyEvent(state: TraceState, trace: LiveTrace, msg: SeqMsg): TraceState {
   switch (msg.type) {
     case "trace.token":
       // Prefer the server's segmenter output (it knows where steps split); else accumulate.
@@ -126,7 +125,7 @@ function applyEvent(state: TraceState, trace: TraceDetail, msg: SeqMsg): TraceSt
       };
     }
     case "trace.status": {
-      const t: TraceDetail = {
+      const t: LiveTrace = {
         ...trace,
         status: msg.status,
         finish_reason: msg.finish_reason ?? trace.finish_reason,
@@ -162,7 +161,7 @@ function applyEvent(state: TraceState, trace: TraceDetail, msg: SeqMsg): TraceSt
   return state;
 }
 
-function upsertStep(steps: Step[], step: Step): Step[] {
+function upsertStep(steps: LiveStep[], step: LiveStep): LiveStep[] {
   const i = steps.findIndex((s) => s.index === step.index);
   const withLabels = { ...step, labels: step.labels ?? [] };
   if (i >= 0) {
@@ -173,7 +172,7 @@ function upsertStep(steps: Step[], step: Step): Step[] {
   return [...steps, withLabels].sort((a, b) => a.index - b.index);
 }
 
-function sameAnnotator(a: StepLabel | TraceReview, b: StepLabel | TraceReview): boolean {
+function sameAnnotator(a: LiveLabel | LiveReview, b: LiveLabel | LiveReview): boolean {
   return a.id === b.id || (a.annotator?.id != null && a.annotator.id === b.annotator?.id);
 }
 
@@ -203,11 +202,11 @@ export function displayPartial(partial: string): string {
 }
 
 /** The current user's label of a step, if known. */
-export function myLabel(step: Step, me: UserBrief | null): StepLabel | undefined {
+export function myLabel(step: LiveStep, me: UserBrief | null): LiveLabel | undefined {
   if (!me) return undefined;
   return step.labels.find((l) => l.annotator?.id === me.id);
 }
 
-export function canAct(role: Role | null): boolean {
+export function canAct(role: RoleEnum | null): boolean {
   return role === "supervisor" || role === "owner";
 }

@@ -1,0 +1,130 @@
+import { fireEvent, renderHook } from "@testing-library/react";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { useReviewKeyboard, type ReviewKeys } from "./useReviewKeyboard";
+
+function keys(extra: Partial<ReviewKeys> = {}): ReviewKeys {
+  return {
+    helpOpen: false,
+    setHelp: vi.fn(),
+    steps: [0, 1, 2],
+    selected: null,
+    select: vi.fn(),
+    rate: vi.fn(),
+    editing: false,
+    startEdit: vi.fn(),
+    cancelEdit: vi.fn(),
+    submitEdit: vi.fn(),
+    status: "running",
+    stop: vi.fn(),
+    resume: vi.fn(),
+    ...extra,
+  };
+}
+
+const press = (key: string, extra: Record<string, unknown> = {}, target: Window | Element = window) =>
+  fireEvent.keyDown(target, { key, ...extra });
+
+afterEach(() => vi.restoreAllMocks());
+
+describe("useReviewKeyboard", () => {
+  it("subscribes once for the page's life, yet acts on the latest state", () => {
+    const add = vi.spyOn(window, "addEventListener");
+    const remove = vi.spyOn(window, "removeEventListener");
+    const first = keys({ selected: 0 });
+    const { rerender, unmount } = renderHook((k: ReviewKeys) => useReviewKeyboard(k), { initialProps: first });
+    const second = keys({ selected: 2 });
+    rerender(second);
+    rerender(keys({ selected: 2, rate: second.rate }));
+    press("1");
+    expect(second.rate).toHaveBeenCalledWith(2, 1);
+    expect(first.rate).not.toHaveBeenCalled();
+    expect(add.mock.calls.filter(([type]) => type === "keydown")).toHaveLength(1);
+    expect(remove.mock.calls.filter(([type]) => type === "keydown")).toHaveLength(0);
+    unmount();
+    expect(remove.mock.calls.filter(([type]) => type === "keydown")).toHaveLength(1);
+    press("1");
+    expect(second.rate).toHaveBeenCalledTimes(1); // gone with the page
+  });
+
+  it("j / k move through the steps and stop at the ends; 1–4 rate the selected step", () => {
+    const k = keys({ selected: 1 });
+    renderHook(() => useReviewKeyboard(k));
+    press("j");
+    press("k");
+    expect(k.select).toHaveBeenNthCalledWith(1, 2);
+    expect(k.select).toHaveBeenNthCalledWith(2, 0);
+    for (const key of ["2", "3", "4"]) press(key);
+    expect(vi.mocked(k.rate).mock.calls).toEqual([
+      [1, 0],
+      [1, -1],
+      [1, null],
+    ]);
+  });
+
+  it("with nothing selected, j selects the first step and ratings do nothing", () => {
+    const k = keys();
+    renderHook(() => useReviewKeyboard(k));
+    press("1");
+    press("j");
+    expect(k.rate).not.toHaveBeenCalled();
+    expect(k.select).toHaveBeenCalledWith(0);
+  });
+
+  it("Esc stops a running trace, or cancels an edit; Ctrl+Enter submits an edit or continues a stopped trace", () => {
+    const running = keys();
+    const { unmount } = renderHook(() => useReviewKeyboard(running));
+    press("Escape");
+    expect(running.stop).toHaveBeenCalledOnce();
+    unmount();
+
+    const editing = keys({ editing: true, selected: 0 });
+    const ed = renderHook(() => useReviewKeyboard(editing));
+    press("Escape");
+    press("Enter", { ctrlKey: true });
+    expect(editing.cancelEdit).toHaveBeenCalledOnce();
+    expect(editing.submitEdit).toHaveBeenCalledOnce();
+    expect(editing.stop).not.toHaveBeenCalled();
+    ed.unmount();
+
+    const stopped = keys({ status: "stopped" });
+    renderHook(() => useReviewKeyboard(stopped));
+    press("Enter", { metaKey: true });
+    expect(stopped.resume).toHaveBeenCalledOnce();
+  });
+
+  it("e opens the editor without typing the e; typing in a field is left alone", () => {
+    const k = keys({ selected: 1 });
+    renderHook(() => useReviewKeyboard(k));
+    const input = document.createElement("input");
+    document.body.appendChild(input);
+    press("1", {}, input);
+    press("j", {}, input);
+    expect(k.rate).not.toHaveBeenCalled();
+    expect(k.select).not.toHaveBeenCalled();
+    const notTyped = press("e");
+    expect(notTyped).toBe(false); // default prevented
+    expect(k.startEdit).toHaveBeenCalledWith(1);
+    input.remove();
+  });
+
+  it("while the help is open only Esc and ? (closing it) do anything", () => {
+    const k = keys({ helpOpen: true, selected: 0 });
+    renderHook(() => useReviewKeyboard(k));
+    press("1");
+    press("Escape");
+    expect(k.rate).not.toHaveBeenCalled();
+    expect(k.stop).not.toHaveBeenCalled();
+    expect(k.setHelp).toHaveBeenCalledWith(false);
+  });
+
+  it("? opens the help; keys with Ctrl / Alt held are the browser's", () => {
+    const k = keys({ selected: 0 });
+    renderHook(() => useReviewKeyboard(k));
+    press("1", { altKey: true });
+    press("j", { ctrlKey: true });
+    expect(k.rate).not.toHaveBeenCalled();
+    expect(k.select).not.toHaveBeenCalled();
+    press("?");
+    expect(k.setHelp).toHaveBeenCalledWith(true);
+  });
+});

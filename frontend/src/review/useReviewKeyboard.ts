@@ -1,0 +1,85 @@
+// The review screen's keyboard: one keydown listener on the window for the page's lifetime. It
+// reads the page's current state through an Effect Event, so it never has to re-subscribe.
+import { useEffect, useEffectEvent } from "react";
+
+export interface ReviewKeys {
+  helpOpen: boolean;
+  setHelp: (open: boolean) => void;
+  /** Indexes of the saved steps, in order. */
+  steps: number[];
+  selected: number | null;
+  select: (index: number) => void;
+  rate: (index: number, rating: number | null) => void;
+  editing: boolean;
+  startEdit: (index: number) => void;
+  cancelEdit: () => void;
+  submitEdit: () => void;
+  /** The trace's status (Esc stops a running trace, Ctrl+Enter continues a stopped one). */
+  status: string | undefined;
+  stop: () => void;
+  resume: () => void;
+}
+
+const RATING_KEYS: Record<string, number | null> = { "1": 1, "2": 0, "3": -1, "4": null };
+
+function isTyping(el: EventTarget | null): boolean {
+  const t = el as HTMLElement | null;
+  if (!t || !t.tagName) return false;
+  return t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable;
+}
+
+/** What one key press does on the review screen (exported for tests). */
+export function handleReviewKey(e: KeyboardEvent, k: ReviewKeys): void {
+  if (k.helpOpen) {
+    if (e.key === "Escape" || e.key === "?") {
+      e.preventDefault();
+      k.setHelp(false);
+    }
+    return;
+  }
+  if (isTyping(e.target)) return; // the edit textarea handles its own Ctrl+Enter / Esc
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+    e.preventDefault();
+    if (k.editing) k.submitEdit();
+    else if (k.status === "stopped") k.resume();
+    return;
+  }
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  const pos = k.selected === null ? -1 : k.steps.indexOf(k.selected);
+  switch (e.key) {
+    case "j":
+      if (k.steps.length) k.select(k.steps[Math.min(k.steps.length - 1, pos + 1)]);
+      break;
+    case "k":
+      if (k.steps.length) k.select(k.steps[Math.max(0, pos < 0 ? 0 : pos - 1)]);
+      break;
+    case "1":
+    case "2":
+    case "3":
+    case "4":
+      if (k.selected !== null) k.rate(k.selected, RATING_KEYS[e.key]);
+      break;
+    case "e":
+      if (k.selected !== null) {
+        e.preventDefault(); // keep the "e" out of the textarea that opens
+        k.startEdit(k.selected);
+      }
+      break;
+    case "Escape":
+      if (k.editing) k.cancelEdit();
+      else if (k.status === "running") k.stop();
+      break;
+    case "?":
+      k.setHelp(true);
+      break;
+  }
+}
+
+export function useReviewKeyboard(keys: ReviewKeys): void {
+  const onKey = useEffectEvent((e: KeyboardEvent) => handleReviewKey(e, keys));
+  useEffect(() => {
+    const listener = (e: KeyboardEvent) => onKey(e);
+    window.addEventListener("keydown", listener);
+    return () => window.removeEventListener("keydown", listener);
+  }, []);
+}
