@@ -31,6 +31,7 @@ run: venv frontend
 
 # Tests use their own data folder, so a running `make run` and its data are left alone.
 test: venv frontend
+	@if [ -f frontend/package.json ]; then echo "==> frontend lint (ESLint, React hook rules)"; cd frontend && $(NPM) run --silent lint; fi
 	@if [ -f frontend/package.json ]; then echo "==> frontend unit tests (Vitest)"; cd frontend && $(NPM) test; fi
 	@echo "==> import contracts (lint-imports; docs/architecture.md)"
 	@$(VENV)/bin/lint-imports --no-cache
@@ -42,9 +43,10 @@ test: venv frontend
 api-types: venv frontend
 	$(PY) manage.py api_types
 
-lint: venv
+lint: venv frontend
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
+	cd frontend && $(NPM) run --silent lint
 
 clean-data:
 	rm -rf .data

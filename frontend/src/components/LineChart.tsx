@@ -1,6 +1,7 @@
 // Live line chart (uPlot, canvas). Series are metric names; x is the training step.
 import { useEffect, useRef } from "react";
 import uPlot from "uplot";
+import { useLatest } from "../lib/hooks";
 import "uplot/dist/uPlot.min.css";
 
 const COLORS = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2", "#be185d", "#4b5563"];
@@ -18,8 +19,12 @@ export function LineChart({ title, series, names, testId }: { title: string; ser
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const key = names.join("|");
+  // The chart is recreated only when the set of series (or the title) changes; data updates go
+  // through setData below. Creation reads the current series through a ref.
+  const latest = useLatest({ series, names });
   useEffect(() => {
     if (!box.current) return;
+    const { series, names } = latest.current;
     const width = box.current.clientWidth || 480;
     const opts: uPlot.Options = {
       title,
@@ -40,9 +45,7 @@ export function LineChart({ title, series, names, testId }: { title: string; ser
       u.destroy();
       plot.current = null;
     };
-    // recreate only when the set of series changes; data updates go through setData below
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [key, title]);
+  }, [key, title, latest]);
   const data = alignSeries(series, names);
   useEffect(() => {
     plot.current?.setData(data);

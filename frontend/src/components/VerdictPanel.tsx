@@ -1,4 +1,4 @@
-import { useEffect, useState, type FormEvent } from "react";
+import { useState, type FormEvent } from "react";
 import type { UserBrief } from "../lib/api";
 import type { LiveReview } from "../stream/protocol";
 import { KNOWLEDGE_LABELS, SAFETY_LABELS, VALUE_LABELS, VERDICTS } from "../lib/labels";
@@ -28,8 +28,12 @@ export function VerdictPanel({
   const [f, setF] = useState<ReviewFields>(EMPTY);
   const [msg, setMsg] = useState<string>("");
   const [busy, setBusy] = useState(false);
+  // The form shows your saved review when it arrives or changes (not on every render: you may be
+  // editing it).
   const mineKey = mine ? `${mine.id}:${mine.updated_at ?? ""}` : "";
-  useEffect(() => {
+  const [shownKey, setShownKey] = useState("");
+  if (mineKey !== shownKey) {
+    setShownKey(mineKey);
     if (mine)
       setF({
         verdict: mine.verdict,
@@ -38,8 +42,7 @@ export function VerdictPanel({
         knowledge_label: mine.knowledge_label,
         note: mine.note,
       });
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [mineKey]);
+  }
   const set = (k: keyof ReviewFields, v: string) => setF((x) => ({ ...x, [k]: x[k] === v && k !== "note" ? "" : v }));
   const radio = (k: keyof ReviewFields, opts: Array<[string, string]>) => (
     <div className="seg" role="radiogroup">

@@ -6,36 +6,38 @@ export interface Loaded<T> {
   error: ApiError | null;
   loading: boolean;
   reload: () => void;
-  setData: (d: T) => void;
 }
 
-/** Loads with `fn` whenever `deps` change; stale answers of earlier loads are discarded. */
-export function useLoad<T>(fn: () => Promise<T>, deps: unknown[]): Loaded<T> {
-  const [data, setData] = useState<T | null>(null);
-  const [error, setError] = useState<ApiError | null>(null);
-  const [loading, setLoading] = useState(true);
+interface Result<T> {
+  /** Which load (deps and reload count) this result answers. */
+  key: string;
+  data: T | null;
+  error: ApiError | null;
+}
+
+/**
+ * Loads with `fn` whenever `deps` (plain values: ids, filters) change, and on `reload()`. The last
+ * data stays on screen while the next load runs; an earlier load answering late is discarded.
+ */
+export function useLoad<T>(fn: () => Promise<T>, deps: ReadonlyArray<string | number | boolean | null | undefined>): Loaded<T> {
   const [tick, setTick] = useState(0);
-  const gen = useRef(0);
+  const [result, setResult] = useState<Result<T>>({ key: "", data: null, error: null });
+  const latestFn = useLatest(fn);
+  const key = JSON.stringify([...deps, tick]);
   useEffect(() => {
-    const mine = ++gen.current;
-    setLoading(true);
-    fn().then(
-      (d) => {
-        if (gen.current !== mine) return;
-        setData(d);
-        setError(null);
-        setLoading(false);
-      },
-      (e: unknown) => {
-        if (gen.current !== mine) return;
-        setError(e instanceof ApiError ? e : new ApiError(0, "client", String(e), null));
-        setLoading(false);
-      },
+    let current = true;
+    latestFn.current().then(
+      (data) => current && setResult({ key, data, error: null }),
+      (e: unknown) =>
+        current &&
+        setResult((r) => ({ key, data: r.data, error: e instanceof ApiError ? e : new ApiError(0, "client", String(e), null) })),
     );
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [...deps, tick]);
+    return () => {
+      current = false;
+    };
+  }, [key, latestFn]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
-  return { data, error, loading, reload, setData };
+  return { data: result.data, error: result.error, loading: result.key !== key, reload };
 }
 
 /**
