@@ -167,10 +167,12 @@ def main() -> int:
     env["DATABASE_URL"] = os.environ["DATABASE_URL"]
     # Generation threads of one process share its GIL; --workers spreads the traces over processes.
     per_worker = -(-args.traces // args.workers) + 1
+    from webapp.workers import WorkerSpec, worker_command
+
     workers = [
-        Proc([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "generate", "-n",
-              f"bench{stamp}-{i}@%h", "--pool", "threads", "-c", str(per_worker), "--prefetch-multiplier", "1",
-              "--without-gossip", "--without-mingle", "-l", "WARNING"], tmp / f"worker{i}.log", env)
+        Proc(worker_command(WorkerSpec(queues="generate", name=f"bench{stamp}-{i}", pool="threads",
+                                       concurrency=per_worker, prefetch=1), loglevel="WARNING"),
+             tmp / f"worker{i}.log", env)
         for i in range(args.workers)
     ]
     try:

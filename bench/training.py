@@ -114,6 +114,7 @@ def main() -> None:
     from annotator.services.prompts import prompt_create
     from tests.support.live import Proc
     from trainer_worker.training.tiny import build_tiny_lm
+    from webapp.workers import WorkerSpec, worker_command
 
     setup_test_environment()
     user, _ = get_user_model().objects.get_or_create(username=f"bench-{uuid.uuid4().hex[:6]}")
@@ -148,9 +149,8 @@ def main() -> None:
 
     env = process_env(CELERY_TRAIN_QUEUE=QUEUE, OMP_NUM_THREADS=THREADS, SAFELADDER_MODEL_STORE=str(work / "models"),
                       SAFELADDER_EXPORT_ROOT=str(work / "exports"))
-    worker = Proc([sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", f"{QUEUE},{DEFAULT_QUEUE}",
-                   "-n", f"bench-{QUEUE}@%h", "--pool", "prefork", "-c", "1", "--without-gossip", "--without-mingle",
-                   "-l", "INFO"], work / "worker.log", env)
+    spec = WorkerSpec(queues=f"{QUEUE},{DEFAULT_QUEUE}", name=f"bench-{QUEUE}", pool="prefork", concurrency=1)
+    worker = Proc(worker_command(spec), work / "worker.log", env)
     results: dict[str, dict] = {}
     try:
         worker.wait_for("ready.", timeout=120)

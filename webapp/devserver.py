@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from webapp.workers import STUDIO_WORKERS, worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,23 +77,9 @@ def main() -> int:
     _manage("migrate", "--noinput", "-v", "0")
     _setup()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    celery = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "webapp",
-        "worker",
-        "--without-gossip",
-        "--without-mingle",
-        "-l",
-        "INFO",
-    ]
     commands = {
         "web": [sys.executable, "-m", "daphne", "-b", host, "-p", port, "webapp.asgi:application"],
-        "worker-default": [*celery, "-Q", "default", "-n", "default@%h", "-c", "2"],
-        "worker-generate": [*celery, "-Q", "generate", "-n", "generate@%h", "--pool", "threads", "-c", "8"],
-        "worker-train": [*celery, "-Q", "train", "-n", "train@%h", "-c", "1", "--prefetch-multiplier", "1"],
+        **{name: worker_command(spec) for name, spec in STUDIO_WORKERS.items()},
     }
     procs: dict[str, subprocess.Popen] = {}
     for name, cmd in commands.items():

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from webapp.workers import WorkerSpec, worker_command
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -103,26 +105,7 @@ class Proc:
 
 
 def start_worker(tmp: Path, *, queues: str, name: str, pool: str = "threads", concurrency: int = 4, **env: str) -> Proc:
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "webapp",
-        "worker",
-        "-Q",
-        queues,
-        "-n",
-        f"{name}@%h",
-        "--pool",
-        pool,
-        "-c",
-        str(concurrency),
-        "--without-gossip",
-        "--without-mingle",
-        "-l",
-        "INFO",
-    ]
+    cmd = worker_command(WorkerSpec(queues=queues, name=name, pool=pool, concurrency=concurrency))
     proc = Proc(cmd, tmp / f"worker-{name}.log", process_env(**env))
     proc.wait_for("ready.", timeout=90)
     return proc
