@@ -44,7 +44,9 @@ def test_killed_worker_run_resumes_from_its_checkpoint(transactional_db, studio,
         run = run_create(project=project, actor=users["owner"], stage="sft", base_model=base_version,
                          snapshots=[snapshot], config=config)
         folder = Path(studio.MODEL_STORE) / "runs" / str(run.pk)
-        wait_for(lambda: (folder / "checkpoint-40").exists(), timeout=90, what="a checkpoint at step 40")
+        # Saved to the end (the trainer state is written last); a kill mid-save would resume from 20.
+        wait_for(lambda: (folder / "checkpoint-40" / "trainer_state.json").exists(), timeout=90,
+                 what="a checkpoint at step 40")
 
         # A second delivery while the owner is alive (a long run outliving the visibility timeout).
         assert run_execute(run_id=run.pk, worker="intruder") is None

@@ -85,6 +85,22 @@ def _bridge_callback(
     return Bridge()
 
 
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder that was saved to the end, or None.
+
+    The Trainer writes ``trainer_state.json`` last (after the weights, optimizer, scheduler and RNG
+    state), so a folder without it belongs to a worker that died while saving: resuming from it
+    fails, and the one before it holds everything.
+    """
+    complete = [
+        path for path in output_dir.glob("checkpoint-*")
+        if path.name.removeprefix("checkpoint-").isdigit() and (path / "trainer_state.json").is_file()
+    ]
+    if not complete:
+        return None
+    return str(max(complete, key=lambda path: int(path.name.removeprefix("checkpoint-"))))
+
+
 def training_arguments(config: StageConfig) -> dict[str, Any]:
     """TrainingArguments fields shared by every stage."""
     has_eval = config.eval_dataset_path is not None
@@ -131,11 +147,11 @@ def run_stage(
       disk then: the checkpoints already saved (``output_dir/checkpoint-N``, every ``save_steps``)
       and no ``final`` folder; a later ``resume=True`` run continues from the last checkpoint.
     * Checkpoints go to ``output_dir/checkpoint-N`` every ``save_steps`` (and at the last step);
-      ``resume=True`` continues from the newest one if there is any (a worker that died), keeping the
+      ``resume=True`` continues from the newest complete one if there is any (a worker that died;
+      see ``last_complete_checkpoint``), keeping the
       optimizer, scheduler and step count, so the run still ends at ``max_steps``.
     """
     from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from trainer_worker.training.stages import build_trainer
 
@@ -146,7 +162,7 @@ def run_stage(
     config.validate()
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = get_last_checkpoint(str(output_dir)) if resume else None
+    checkpoint = last_complete_checkpoint(output_dir) if resume else None
 
     log(f"Preparing {config.stage} from {config.base_model_path}")
     bridge = _bridge_callback(on_metrics, should_stop)

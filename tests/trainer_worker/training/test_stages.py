@@ -211,3 +211,29 @@ def test_resume_continues_from_the_last_checkpoint_to_max_steps(base: Path, tmp_
     assert second.global_step == 4  # not 2 + 4
     assert steps == [3, 4]
     assert (second.output_path / "model.safetensors").exists()
+
+
+def test_resume_skips_a_checkpoint_its_worker_died_saving(base: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = datasets.Dataset.from_list(_sft_rows(16))
+    config = _config(base, tmp_path / "out", "sft", data, max_steps=4, save_steps=2)
+    state = {"step": 0}
+
+    def stop_after_two() -> bool:
+        state["step"] += 1
+        return state["step"] >= 2
+
+    assert run_stage(config, should_stop=stop_after_two).global_step == 2
+    out = tmp_path / "out"
+    # A crash while saving step 3: the weights are there, the trainer state is not (it comes last).
+    partial = out / "checkpoint-3"
+    partial.mkdir()
+    shutil.copy(out / "checkpoint-2" / "model.safetensors", partial / "model.safetensors")
+
+    lines: list[str] = []
+    steps: list[int] = []
+    second = run_stage(config, resume=True, on_log=lines.append,
+                       on_metrics=lambda s, m: steps.append(s) if "loss" in m else None)
+    assert "Resuming from checkpoint-2" in lines
+    assert not second.cancelled and second.global_step == 4 and steps == [3, 4]
