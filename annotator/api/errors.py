@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.db import DataError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from annotator.errors import StudioError
 
+log = logging.getLogger(__name__)
+
 
 def exception_handler(exc, context):
     if isinstance(exc, StudioError):
         return Response(exc.as_dict(), status=exc.status)
+    if isinstance(exc, DataError):
+        # A value PostgreSQL cannot take (out of range, too long) that the input checks missed: the
+        # client's input, so a 400, but logged, because a check should have caught it first.
+        log.warning("DataError reached the API: %s", exc)
+        return Response(
+            {"code": "invalid", "detail": "A value in the request is out of range for its field."},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -22,5 +35,19 @@ def exception_handler(exc, context):
     else:
         if response.status_code == status.HTTP_400_BAD_REQUEST:
             code = "invalid"
-        response.data = {"code": code, "detail": "The request is not valid; see errors.", "errors": data}
+        response.data = {"code": code, "detail": _summary(data), "errors": data}
     return response
+
+
+def _summary(errors) -> str:
+    """The first field error in words ("guidelines: Ensure this field has no more than ..."), so the
+    detail says what is wrong without reading `errors`."""
+    if isinstance(errors, dict):
+        for field, problems in errors.items():
+            first = problems[0] if isinstance(problems, list) and problems else problems
+            if isinstance(first, dict):
+                return f"{field}: {_summary(first)}"
+            return f"{field}: {first}"
+    if isinstance(errors, list) and errors:
+        return str(errors[0])
+    return "The request is not valid; see errors."

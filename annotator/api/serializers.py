@@ -28,6 +28,35 @@ from trainer_worker.vocabulary.labels import SAFETY_TAGS
 
 User = get_user_model()
 
+# Size caps of free text and free-form JSON: what a reasonable client sends, with room to spare.
+# Everything above is refused with 400 naming the field (the body itself is capped at 2 MiB).
+MAX_GUIDELINES = 100_000
+MAX_TEXT = 20_000  # reference answers, notes, reasons
+MAX_JSON_BYTES = 64 * 1024  # label schema, generation defaults, policies, metadata, backend options, params
+MAX_MESSAGES_BYTES = 1024 * 1024
+ID_MAX = 2**63 - 1
+
+
+def IdField(**kwargs):
+    """A row id: PostgreSQL's bigint range (a larger number would reach the database as an error)."""
+    return serializers.IntegerField(min_value=1, max_value=ID_MAX, **kwargs)
+
+
+class BoundedJSONField(serializers.JSONField):
+    """Free-form JSON with a size cap (compact UTF-8 bytes)."""
+
+    def __init__(self, *args, max_bytes: int = MAX_JSON_BYTES, **kwargs) -> None:
+        self.max_bytes = max_bytes
+        super().__init__(*args, **kwargs)
+
+    def to_internal_value(self, data):
+        from annotator.input import json_size
+
+        value = super().to_internal_value(data)
+        if json_size(value) > self.max_bytes:
+            raise serializers.ValidationError(f"Ensure this value is at most {self.max_bytes} bytes as JSON.")
+        return value
+
 
 class UserBriefSerializer(serializers.ModelSerializer):
     class Meta:
@@ -62,18 +91,18 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 class ProjectInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    guidelines = serializers.CharField(required=False, allow_blank=True)
-    label_schema = serializers.JSONField(required=False)
-    generation_defaults = serializers.JSONField(required=False)
+    guidelines = serializers.CharField(required=False, allow_blank=True, max_length=MAX_GUIDELINES)
+    label_schema = BoundedJSONField(required=False)
+    generation_defaults = BoundedJSONField(required=False)
     step_rule = serializers.ChoiceField(choices=StepRule.choices, required=False)
-    autotrain_policy = serializers.JSONField(required=False)
+    autotrain_policy = BoundedJSONField(required=False)
 
 
 class ProjectUpdateSerializer(ProjectInputSerializer):
     name = serializers.CharField(max_length=200, required=False)
     # Accepted only to be refused with a clear 400 (code use_promote): the serving model changes
     # through POST models/{id}/promote/, never by an edit (a field left out would be ignored silently).
-    serving_model = serializers.IntegerField(
+    serving_model = IdField(
         required=False, allow_null=True, help_text="Refused: promote a model version instead (models/{id}/promote/)."
     )
 
@@ -88,7 +117,7 @@ class MembershipSerializer(serializers.ModelSerializer):
 
 
 class MembershipInputSerializer(serializers.Serializer):
-    username = serializers.CharField()
+    username = serializers.CharField(max_length=150)
     role = serializers.ChoiceField(choices=Role.choices)
 
 
@@ -156,14 +185,16 @@ class PromptSerializer(serializers.ModelSerializer):
 
 
 class PromptInputSerializer(serializers.Serializer):
-    messages = serializers.JSONField(help_text="Chat messages: [{role, content}] (content: text or parts)")
+    messages = BoundedJSONField(
+        max_bytes=MAX_MESSAGES_BYTES, help_text="Chat messages: [{role, content}] (content: text or parts)"
+    )
     category = serializers.ChoiceField(choices=Category.choices, required=False)
-    reference_answer = serializers.CharField(required=False, allow_blank=True)
-    metadata = serializers.JSONField(required=False)
+    reference_answer = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
+    metadata = BoundedJSONField(required=False)
 
 
 class PromptUpdateSerializer(PromptInputSerializer):
-    messages = serializers.JSONField(required=False)
+    messages = BoundedJSONField(max_bytes=MAX_MESSAGES_BYTES, required=False)
 
 
 class ImageUploadSerializer(serializers.Serializer):
@@ -201,13 +232,18 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "produced_by", "created_at"]
+        extra_kwargs = {"notes": {"max_length": MAX_TEXT}}
+
+    backend_options = BoundedJSONField(required=False)
 
 
 class ModelVersionUpdateSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = ["name", "base_model", "path", "adapter_path", "backend", "backend_options", "parent", "notes"]
-        extra_kwargs = {f: {"required": False} for f in fields}
+        extra_kwargs = {f: {"required": False} for f in fields} | {"notes": {"required": False, "max_length": MAX_TEXT}}
+
+    backend_options = BoundedJSONField(required=False)
 
 
 class StepLabelSerializer(serializers.ModelSerializer):
@@ -281,16 +317,16 @@ class TraceDetailSerializer(TraceSerializer):
 
 class StepLabelInputSerializer(serializers.Serializer):
     rating = serializers.JSONField(help_text='1, 0, -1, or null / "unsure"')
-    safety_tags = serializers.ListField(child=serializers.CharField(), required=False)
-    note = serializers.CharField(required=False, allow_blank=True)
+    safety_tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=32)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
 
 
 class TraceReviewInputSerializer(serializers.Serializer):
-    verdict = serializers.CharField()
-    safety_label = serializers.CharField(required=False, allow_blank=True)
-    value_label = serializers.CharField(required=False, allow_blank=True)
-    knowledge_label = serializers.CharField(required=False, allow_blank=True)
-    note = serializers.CharField(required=False, allow_blank=True)
+    verdict = serializers.CharField(max_length=32)
+    safety_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    value_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    knowledge_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
 
 
 class CorrectionSerializer(serializers.ModelSerializer):
@@ -313,10 +349,12 @@ class CorrectionSerializer(serializers.ModelSerializer):
 
 
 class CorrectionInputSerializer(serializers.Serializer):
-    step_index = serializers.IntegerField(min_value=0, help_text="Index of the step to replace")
+    step_index = serializers.IntegerField(min_value=0, max_value=ID_MAX, help_text="Index of the step to replace")
     text = serializers.CharField(max_length=4000, help_text="The corrected step (one line)")
-    expected_version = serializers.IntegerField(help_text="The trace version you saw; a stale one gets 409")
-    reason = serializers.CharField(required=False, allow_blank=True)
+    expected_version = serializers.IntegerField(
+        min_value=0, max_value=ID_MAX, help_text="The trace version you saw; a stale one gets 409"
+    )
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -329,8 +367,8 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 class TokenRequestSerializer(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(style={"input_type": "password"})
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, style={"input_type": "password"})
 
 
 class TokenResponseSerializer(serializers.Serializer):
@@ -378,7 +416,7 @@ class DatasetFiltersSerializer(serializers.Serializer):
         required=False, help_text="Traces created at or before (ISO 8601; a bare date covers the whole day)"
     )
     model_versions = serializers.ListField(
-        child=serializers.IntegerField(), required=False, help_text="Ids of the generating model versions"
+        child=IdField(), required=False, help_text="Ids of the generating model versions"
     )
     annotators = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="Usernames whose labels and reviews count"
@@ -408,7 +446,9 @@ class DatasetSnapshotInputSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=[])  # choices filled from KINDS below, at import
     filters = DatasetFiltersSerializer(required=False)
     name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    seed = serializers.IntegerField(required=False, default=0, help_text="Seed of the train/eval split by prompt")
+    seed = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=2**32 - 1, help_text="Seed of the train/eval split by prompt"
+    )
     eval_fraction = serializers.FloatField(required=False, default=0.1, min_value=0.0, max_value=0.99)
 
     def __init__(self, *args, **kwargs):
@@ -466,11 +506,9 @@ class DatasetSnapshotSerializer(serializers.ModelSerializer):
 
 
 class TraceCreateSerializer(serializers.Serializer):
-    prompt = serializers.IntegerField(help_text="Prompt id in this project")
-    model_version = serializers.IntegerField(
-        required=False, allow_null=True, help_text="Defaults to the project's serving model"
-    )
-    sampling_params = serializers.JSONField(
+    prompt = IdField(help_text="Prompt id in this project")
+    model_version = IdField(required=False, allow_null=True, help_text="Defaults to the project's serving model")
+    sampling_params = BoundedJSONField(
         required=False, help_text="temperature, top_p, max_new_tokens, seed (project defaults apply)"
     )
 
@@ -494,13 +532,14 @@ class TrainingRunSerializer(serializers.ModelSerializer):
 
 class TrainingRunInputSerializer(serializers.Serializer):
     stage = serializers.ChoiceField(choices=Stage.choices)
-    base_model = serializers.IntegerField(help_text="Model version id in this project to start from")
+    base_model = IdField(help_text="Model version id in this project to start from")
     snapshots = serializers.ListField(
-        child=serializers.IntegerField(),
+        child=IdField(),
+        max_length=32,
         min_length=1,
         help_text="Ready dataset snapshot ids of a kind that fits the stage",
     )
-    config = serializers.JSONField(
+    config = BoundedJSONField(
         required=False, help_text="Trainer settings (StageConfig fields: max_steps, learning_rate, lora, ...) "
         "and optionally eval: {max_prompts, max_new_tokens}"
     )

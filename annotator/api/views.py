@@ -8,7 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.authtoken.models import Token
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from annotator import selectors
 from annotator.access import access_project
 from annotator.api import serializers as s
+from annotator.api.parsers import StrictJSONParser
 from annotator.errors import InvalidInput, NotFound
 from annotator.models import Category, Role, Trace, TraceStatus
 from annotator.services import corrections, generation, labels, model_versions, projects, prompts
@@ -35,7 +36,7 @@ class ProjectScoped(generics.GenericAPIView):
 
     read_role = Role.VIEWER
     write_role = Role.OWNER
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -49,7 +50,8 @@ class ProjectScoped(generics.GenericAPIView):
             ctx["roles"] = {self.project.pk: self.membership.role}
         return ctx
 
-    def trace(self, trace_id, queryset=None):
+    # Not `trace`: a method of that name is Django's handler for the HTTP TRACE verb.
+    def get_trace(self, trace_id, queryset=None):
         return selectors.get_in_project(
             queryset or selectors.trace_detail_queryset(), self.project, trace_id, what="Trace"
         )
@@ -278,15 +280,18 @@ class PromptImportView(ProjectScoped):
         upload = request.FILES.get("file")
         if upload is None:
             raise InvalidInput("Send the JSONL as the multipart field 'file'.")
-        data = _read_upload(upload, limit=settings.MAX_IMPORT_BYTES, what="File")
+        if upload.size > settings.MAX_IMPORT_BYTES:
+            raise InvalidInput(
+                f"File {upload.name!r} is {upload.size} bytes; the limit is {settings.MAX_IMPORT_BYTES} bytes.",
+                code="too_large",
+            )
         uploads = {}
         for image in request.FILES.getlist("images"):
             raw = _read_upload(image, limit=settings.MAX_IMAGE_BYTES, what="Image")
             uploads[image.name] = prompts.image_check(name=image.name, data=raw)
-        created = prompts.prompts_import_jsonl(project=self.project, actor=request.user, data=data, uploads=uploads)
-        return Response(
-            {"imported": len(created), "prompt_ids": [p.pk for p in created]}, status=status.HTTP_201_CREATED
-        )
+        # The upload is passed as a file (on disk when large): the import reads it line by line.
+        created = prompts.prompts_import_jsonl(project=self.project, actor=request.user, data=upload, uploads=uploads)
+        return Response({"imported": len(created), "prompt_ids": created}, status=status.HTTP_201_CREATED)
 
 
 # --- model versions -------------------------------------------------------------------------------
@@ -400,7 +405,7 @@ class TraceActionView(ProjectScoped):
 
     @extend_schema(request=None, responses={200: s.TraceSerializer, 409: s.ErrorSerializer})
     def post(self, request, project_id, trace_id):
-        trace = type(self).service(trace=self.trace(trace_id, Trace.objects), actor=request.user)
+        trace = type(self).service(trace=self.get_trace(trace_id, Trace.objects), actor=request.user)
         return Response(self.get_serializer(trace).data)
 
 
@@ -420,7 +425,7 @@ class TraceDetailView(ProjectScoped):
     serializer_class = s.TraceDetailSerializer
 
     def get(self, request, project_id, trace_id):
-        return Response(self.get_serializer(self.trace(trace_id)).data)
+        return Response(self.get_serializer(self.get_trace(trace_id)).data)
 
 
 class StepListView(ProjectScoped, generics.ListAPIView):
@@ -428,7 +433,7 @@ class StepListView(ProjectScoped, generics.ListAPIView):
     pagination_class = None
 
     def get_queryset(self):
-        return self.trace(self.kwargs["trace_id"]).steps.all()
+        return self.get_trace(self.kwargs["trace_id"]).steps.all()
 
 
 class StepLabelView(ProjectScoped):
@@ -440,12 +445,12 @@ class StepLabelView(ProjectScoped):
 
     @extend_schema(responses=s.StepLabelSerializer(many=True))
     def get(self, request, project_id, trace_id, index):
-        step = labels.step_get(trace=self.trace(trace_id), index=index)
+        step = labels.step_get(trace=self.get_trace(trace_id), index=index)
         return Response(self.get_serializer(step.labels.select_related("annotator"), many=True).data)
 
     @extend_schema(request=s.StepLabelInputSerializer, responses={200: s.StepLabelSerializer})
     def put(self, request, project_id, trace_id, index):
-        step = labels.step_get(trace=self.trace(trace_id), index=index)
+        step = labels.step_get(trace=self.get_trace(trace_id), index=index)
         data = s.StepLabelInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         label = labels.step_label_set(step=step, annotator=request.user, **data.validated_data)
@@ -461,13 +466,13 @@ class TraceReviewView(ProjectScoped):
 
     @extend_schema(responses=s.TraceReviewSerializer(many=True))
     def get(self, request, project_id, trace_id):
-        return Response(self.get_serializer(self.trace(trace_id).reviews.all(), many=True).data)
+        return Response(self.get_serializer(self.get_trace(trace_id).reviews.all(), many=True).data)
 
     @extend_schema(request=s.TraceReviewInputSerializer, responses={200: s.TraceReviewSerializer})
     def put(self, request, project_id, trace_id):
         data = s.TraceReviewInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        review = labels.trace_review_set(trace=self.trace(trace_id), annotator=request.user, **data.validated_data)
+        review = labels.trace_review_set(trace=self.get_trace(trace_id), annotator=request.user, **data.validated_data)
         return Response(self.get_serializer(review).data)
 
 
@@ -480,7 +485,7 @@ class TraceCorrectionView(ProjectScoped):
 
     @extend_schema(responses=s.CorrectionSerializer(many=True))
     def get(self, request, project_id, trace_id):
-        trace = self.trace(trace_id)
+        trace = self.get_trace(trace_id)
         return Response(
             self.get_serializer(selectors.correction_list(self.project).filter(original_trace=trace), many=True).data
         )
@@ -493,7 +498,7 @@ class TraceCorrectionView(ProjectScoped):
         data = s.CorrectionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         correction = corrections.correction_create(
-            trace=self.trace(trace_id), author=request.user, **data.validated_data
+            trace=self.get_trace(trace_id), author=request.user, **data.validated_data
         )
         return Response(self.get_serializer(correction).data, status=status.HTTP_201_CREATED)
 

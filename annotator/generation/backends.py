@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 FINISH_REASONS = ("stop", "length", "cancelled")
+MAX_NEW_TOKENS = 32768  # per generation; far beyond any chain of thought the studio reviews
+MAX_TEMPERATURE = 100.0
 
 
 class GenerationError(RuntimeError):
@@ -34,6 +36,8 @@ class SamplingParams:
             raise ValueError(f"temperature must be a number, got {self.temperature!r}")
         if not math.isfinite(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
+        if self.temperature > MAX_TEMPERATURE:
+            raise ValueError(f"temperature must be at most {MAX_TEMPERATURE:g}, got {self.temperature!r}")
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, int | float):
             raise ValueError(f"top_p must be a number, got {self.top_p!r}")
         if not 0 < self.top_p <= 1:
@@ -42,6 +46,8 @@ class SamplingParams:
             raise ValueError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
+        if self.max_new_tokens > MAX_NEW_TOKENS:
+            raise ValueError(f"max_new_tokens must be at most {MAX_NEW_TOKENS}, got {self.max_new_tokens!r}")
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63
         ):

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from annotator.errors import Conflict, InvalidInput
+from annotator.generation.backends import SamplingParams
 from annotator.models import Membership, Project, Role, StepRule
 from annotator.services.audit import audit_record
 
@@ -29,6 +30,15 @@ def _check_project_fields(fields: dict[str, Any]) -> None:
         raise InvalidInput("A project needs a name.")
     if "step_rule" in fields and fields["step_rule"] not in StepRule.values:
         raise InvalidInput(f"step_rule must be one of {', '.join(StepRule.values)}.")
+    if "generation_defaults" in fields:
+        # Checked here, not only when a trace starts: a bad default would fail every later generation.
+        defaults = fields["generation_defaults"]
+        if not isinstance(defaults, dict):
+            raise InvalidInput("generation_defaults must be an object.")
+        try:
+            SamplingParams.from_dict(defaults)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"Bad generation_defaults: {exc}.") from None
 
 
 @transaction.atomic

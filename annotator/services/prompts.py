@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from annotator import input as untrusted
 from annotator.errors import InvalidInput
 from annotator.models import Category, Project, Prompt, PromptImage
 from annotator.services.audit import audit_record
@@ -53,6 +55,9 @@ def image_check(*, name: str, data: bytes) -> ImageData:
             fmt = img.format
             width, height = img.size
             img.verify()
+    except Image.DecompressionBombError as exc:
+        # A small file whose header claims a huge picture: refused before anything decodes it.
+        raise InvalidInput(f"Image {name!r} is too large to decode ({exc}).", code="bad_image") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"{name!r} is not a readable image ({exc.__class__.__name__}).", code="bad_image") from None
     if fmt not in PIL_TYPES:
@@ -147,7 +152,9 @@ def _prompt_fields(*, messages: Any, category: Any, reference: Any, metadata: An
     return {"messages": clean, "category": category, "reference_answer": reference, "metadata": metadata}
 
 
-def _store_images(prompt: Prompt, images: list[ImageData], start: int = 0) -> list[PromptImage]:
+def _store_images(prompt: Prompt, images: list[ImageData], written: list[str], start: int = 0) -> list[PromptImage]:
+    """Save the files and rows; each file's name goes to `written` as soon as it is on disk (see
+    _files_removed_on_error)."""
     stored = []
     for offset, img in enumerate(images):
         row = PromptImage(
@@ -161,12 +168,12 @@ def _store_images(prompt: Prompt, images: list[ImageData], start: int = 0) -> li
             original_name=img.name[:255],
         )
         row.file.save(img.name, ContentFile(img.data), save=False)
+        written.append(row.file.name)
         row.save()
         stored.append(row)
     return stored
 
 
-@transaction.atomic
 def prompt_create(
     *,
     project: Project,
@@ -181,15 +188,16 @@ def prompt_create(
     fields = _prompt_fields(
         messages=messages, category=category, reference=reference, metadata=metadata, image_count=len(images)
     )
-    prompt = Prompt.objects.create(project=project, created_by=actor, **fields)
-    _store_images(prompt, images)
-    audit_record(
-        project=project,
-        actor=actor,
-        action="prompt.created",
-        target=prompt,
-        data={"category": prompt.category, "images": len(images)},
-    )
+    with _files_removed_on_error() as written, transaction.atomic():
+        prompt = Prompt.objects.create(project=project, created_by=actor, **fields)
+        _store_images(prompt, images, written)
+        audit_record(
+            project=project,
+            actor=actor,
+            action="prompt.created",
+            target=prompt,
+            data={"category": prompt.category, "images": len(images)},
+        )
     return prompt
 
 
@@ -221,20 +229,20 @@ def prompt_delete(*, prompt: Prompt, actor: Any) -> None:
     prompt.delete()
 
 
-@transaction.atomic
 def prompt_image_add(*, prompt: Prompt, actor: Any, image: ImageData) -> PromptImage:
     """Append an image to a prompt, and an image part to its first user message."""
-    position = prompt.images.count()
-    prompt.messages = _attach_image_parts_at_end(prompt.messages)
-    prompt.save(update_fields=["messages"])
-    (row,) = _store_images(prompt, [image], start=position)
-    audit_record(
-        project=prompt.project,
-        actor=actor,
-        action="prompt.image_added",
-        target=prompt,
-        data={"position": position, "sha256": image.sha256, "bytes": len(image.data)},
-    )
+    with _files_removed_on_error() as written, transaction.atomic():
+        position = prompt.images.count()
+        prompt.messages = _attach_image_parts_at_end(prompt.messages)
+        prompt.save(update_fields=["messages"])
+        (row,) = _store_images(prompt, [image], written, start=position)
+        audit_record(
+            project=prompt.project,
+            actor=actor,
+            action="prompt.image_added",
+            target=prompt,
+            data={"position": position, "sha256": image.sha256, "bytes": len(image.data)},
+        )
     return row
 
 
@@ -260,10 +268,7 @@ def _attach_image_parts_at_end(messages: list[dict[str, Any]]) -> list[dict[str,
 def _parse_import_line(
     number: int, raw: str, uploads: dict[str, ImageData], used: set[str]
 ) -> tuple[dict[str, Any], list[ImageData]]:
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    obj = untrusted.loads(raw, what="the line")
     if not isinstance(obj, dict):
         raise InvalidInput("each line must be a JSON object")
     unknown = set(obj) - IMPORT_FIELDS
@@ -311,30 +316,62 @@ def _parse_import_line(
     return fields, images
 
 
+IMPORT_BATCH = 500  # rows per INSERT; what an import holds in memory at once
+
+
+def _lines(data: bytes | BinaryIO) -> Iterator[tuple[int, str]]:
+    """(1-based number, text) of each non-blank line, read from a file without loading it whole."""
+    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else getattr(data, "file", data)
+    stream.seek(0)
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline=None)
+    number = 0
+    try:
+        for number, raw in enumerate(text, start=1):
+            if raw.strip():
+                yield number, raw
+    except UnicodeDecodeError:
+        raise InvalidInput(f"The file is not UTF-8 (line {number + 1}).", code="bad_encoding") from None
+    finally:
+        text.detach()  # leave the caller's file open
+
+
+@contextlib.contextmanager
+def _files_removed_on_error() -> Iterator[list[str]]:
+    """Image files written inside a transaction that then fails would stay on disk with no row:
+    collect their names and delete them if the block raises."""
+    written: list[str] = []
+    try:
+        yield written
+    except BaseException:
+        from django.core.files.storage import default_storage
+
+        for name in written:
+            with contextlib.suppress(OSError):
+                default_storage.delete(name)
+        raise
+
+
 def prompts_import_jsonl(
-    *, project: Project, actor: Any, data: bytes, uploads: dict[str, ImageData] | None = None
-) -> list[Prompt]:
+    *, project: Project, actor: Any, data: bytes | BinaryIO, uploads: dict[str, ImageData] | None = None
+) -> list[int]:
     """Import prompts from JSONL: every line valid, or nothing is imported.
 
-    Errors name their 1-based line numbers: InvalidInput.details is a list of {line, error}.
+    `data` is the bytes or a binary file (an upload on disk): it is read twice, line by line, never
+    whole, so memory stays flat in the file's size: a first pass checks every line, a second inserts
+    them in batches. Returns the new prompts' ids. Errors name their 1-based line numbers:
+    InvalidInput.details is [{line, error}].
     """
     uploads = uploads or {}
-    if len(data) > settings.MAX_IMPORT_BYTES:
-        raise InvalidInput(
-            f"The file is {len(data)} bytes; the limit is {settings.MAX_IMPORT_BYTES}.", code="too_large"
-        )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"The file is not UTF-8 (byte {exc.start}).", code="bad_encoding") from None
-    parsed: list[tuple[dict[str, Any], list[ImageData]]] = []
+    size = len(data) if isinstance(data, bytes | bytearray) else getattr(data, "size", None)
+    if size is not None and size > settings.MAX_IMPORT_BYTES:
+        raise InvalidInput(f"The file is {size} bytes; the limit is {settings.MAX_IMPORT_BYTES}.", code="too_large")
     errors: list[dict[str, Any]] = []
     used: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
+    count = 0
+    for number, raw in _lines(data):
         try:
-            parsed.append(_parse_import_line(number, raw, uploads, used))
+            _parse_import_line(number, raw, uploads, used)
+            count += 1
         except InvalidInput as exc:
             errors.append({"line": number, "error": exc.message})
             if len(errors) >= MAX_REPORTED_ERRORS:
@@ -346,14 +383,25 @@ def prompts_import_jsonl(
             code="import_failed",
             details=errors,
         )
-    if not parsed:
+    if not count:
         raise InvalidInput("The file holds no prompts.", code="import_failed")
-    with transaction.atomic():
-        created = []
-        for fields, images in parsed:
-            prompt = Prompt.objects.create(project=project, created_by=actor, **fields)
-            _store_images(prompt, images)
-            created.append(prompt)
+    created: list[int] = []
+    with _files_removed_on_error() as written, transaction.atomic():
+        batch: list[tuple[Prompt, list[ImageData]]] = []
+
+        def flush() -> None:
+            Prompt.objects.bulk_create([prompt for prompt, _ in batch])
+            for prompt, images in batch:
+                _store_images(prompt, images, written)
+            created.extend(prompt.pk for prompt, _ in batch)
+            batch.clear()
+
+        for number, raw in _lines(data):
+            fields, images = _parse_import_line(number, raw, uploads, set())
+            batch.append((Prompt(project=project, created_by=actor, **fields), images))
+            if len(batch) >= IMPORT_BATCH:
+                flush()
+        flush()
         audit_record(
             project=project,
             actor=actor,
@@ -361,8 +409,8 @@ def prompts_import_jsonl(
             target_type="prompt",
             data={
                 "count": len(created),
-                "first_id": created[0].pk,
-                "last_id": created[-1].pk,
+                "first_id": created[0],
+                "last_id": created[-1],
                 "unused_uploads": sorted(set(uploads) - used),
             },
         )
