@@ -78,7 +78,7 @@ def main() -> int:
     _setup()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     commands = {
-        "web": [sys.executable, "-m", "daphne", "-b", host, "-p", port, "webapp.asgi:application"],
+        "web": [sys.executable, "-m", "webapp.server", "-b", host, "-p", port, "webapp.asgi:application"],
         **{name: worker_command(spec) for name, spec in STUDIO_WORKERS.items()},
     }
     procs: dict[str, subprocess.Popen] = {}

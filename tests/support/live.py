@@ -113,9 +113,16 @@ def start_worker(tmp: Path, *, queues: str, name: str, pool: str = "threads", co
 
 @contextlib.contextmanager
 def daphne_server(tmp: Path) -> Iterator[str]:
+    with web_server(tmp) as (addr, _proc):
+        yield addr
+
+
+@contextlib.contextmanager
+def web_server(tmp: Path, name: str = "daphne", **env: str) -> Iterator[tuple[str, Proc]]:
+    """The studio's web server (webapp.server: Daphne) as a child process: (address, process)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"]
-    proc = Proc(cmd, tmp / "daphne.log", process_env())
+    cmd = [sys.executable, "-m", "webapp.server", "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"]
+    proc = Proc(cmd, tmp / f"{name}.log", process_env(**env))
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -124,7 +131,7 @@ def daphne_server(tmp: Path) -> Iterator[str]:
             if proc.proc.poll() is not None:
                 raise RuntimeError(proc.output())
             time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc
     finally:
         proc.stop()
 

@@ -1,0 +1,121 @@
+"""The web server: Daphne, with two changes to how it takes request bodies.
+
+    python -m webapp.server -b 127.0.0.1 -p 8000 webapp.asgi:application   (Daphne's own options)
+
+1. No form parsing in Twisted. Daphne's requests are Twisted `http.Request`s, and Twisted parses every
+   multipart/form-data POST body into `request.args` before Daphne sees it (Daphne never reads them):
+   the whole body is decoded in memory by the `email` package, several copies deep (a 120 MiB upload
+   raised the web process by 1.1 GB, before authentication), and a body it cannot parse gets a bare
+   `HTTP/1.1 400 Bad Request` with no headers from `HTTPChannel._respondToBadRequestAndDisconnect`.
+   Twisted's `parsePOSTFormSubmission=False` turns that off; Django parses multipart itself, after
+   authentication, streaming files to disk.
+2. Bodies over settings.MAX_REQUEST_BYTES are refused by Content-Length (or, when chunked, as soon as
+   they pass it): their bytes are dropped as they arrive instead of being kept, and the answer is 413
+   in the API's JSON error shape. Without this, Daphne hands the whole body to the application at once,
+   in memory, however large.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import daphne.server  # installs Twisted's asyncio reactor: import before anything that imports the reactor
+from daphne.http_protocol import HTTPFactory, WebRequest
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+
+def _limit() -> int:
+    from django.conf import settings
+
+    return settings.MAX_REQUEST_BYTES
+
+
+class _Discard(io.RawIOBase):
+    """Where the body of a refused request goes: nowhere (Twisted still calls tell/seek on it)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(data)
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+
+class StudioRequest(WebRequest):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["parsePOSTFormSubmission"] = False
+        self.body_refused = False
+        self.body_received = 0
+        super().__init__(*args, **kwargs)
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > _limit():
+            self._refuse_body()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.body_received += len(data)
+        if not self.body_refused and self.body_received > _limit():
+            self._refuse_body()  # chunked: no Content-Length said so in advance
+        if not self.body_refused:
+            super().handleContentChunk(data)
+
+    def _refuse_body(self) -> None:
+        """Answer 413 at once, before the body arrives (the request line is not parsed into the Request
+        yet, so the answer is written to the connection as is, as Twisted does for its own 400s), then
+        drop whatever of the body still comes; the connection closes when it is all in."""
+        self.body_refused = True
+        old = getattr(self, "content", None)
+        if old is not None:
+            old.close()
+        self.content = _Discard()
+        body = json.dumps(
+            {"code": "too_large", "detail": f"The request body is larger than {_limit()} bytes, the limit."}
+        ).encode()
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+            + body
+        )
+
+    def process(self) -> Any:
+        if not self.body_refused:
+            return super().process()
+        self.channel.transport.loseConnection()
+        return None
+
+
+class StudioHTTPFactory(HTTPFactory):
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            protocol.requestFactory = StudioRequest
+        return protocol
+
+
+def main() -> None:
+    import django
+
+    django.setup()
+    # Daphne's Server builds its factory by this module-level name; there is no option to pass one.
+    daphne.server.HTTPFactory = StudioHTTPFactory
+    from daphne.cli import CommandLineInterface
+
+    CommandLineInterface.entrypoint()
+
+
+if __name__ == "__main__":
+    main()
