@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -74,6 +75,20 @@ def png_bytes(size: tuple[int, int] = (8, 8), color: str = "red", fmt: str = "PN
 def _fast_password_hasher(settings):
     # PBKDF2's deliberate slowness costs ~0.3 s a user on these cores; the tests make many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outbound_allowances(tmp_path_factory):
+    """Tests build their models under pytest's temporary folder and serve the vLLM stand-in on
+    127.0.0.1 at a free port: allow both, here and in the worker and web processes the tests start
+    (tests/support/live.py passes the environment on). What is refused is tested with the defaults."""
+    from django.conf import settings
+
+    root = str(tmp_path_factory.getbasetemp())
+    settings.MODEL_ROOTS = [*settings.MODEL_ROOTS, root]
+    settings.BACKEND_URL_ALLOWLIST = [*settings.BACKEND_URL_ALLOWLIST, "http://127.0.0.1:*"]
+    os.environ["SAFELADDER_MODEL_ROOTS"] = ",".join(settings.MODEL_ROOTS)
+    os.environ["SAFELADDER_BACKEND_URLS"] = ",".join(settings.BACKEND_URL_ALLOWLIST)
 
 
 @pytest.fixture(scope="session")

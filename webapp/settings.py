@@ -134,6 +134,10 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(os.environ.get("DJANGO_MEDIA_ROOT", DATA_DIR / "media"))
 MODEL_STORE = Path(os.environ.get("SAFELADDER_MODEL_STORE", DATA_DIR / "models"))
 VLLM_BASE_URL = os.environ.get("VLLM_BASE_URL", "http://127.0.0.1:8001")
+# Where model versions may point (annotator/outbound.py): backend URLs (`scheme://host:port[/path]`, a port
+# of `*` matches any port) and folders besides the model store that checkpoints may be loaded from.
+BACKEND_URL_ALLOWLIST = _env_list("SAFELADDER_BACKEND_URLS", VLLM_BASE_URL)
+MODEL_ROOTS = _env_list("SAFELADDER_MODEL_ROOTS", "")
 EXPORT_ROOT = Path(os.environ.get("SAFELADDER_EXPORT_ROOT", DATA_DIR / "exports"))
 
 LOGIN_URL = "/accounts/login/"

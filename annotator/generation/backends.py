@@ -20,7 +20,15 @@ MAX_TEMPERATURE = 100.0
 
 
 class GenerationError(RuntimeError):
-    """Generation failed: unreachable server, server error, bad model path, unsupported input."""
+    """Generation failed: unreachable server, server error, bad model path, unsupported input.
+
+    ``public`` is what users may see (it is stored on the trace and sent to its viewers);
+    ``remote_detail`` is what the server said, for logs only: a remote body is never relayed."""
+
+    def __init__(self, public: str, *, remote_detail: str | None = None) -> None:
+        super().__init__(public if remote_detail is None else f"{public}: {remote_detail}")
+        self.public = public
+        self.remote_detail = remote_detail
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ class VLLMBackend:
                 if response.status_code >= 400:
                     response.read()
                     raise GenerationError(
-                        f"vLLM answered {response.status_code}: {_error_message(response)}"
+                        f"vLLM answered {response.status_code}", remote_detail=_error_message(response)
                     )
                 for line in response.iter_lines():
                     if should_stop():
@@ -156,11 +156,13 @@ class VLLMBackend:
                     try:
                         chunk = json.loads(payload)
                     except ValueError as exc:
-                        raise GenerationError(f"vLLM sent a malformed event: {payload[:200]!r}") from exc
+                        raise GenerationError(
+                            "vLLM sent a malformed event", remote_detail=repr(payload[:200])
+                        ) from exc
                     if "error" in chunk:
                         err = chunk["error"]
                         msg = err.get("message") if isinstance(err, dict) else err
-                        raise GenerationError(f"vLLM error during generation: {msg}")
+                        raise GenerationError("vLLM reported an error during generation", remote_detail=str(msg))
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     for choice in chunk.get("choices") or []:
@@ -198,4 +200,4 @@ class VLLMBackend:
         except httpx.HTTPError as exc:
             raise GenerationError(f"cannot reach vLLM at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
-            raise GenerationError(f"vLLM answered {response.status_code}: {_error_message(response)}")
+            raise GenerationError(f"vLLM answered {response.status_code}", remote_detail=_error_message(response))

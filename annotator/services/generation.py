@@ -168,6 +168,14 @@ _vllm_clients: dict[tuple[str, str], Any] = {}
 
 
 def backend_for(model: ModelVersion):
+    """The backend that serves `model`, after checking again that its URL and paths are allowed (the
+    settings may have changed since the version was saved); GenerationError when they are not."""
+    from annotator.services.model_versions import targets_check
+
+    try:
+        targets_check(model)
+    except InvalidInput as exc:
+        raise GenerationError(exc.message) from None
     if model.backend == Backend.VLLM:
         base_url = model.backend_options.get("base_url") or settings.VLLM_BASE_URL
         served = model.backend_options.get("served_name") or (model.name if model.adapter_path else model.base_model)
@@ -303,8 +311,10 @@ def trace_generate(*, trace_id: int) -> None:
     except Exception as exc:
         batcher.flush()
         log.exception("generation of trace %s failed", trace_id)
+        # A backend's error says what failed without what a remote server answered (see GenerationError).
+        error = exc.public if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
         Trace.objects.filter(pk=trace_id).update(
-            status=TraceStatus.FAILED, error=str(exc)[:2000], finish_reason="error", updated_at=timezone.now()
+            status=TraceStatus.FAILED, error=error[:2000], finish_reason="error", updated_at=timezone.now()
         )
         trace.refresh_from_db()
         trace_status_event(trace)

@@ -108,18 +108,21 @@ def test_promote_vllm_adapter_loads_it_and_the_next_trace_is_served_by_it(studio
     from tests.support.fake_vllm import FakeVLLM
 
     # The trace is generated below, in this process (studio sends generate tasks to a queue no one reads).
+    from django.conf import settings
+
+    adapter = str(settings.MODEL_STORE / "runs" / "7" / "final")  # adapters must lie under the model store
     with FakeVLLM() as fake:
         options = {"base_url": fake.base_url}
         base = ModelVersion.objects.create(project=project, name="served-base", base_model="org/base",
                                            backend="vllm", backend_options=options)
         tuned = ModelVersion.objects.create(project=project, name="tuned-7", base_model="org/base", backend="vllm",
-                                            adapter_path="/models/runs/7/final", backend_options=options, parent=base)
+                                            adapter_path=adapter, backend_options=options, parent=base)
         api = client_for("owner")
         assert api.post(f"/api/projects/{project.pk}/models/{base.pk}/promote/").status_code == 200
         assert fake.state.loaded_adapters == {}  # a base model needs no loading
         response = api.post(f"/api/projects/{project.pk}/models/{tuned.pk}/promote/")
         assert response.status_code == 200 and response.json()["serving_model"] == tuned.pk
-        assert fake.state.loaded_adapters == {"tuned-7": "/models/runs/7/final"}
+        assert fake.state.loaded_adapters == {"tuned-7": adapter}
         event = AuditEvent.objects.get(action="model_version.promoted", target_id=str(tuned.pk))
         assert event.data["previous"] == base.pk
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from annotator.models import Membership, ModelVersion, Role
@@ -50,7 +51,7 @@ CASES = [
     Case("prompt import", "post", "/api/projects/{p}/prompts/import/", Role.OWNER, 201, _import_body, multipart=True),
     Case("model list", "get", "/api/projects/{p}/models/", Role.VIEWER, 200),
     Case("model create", "post", "/api/projects/{p}/models/", Role.OWNER, 201,
-         {"name": "sft-1", "base_model": "/models/demo", "backend": "local"}),
+         lambda: {"name": "sft-1", "base_model": str(settings.MODEL_STORE / "demo"), "backend": "local"}),
     Case("model detail", "get", "/api/projects/{p}/models/{model}/", Role.VIEWER, 200),
     Case("model update", "patch", "/api/projects/{p}/models/{model}/", Role.OWNER, 200, {"notes": "baseline"}),
     Case("trace list", "get", "/api/projects/{p}/traces/", Role.VIEWER, 200),
