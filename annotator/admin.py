@@ -99,3 +99,20 @@ class TrainingRunAdmin(admin.ModelAdmin):
 @admin.register(m.EvalResult)
 class EvalResultAdmin(admin.ModelAdmin):
     list_display = ["id", "model_version", "run", "metric", "value", "created_at"]
+
+
+@admin.register(m.ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens can be looked at and revoked (deleted) here; keys cannot be read back: only hashes are kept."""
+
+    list_display = ["prefix", "user", "created_at", "expires_at"]
+    readonly_fields = ["user", "key_hash", "prefix", "password_fingerprint", "created_at", "expires_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+# Django's admin login counts failures and refuses a throttled address, like the site's login.
+from annotator.auth import ThrottledAdminAuthenticationForm  # noqa: E402
+
+admin.site.login_form = ThrottledAdminAuthenticationForm

@@ -455,3 +455,20 @@ class EvalResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.metric}={self.value} for model {self.model_version_id}"
+
+
+class ApiToken(models.Model):
+    """An API token for scripts (annotator/auth.py): only the SHA-256 of the key is kept."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8, help_text="The key's first characters, to tell tokens apart")
+    password_fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

@@ -21,6 +21,9 @@ ROLES = ["anonymous", "outsider", "viewer", "supervisor", "owner"]
 
 @pytest.fixture
 def users(db):
+    from annotator.auth import forget_login_failures
+
+    forget_login_failures()  # counts live in Redis, which outlives each test's database rollback
     User = get_user_model()
     return {
         name: User.objects.create_user(username=name, password=PASSWORD)

@@ -93,7 +93,8 @@ class ApiGuardMiddleware:
 class SecurityHeadersMiddleware:
     """Content-Security-Policy on every HTML page (settings.CONTENT_SECURITY_POLICY): scripts, styles,
     images and connections from this origin only; the UI, the admin and the API docs need nothing more
-    (tests/e2e/test_csp.py loads each in Chromium and fails on any violation)."""
+    (tests/e2e/test_csp.py loads each in Chromium and fails on any violation). Set on every response
+    (a JSON body opened in a browser is a document too); a view may set its own."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

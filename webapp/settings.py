@@ -77,8 +77,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "annotator",
 ]
@@ -140,6 +140,10 @@ BACKEND_URL_ALLOWLIST = _env_list("SAFELADDER_BACKEND_URLS", VLLM_BASE_URL)
 MODEL_ROOTS = _env_list("SAFELADDER_MODEL_ROOTS", "")
 EXPORT_ROOT = Path(os.environ.get("SAFELADDER_EXPORT_ROOT", DATA_DIR / "exports"))
 
+# Proxies whose X-Forwarded-For is believed (addresses or networks, e.g. `10.0.0.0/8`); nobody else's.
+TRUSTED_PROXIES = _env_list("SAFELADDER_TRUSTED_PROXIES", "")
+API_TOKEN_TTL_S = int(os.environ.get("SAFELADDER_TOKEN_TTL_HOURS", 7 * 24)) * 3600
+
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -159,7 +163,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous request then gets 401 with `WWW-Authenticate: Token`, not a bare 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "annotator.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -182,6 +186,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "annotator.models.Role",
         "RunStatusEnum": "annotator.models.RunStatus",
@@ -235,9 +241,10 @@ if os.environ.get("CELERY_UNACKED_NAMESPACE"):
     )
 TRAIN_HEARTBEAT_S = int(os.environ.get("TRAIN_HEARTBEAT_S", 30))
 
-# Everything the UI, the admin and the API docs load comes from this origin (Swagger UI and Redoc from
-# drf-spectacular-sidecar); no inline script anywhere. Inline styles stay allowed: Swagger UI and Redoc
-# set style attributes from script.
+# Everything the UI, the admin and the API docs load comes from this origin (Swagger UI from
+# drf-spectacular-sidecar); no inline script anywhere. Inline styles stay allowed: the server-rendered
+# pages carry a <style> block and Swagger UI sets style attributes. (Redoc is not served: its bundle
+# loads a logo from the vendor's CDN, which the policy refuses.)
 CONTENT_SECURITY_POLICY = {
     "default-src": "'self'",
     "script-src": "'self'",

@@ -372,7 +372,8 @@ class TokenRequestSerializer(serializers.Serializer):
 
 
 class TokenResponseSerializer(serializers.Serializer):
-    token = serializers.CharField()
+    token = serializers.CharField(help_text="Send as `Authorization: Token <token>`; shown only once")
+    expires_at = serializers.DateTimeField()
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -7,6 +7,7 @@ T = f"{P}/traces/<int:trace_id>"
 
 urlpatterns = [
     path("auth/token/", v.TokenView.as_view(), name="api-token"),
+    path("auth/logout/", v.LogoutView.as_view(), name="api-logout"),
     path("projects/", v.ProjectListView.as_view(), name="project-list"),
     path(f"{P}/", v.ProjectDetailView.as_view(), name="project-detail"),
     path(f"{P}/members/", v.MemberListView.as_view(), name="member-list"),

@@ -7,19 +7,18 @@ from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import Throttled
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from annotator import selectors
+from annotator import auth, selectors
 from annotator.access import access_project
 from annotator.api import serializers as s
 from annotator.api.parsers import StrictJSONParser
 from annotator.errors import InvalidInput, NotFound
-from annotator.models import Category, Role, Trace, TraceStatus
+from annotator.models import ApiToken, Category, Role, Trace, TraceStatus
 from annotator.services import corrections, generation, labels, model_versions, projects, prompts
 
 
@@ -60,26 +59,46 @@ class ProjectScoped(generics.GenericAPIView):
 # --- auth -----------------------------------------------------------------------------------------
 
 
-class TokenThrottle(AnonRateThrottle):
-    rate = "30/min"
-
-
 class TokenView(APIView):
-    """Exchange a username and password for an API token (for scripts)."""
+    """Exchange a username and password for a new API token (for scripts). The key is shown only here;
+    it expires at `expires_at`, on logout, or when the password changes. Failed attempts are throttled
+    per account and address (429 with Retry-After)."""
 
     permission_classes = [AllowAny]
     authentication_classes = []
-    throttle_classes = [TokenThrottle]
 
-    @extend_schema(request=s.TokenRequestSerializer, responses={200: s.TokenResponseSerializer, 400: s.ErrorSerializer})
+    @extend_schema(
+        request=s.TokenRequestSerializer,
+        responses={200: s.TokenResponseSerializer, 400: s.ErrorSerializer, 429: s.ErrorSerializer},
+    )
     def post(self, request):
         data = s.TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        username = data.validated_data["username"]
+        try:
+            auth.login_check(request, username)
+        except auth.LoginThrottled as exc:
+            raise Throttled(wait=exc.retry_after, detail=str(exc)) from None
         user = authenticate(request, **data.validated_data)
         if user is None:
+            auth.login_failed(request, username)
             raise InvalidInput("Wrong username or password.", code="bad_credentials")
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        auth.login_succeeded(request, username)
+        key, token = auth.token_issue(user=user)
+        return Response({"token": key, "expires_at": token.expires_at})
+
+
+class LogoutView(APIView):
+    """Revoke the token this request carries (and end the browser session, if any)."""
+
+    @extend_schema(request=None, responses={204: None, 401: s.ErrorSerializer})
+    def post(self, request):
+        from django.contrib.auth import logout
+
+        if isinstance(request.auth, ApiToken):
+            auth.token_revoke(token=request.auth)
+        logout(request._request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- projects -------------------------------------------------------------------------------------

@@ -48,7 +48,10 @@ def test_production_refuses_to_start_without_secret_key():
 
 
 def test_docs_and_login_pages_are_served(client):
-    assert client.get("/api/docs/").status_code == 200
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower() and b"/static/drf_spectacular_sidecar/" in docs.content
+    assert b"<script>" not in docs.content  # the split view: its start-up script is a file (CSP)
     page = client.get("/accounts/login/")
     assert page.status_code == 200 and b'name="password"' in page.content
 
