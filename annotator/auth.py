@@ -70,13 +70,13 @@ def client_address(request: Any) -> str:
 
 
 def _redis():
-    from annotator.events import redis_client
+    from annotator.flags import redis_client
 
     return redis_client()
 
 
 def _keys(request: Any, username: str) -> tuple[str, str]:
-    from annotator.events import key_prefix
+    from annotator.flags import key_prefix
 
     address = client_address(request)
     account = hashlib.sha256(username.strip().lower().encode("utf-8", "replace")).hexdigest()[:32]
@@ -115,7 +115,7 @@ def login_succeeded(request: Any, username: str) -> None:
 
 def forget_login_failures() -> None:
     """Tests: drop every count of this database's namespace."""
-    from annotator.events import key_prefix
+    from annotator.flags import key_prefix
 
     client = _redis()
     keys = list(client.scan_iter(match=f"{key_prefix()}login:*", count=1000))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -95,3 +96,17 @@ def model_path_check(path: object, *, field: str = "path") -> str:
     raise NotAllowed(
         f"{field} is outside the model store and the configured model roots (SAFELADDER_MODEL_ROOTS)."
     )
+
+
+def model_version_check(version: Any) -> None:
+    """Refuse a model version whose checkpoint folders or backend URL the server may not use. Called
+    on create and update (annotator/services/model_versions.py), and again before each use."""
+    from annotator.models import Backend
+
+    if version.backend == Backend.LOCAL:
+        model_path_check(version.path or version.base_model, field="path" if version.path else "base_model")
+    for field in ("path", "adapter_path"):
+        if getattr(version, field):
+            model_path_check(getattr(version, field), field=field)
+    if version.backend == Backend.VLLM and "base_url" in (version.backend_options or {}):
+        backend_url_check(version.backend_options["base_url"])

@@ -170,10 +170,10 @@ _vllm_clients: dict[tuple[str, str], Any] = {}
 def backend_for(model: ModelVersion):
     """The backend that serves `model`, after checking again that its URL and paths are allowed (the
     settings may have changed since the version was saved); GenerationError when they are not."""
-    from annotator.services.model_versions import targets_check
+    from annotator.outbound import model_version_check
 
     try:
-        targets_check(model)
+        model_version_check(model)
     except InvalidInput as exc:
         raise GenerationError(exc.message) from None
     if model.backend == Backend.VLLM:

@@ -37,24 +37,12 @@ def _check(project: Project, fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def targets_check(version: ModelVersion) -> None:
-    """Refuse a version whose checkpoint folders or backend URL the server may not use
-    (annotator/outbound.py). Called on create and update, and again before each use."""
-    if version.backend == Backend.LOCAL:
-        outbound.model_path_check(version.path or version.base_model, field="path" if version.path else "base_model")
-    for field in ("path", "adapter_path"):
-        if getattr(version, field):
-            outbound.model_path_check(getattr(version, field), field=field)
-    if version.backend == Backend.VLLM and "base_url" in (version.backend_options or {}):
-        outbound.backend_url_check(version.backend_options["base_url"])
-
-
 @transaction.atomic
 def model_version_create(*, project: Project, actor: Any, **fields: Any) -> ModelVersion:
     fields = _check(project, fields)
     if not fields.get("base_model"):
         raise InvalidInput("base_model (a checkpoint path or served model name) is required.")
-    targets_check(ModelVersion(project=project, **fields))
+    outbound.model_version_check(ModelVersion(project=project, **fields))
     try:
         with transaction.atomic():
             version = ModelVersion.objects.create(project=project, **fields)
@@ -76,7 +64,7 @@ def model_version_update(*, version: ModelVersion, actor: Any, **fields: Any) ->
     for key, value in fields.items():
         setattr(version, key, value)
     if fields.keys() & {"base_model", "path", "adapter_path", "backend", "backend_options"}:
-        targets_check(version)  # a notes-only edit of an older row is not refused for its paths
+        outbound.model_version_check(version)  # a notes-only edit of an older row is not refused for its paths
     try:
         with transaction.atomic():
             version.save(update_fields=[("parent" if k == "parent" else k) for k in fields])

@@ -104,11 +104,11 @@ def test_cancelled_queued_run_is_never_trained(client_for, project, users, base_
 
 def test_promote_vllm_adapter_loads_it_and_the_next_trace_is_served_by_it(studio, client_for, project, users,
                                                                            prompt):
-    from annotator.services import generation
-    from tests.support.fake_vllm import FakeVLLM
-
     # The trace is generated below, in this process (studio sends generate tasks to a queue no one reads).
     from django.conf import settings
+
+    from annotator.services import generation
+    from tests.support.fake_vllm import FakeVLLM
 
     adapter = str(settings.MODEL_STORE / "runs" / "7" / "final")  # adapters must lie under the model store
     with FakeVLLM() as fake:
