@@ -188,6 +188,10 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "annotator.api.schema.add_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "annotator.models.Role",
         "RunStatusEnum": "annotator.models.RunStatus",

@@ -280,7 +280,7 @@ class TraceReviewSerializer(serializers.ModelSerializer):
 
 
 class TraceSerializer(serializers.ModelSerializer):
-    step_count = serializers.IntegerField(read_only=True, required=False)
+    step_count = serializers.SerializerMethodField()
 
     class Meta:
         model = Trace
@@ -298,11 +298,20 @@ class TraceSerializer(serializers.ModelSerializer):
             "prompt_tokens",
             "completion_tokens",
             "version",
+            "error",
             "step_count",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_step_count(self, obj: Trace) -> int:
+        # Lists annotate the count; a detail has its steps prefetched; anything else counts.
+        annotated = getattr(obj, "step_count", None)
+        if annotated is not None:
+            return annotated
+        cache = getattr(obj, "_prefetched_objects_cache", {})
+        return len(cache["steps"]) if "steps" in cache else obj.steps.count()
 
 
 class TraceDetailSerializer(TraceSerializer):
@@ -358,7 +367,7 @@ class CorrectionInputSerializer(serializers.Serializer):
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    actor = UserBriefSerializer(read_only=True)
+    actor = UserBriefSerializer(read_only=True, allow_null=True, help_text="null for system events")
 
     class Meta:
         model = AuditEvent

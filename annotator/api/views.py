@@ -461,6 +461,7 @@ class StepLabelView(ProjectScoped):
     serializer_class = s.StepLabelSerializer
     pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
+    pagination_class = None  # a plain array, as the schema says
 
     @extend_schema(responses=s.StepLabelSerializer(many=True))
     def get(self, request, project_id, trace_id, index):
@@ -482,6 +483,7 @@ class TraceReviewView(ProjectScoped):
     serializer_class = s.TraceReviewSerializer
     pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
+    pagination_class = None  # a plain array, as the schema says
 
     @extend_schema(responses=s.TraceReviewSerializer(many=True))
     def get(self, request, project_id, trace_id):
@@ -501,6 +503,7 @@ class TraceCorrectionView(ProjectScoped):
     serializer_class = s.CorrectionSerializer
     pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
+    pagination_class = None  # a plain array, as the schema says
 
     @extend_schema(responses=s.CorrectionSerializer(many=True))
     def get(self, request, project_id, trace_id):
