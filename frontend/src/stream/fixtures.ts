@@ -17,6 +17,7 @@ export function trace(id: number, extra: Partial<LiveTrace> = {}): LiveTrace {
     status: "running",
     finish_reason: "",
     final_answer: null,
+    error: "",
     prompt_tokens: 10,
     completion_tokens: 0,
     version: 1,
