@@ -8,11 +8,11 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
-from annotator.generation.format import render_completion
 
 from annotator.models import ModelVersion
 from tests.e2e.test_browser import PASSWORD, browser  # noqa: F401 - the fixture
 from tests.support.fake_vllm import FakeVLLM
+from trainer_worker.vocabulary.format import render_completion
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
