@@ -4,6 +4,7 @@ queued run, and promotion (local and vLLM backends) changing what the next trace
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 
 from annotator.models import AuditEvent, ModelVersion, Project, Trace, TrainingRun
 from tests.trainer_worker.conftest import TINY_CONFIG, build_corpus, ready_snapshot
@@ -158,7 +159,7 @@ def test_promote_loads_the_adapter_without_holding_the_project_lock(transactiona
     with FakeVLLM() as fake:
         fake.state.load_delay_s = 1.5
         tuned = ModelVersion.objects.create(project=project, name="tuned-9", base_model="org/base", backend="vllm",
-                                            adapter_path="/models/runs/9/final",
+                                            adapter_path=str(settings.MODEL_STORE / "runs" / "9" / "final"),
                                             backend_options={"base_url": fake.base_url})
         answers = []
 
