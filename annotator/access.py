@@ -28,3 +28,12 @@ def access_project(
     if Role.rank(membership.role) < Role.rank(role):
         raise Forbidden(f"This needs the {role} role in the project; you are a {membership.role}.")
     return membership
+
+
+def access_site_admin(user: AbstractBaseUser | AnonymousUser) -> None:
+    """Site-wide administration (accounts, invites): staff users only. Others get Forbidden (403);
+    the REST layer answers anonymous callers 401 before this."""
+    if user is None or not user.is_authenticated:
+        raise NotFound("Not found.")
+    if not (user.is_staff or user.is_superuser):
+        raise Forbidden("This needs a site administrator (a staff account).")

@@ -18,7 +18,10 @@ from annotator.errors import InvalidInput, NotFound, StudioError
 from annotator.models import Role, Trace
 
 MAX_FRAME_BYTES = 64 * 1024
-ACTIONS = {"start", "stop", "continue", "edit", "label", "review"}
+# Actions that steer the generation: each needs the trace's claim (annotator/services/claims.py).
+# A new steering action is added here and gets the same check.
+CONTROL_ACTIONS = {"start", "stop", "continue", "edit"}
+ACTIONS = CONTROL_ACTIONS | {"label", "review", "claim", "release", "request_control"}
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 
@@ -41,12 +44,15 @@ def _snapshot(trace_id: int) -> dict[str, Any]:
             closed_since = True
     if trace.status != "running":
         partial = ""
+    from annotator.services.claims import controller_of
+
     return {
         "type": "snapshot",
         "seq": seq,
         "trace": TraceDetailSerializer(trace).data,
         "partial": partial,
         "answer": answer if trace.status == "running" else (trace.final_answer or ""),
+        "controller": controller_of(trace_id),
     }
 
 
@@ -60,7 +66,8 @@ async def accept_member(consumer: AsyncWebsocketConsumer, model: type, id_kwarg:
         return None
 
     def role_of(object_id: int) -> str:
-        project_id = model.objects.filter(pk=object_id).values_list("project_id", flat=True).first()
+        field = "pk" if model._meta.model_name == "project" else "project_id"
+        project_id = model.objects.filter(pk=object_id).values_list(field, flat=True).first()
         if project_id is None:
             raise NotFound(f"{model.__name__} not found.")
         return access_project(user, project_id).role
@@ -202,12 +209,21 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _act(self, action: str, message: dict[str, Any]) -> dict[str, Any]:
-        from annotator.services import corrections, generation, labels
+        from annotator.services import claims, corrections, generation, labels
 
         user = self.scope["user"]
         trace = Trace.objects.select_related("project").get(pk=self.trace_id)
         # Roles can change while a socket is open: check on every action, not once at connect.
         access_project(user, trace.project_id, role=Role.SUPERVISOR)
+        if action in CONTROL_ACTIONS:
+            claims.control_check(trace=trace, user=user)
+        if action == "claim":
+            return {"controller": claims.control_claim(trace=trace, user=user)}
+        if action == "release":
+            claims.control_release(trace=trace, user=user)
+            return {"controller": None}
+        if action == "request_control":
+            return {"controller": claims.control_request(trace=trace, user=user)}
         if action == "start":
             generation.trace_start(trace=trace, actor=user, sampling_params=message.get("params"))
         elif action == "stop":
@@ -246,6 +262,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
                 value_label=message.get("value_label", ""),
                 knowledge_label=message.get("knowledge_label", ""),
                 note=message.get("note", ""),
+                lead_time_s=message.get("lead_time_s"),
             )
             return {"review": labels.review_payload(review)}
         return {}

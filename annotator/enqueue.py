@@ -22,6 +22,7 @@ GENERATE_TRACE = "annotator.generate_trace"
 BUILD_SNAPSHOT = "annotator.build_snapshot"
 TRAIN = "trainer_worker.train"
 AUTOTRAIN_CHECK = "trainer_worker.autotrain_check"
+DELIVER_WEBHOOK = "annotator.deliver_webhook"
 
 # task name -> the setting that names its queue
 QUEUE_SETTINGS: dict[str, str] = {
@@ -29,26 +30,27 @@ QUEUE_SETTINGS: dict[str, str] = {
     BUILD_SNAPSHOT: "CELERY_TASK_DEFAULT_QUEUE",
     TRAIN: "CELERY_TRAIN_QUEUE",
     AUTOTRAIN_CHECK: "CELERY_TASK_DEFAULT_QUEUE",  # a policy check is quick; it must not wait for a run
+    DELIVER_WEBHOOK: "CELERY_TASK_DEFAULT_QUEUE",
 }
 
 
-def enqueue(task_name: str, **ids: int | str) -> None:
-    """Send ``task_name`` now. Outside a transaction only (worker start-up, on-commit callbacks);
-    inside one, use ``enqueue_on_commit``."""
+def enqueue(task_name: str, *, countdown: float | None = None, **ids: int | str) -> None:
+    """Send ``task_name`` now (to run ``countdown`` seconds from now, when given). Outside a
+    transaction only (worker start-up, on-commit callbacks); inside one, use ``enqueue_on_commit``."""
     if task_name not in QUEUE_SETTINGS:
         raise ValueError(f"unknown task {task_name!r}; known: {', '.join(QUEUE_SETTINGS)}")
     bad = sorted(k for k, v in ids.items() if isinstance(v, bool) or not isinstance(v, int | str))
     if bad:
         raise TypeError(f"task arguments are ids (int or str); not: {', '.join(bad)}")
     queue = getattr(settings, QUEUE_SETTINGS[task_name])
-    current_app.send_task(task_name, kwargs=ids, queue=queue)
+    current_app.send_task(task_name, kwargs=ids, queue=queue, countdown=countdown)
 
 
-def enqueue_on_commit(task_name: str, **ids: int | str) -> None:
+def enqueue_on_commit(task_name: str, *, countdown: float | None = None, **ids: int | str) -> None:
     """Send ``task_name`` with ``ids`` once the current transaction commits (at once without one).
 
     A rolled-back request sends nothing, and the worker never gets an id whose row it cannot see yet.
     """
     if task_name not in QUEUE_SETTINGS:  # fail in the request, not silently in an on-commit callback
         raise ValueError(f"unknown task {task_name!r}; known: {', '.join(QUEUE_SETTINGS)}")
-    transaction.on_commit(partial(enqueue, task_name, **ids))
+    transaction.on_commit(partial(enqueue, task_name, countdown=countdown, **ids))

@@ -133,6 +133,10 @@ def run_group(run_id: int) -> str:
     return f"run.{run_id}"
 
 
+def project_group(project_id: int) -> str:
+    return f"project.{project_id}"
+
+
 def current_seq(trace_id: int) -> int:
     return int(redis_client().get(trace_seq_key(trace_id)) or 0)
 
@@ -186,3 +190,12 @@ def publish_presence(trace_id: int, watchers: list[dict[str, Any]]) -> None:
 
 def publish_run_event(run_id: int, event_type: str, **payload: Any) -> None:
     _group_send(run_group(run_id), {"type": "run.event", "event": {"type": event_type, "run": run_id, **payload}})
+
+
+def publish_project_event(project_id: int, event_type: str, **payload: Any) -> None:
+    """A fact for everyone with the project open (queues, run notifications). Not sequenced: a page
+    that (re)connects reads the current state over REST, then applies what arrives."""
+    _group_send(
+        project_group(project_id),
+        {"type": "project.event", "event": {"type": event_type, "project": project_id, **payload}},
+    )

@@ -7,6 +7,8 @@
 - **Heartbeat** (``run:<id>:owner``): the process that trains a run keeps this key alive; when the
   process dies the key expires and a redelivery knows the owner is gone.
 - **Presence** (``trace:<id>:watchers``): a hash of the socket channels watching a trace.
+- **Claim** (``trace:<id>:claim``): who controls a live trace now; it expires after the project's
+  idle time unless its holder acts again (``annotator/services/claims.py`` decides; this holds it).
 
 Flags are raised on commit, always: a worker that sees a flag may act on it at once, so the
 database must already say what the flag means (``stopped``/``cancelling``), and a rolled-back
@@ -74,6 +76,10 @@ def stop_key(trace_id: int) -> str:
 
 def watchers_key(trace_id: int) -> str:
     return f"{key_prefix()}trace:{trace_id}:watchers"
+
+
+def claim_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:claim"
 
 
 def cancel_key(run_id: int) -> str:
@@ -172,3 +178,57 @@ def presence_list(trace_id: int) -> list[dict[str, Any]]:
     raw = redis_client().hvals(watchers_key(trace_id))
     unique = {w["id"]: w for w in map(json.loads, raw)}
     return sorted(unique.values(), key=lambda w: w["username"])
+
+
+# --- claim (who controls a live trace) ------------------------------------------------------------
+
+# Take or refresh atomically: two supervisors acting at once cannot both win. Returns the holder
+# after the call and whether the caller holds it.
+_CLAIM_TAKE = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local holder = cjson.decode(held)
+  if tostring(holder['id']) ~= ARGV[1] then
+    return {held, redis.call('PTTL', KEYS[1]), 0}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return {ARGV[2], tonumber(ARGV[3]), 1}
+"""
+
+_CLAIM_RELEASE = """
+local held = redis.call('GET', KEYS[1])
+if not held then return 0 end
+if ARGV[1] ~= '' and tostring(cjson.decode(held)['id']) ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def claim_take(trace_id: int, user: dict[str, Any], *, ttl_s: float) -> tuple[dict[str, Any], float, bool]:
+    """Take (or refresh) the claim for ``user`` ({id, username}) unless someone else holds it.
+
+    Returns (holder, seconds left, whether ``user`` holds it now)."""
+    client = redis_client()
+    raw, pttl, mine = client.eval(
+        _CLAIM_TAKE, 1, claim_key(trace_id), str(user["id"]), json.dumps(user), str(max(1, int(ttl_s * 1000)))
+    )
+    return json.loads(raw), max(0, int(pttl)) / 1000, bool(mine)
+
+
+def claim_release(trace_id: int, user_id: int | None) -> int:
+    """Drop the claim: 1 released, 0 nobody held it, -1 someone else holds it. ``user_id`` None:
+    whoever holds it (a reviewer or owner taking over)."""
+    return int(redis_client().eval(_CLAIM_RELEASE, 1, claim_key(trace_id), "" if user_id is None else str(user_id)))
+
+
+def claim_get(trace_id: int) -> tuple[dict[str, Any], float] | None:
+    """(holder, seconds left) or None when nobody controls the trace."""
+    client = redis_client()
+    pipe = client.pipeline()
+    pipe.get(claim_key(trace_id))
+    pipe.pttl(claim_key(trace_id))
+    raw, pttl = pipe.execute()
+    if raw is None:
+        return None
+    return json.loads(raw), max(0, int(pttl)) / 1000

@@ -20,11 +20,12 @@ class Role(models.TextChoices):
 
     VIEWER = "viewer", "Viewer"  # reads everything in the project
     SUPERVISOR = "supervisor", "Supervisor"  # + generates, labels, reviews, corrects
-    OWNER = "owner", "Owner"  # + members, prompts, models, datasets, training, audit log
+    REVIEWER = "reviewer", "Reviewer"  # + adjudicates: approves corrections, resolves conflicting labels, gold
+    OWNER = "owner", "Owner"  # + members, prompts, models, datasets, training, audit log, webhooks
 
     @classmethod
     def rank(cls, role: str) -> int:
-        return [cls.VIEWER, cls.SUPERVISOR, cls.OWNER].index(role)
+        return [cls.VIEWER, cls.SUPERVISOR, cls.REVIEWER, cls.OWNER].index(role)
 
 
 Category = _choices("Category", labels.CATEGORIES)
@@ -41,6 +42,8 @@ class Project(models.Model):
         "ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     autotrain_policy = models.JSONField(default=dict, blank=True)
+    # A supervisor's control of a live trace lapses after this many idle seconds (annotator/services/claims.py).
+    claim_idle_s = models.PositiveIntegerField(default=120)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
@@ -175,13 +178,24 @@ class Trace(models.Model):
     # Optimistic concurrency: every change to the steps bumps it; an edit names the version it saw.
     version = models.PositiveIntegerField(default=1)
     error = models.TextField(blank=True, default="")
+    # The review summary, kept by the review and adjudication services in their transactions so the
+    # queue filters on columns, not on aggregates over 100k traces (bench/team.py).
+    review_count = models.PositiveIntegerField(default=0)
+    # "accept" / "reject": the adjudicated verdict, else the reviewers' when they agree; "" otherwise.
+    verdict = models.CharField(max_length=10, blank=True, default="")
+    # Reviewers disagree (on the verdict or a label) and no reviewer has adjudicated.
+    disputed = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "status"])]
+        indexes = [
+            models.Index(fields=["project", "status"]),
+            models.Index(fields=["project", "prompt"]),
+            models.Index(fields=["project", "disputed"]),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=TraceStatus.values), name="trace_status_valid"),
             models.CheckConstraint(
@@ -259,11 +273,14 @@ class TraceReview(models.Model):
     value_label = models.CharField(max_length=10, choices=ValueLabel.choices, blank=True, default="")
     knowledge_label = models.CharField(max_length=10, choices=KnowledgeLabel.choices, blank=True, default="")
     note = models.TextField(blank=True, default="")
+    # Seconds the annotator spent on the item, as the browser measured it (None: not measured).
+    lead_time_s = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["trace", "annotator"]
+        indexes = [models.Index(fields=["annotator", "trace"])]
         constraints = [
             models.UniqueConstraint(fields=["trace", "annotator"], name="trace_review_one_per_annotator"),
             models.CheckConstraint(condition=Q(verdict__in=Verdict.values), name="trace_review_verdict_valid"),
@@ -283,6 +300,12 @@ class TraceReview(models.Model):
         return f"{self.verdict} on trace {self.trace_id} by {self.annotator_id}"
 
 
+class CorrectionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
 class Correction(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="corrections")
     original_trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="corrections")
@@ -294,13 +317,87 @@ class Correction(models.Model):
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="corrections"
     )
+    # A reviewer approves or rejects it; rejected corrections never become training pairs.
+    status = models.CharField(max_length=10, choices=CorrectionStatus.choices, default=CorrectionStatus.PENDING)
+    adjudicated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    adjudicated_at = models.DateTimeField(null=True, blank=True)
+    adjudication_note = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=CorrectionStatus.values), name="correction_status_valid")
+        ]
+
+    def __str__(self) -> str:
+        return f"Correction of step {self.step_index} in trace {self.original_trace_id}"
+
+
+class Adjudication(models.Model):
+    """A reviewer's resolution of a trace's reviews: it wins over the annotators' labels in the queue's
+    verdict and in datasets. A blank label leaves that family to the annotators' consensus."""
+
+    trace = models.OneToOneField(Trace, on_delete=models.CASCADE, related_name="adjudication")
+    adjudicator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    safety_label = models.CharField(max_length=30, choices=SafetyLabel.choices, blank=True, default="")
+    value_label = models.CharField(max_length=10, choices=ValueLabel.choices, blank=True, default="")
+    knowledge_label = models.CharField(max_length=10, choices=KnowledgeLabel.choices, blank=True, default="")
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(verdict__in=Verdict.values), name="adjudication_verdict_valid")
+        ]
+
+    def __str__(self) -> str:
+        return f"Adjudication of trace {self.trace_id}"
+
+
+class GoldLabel(models.Model):
+    """The known-correct review of a trace (a gold item): annotators who review it get an accuracy."""
+
+    trace = models.OneToOneField(Trace, on_delete=models.CASCADE, related_name="gold")
+    verdict = models.CharField(max_length=10, choices=Verdict.choices, blank=True, default="")
+    safety_label = models.CharField(max_length=30, choices=SafetyLabel.choices, blank=True, default="")
+    value_label = models.CharField(max_length=10, choices=ValueLabel.choices, blank=True, default="")
+    knowledge_label = models.CharField(max_length=10, choices=KnowledgeLabel.choices, blank=True, default="")
+    # {"<step index>": rating}: the correct rating of the steps that have one.
+    step_ratings = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return f"Correction of step {self.step_index} in trace {self.original_trace_id}"
+        return f"Gold review of trace {self.trace_id}"
+
+
+class Assignment(models.Model):
+    """A prompt given to an annotator: its traces are in their queue. N assignments per prompt = overlap N."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assignments")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    due_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "annotator", "prompt"])]
+        constraints = [models.UniqueConstraint(fields=["prompt", "annotator"], name="assignment_unique")]
+
+    def __str__(self) -> str:
+        return f"Prompt {self.prompt_id} to {self.annotator_id}"
 
 
 class Comparison(models.Model):
@@ -472,3 +569,78 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class Webhook(models.Model):
+    """A project's subscription: signed POSTs of the chosen events to ``url`` (Standard Webhooks)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.CharField(max_length=1000)
+    events = models.JSONField(default=list, blank=True)  # event types; see annotator/services/webhooks.py
+    secret = models.CharField(max_length=100)  # "whsec_" + base64 of the signing key
+    active = models.BooleanField(default=True)
+    description = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Webhook {self.pk} to {self.url}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"  # waiting for its (next) attempt
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"  # every attempt failed, or the target is no longer allowed
+
+
+class WebhookDelivery(models.Model):
+    """One message to one webhook, with its attempts. Ends delivered or failed, with the reason."""
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    message_id = models.CharField(max_length=40, unique=True)  # the webhook-id header: the same on every retry
+    event_type = models.CharField(max_length=40)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=DeliveryStatus.values), name="webhook_delivery_status_valid")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to webhook {self.webhook_id}"
+
+
+class Invite(models.Model):
+    """A one-time link a site admin hands out: set a password, then join ``project`` as ``role``.
+
+    Only the SHA-256 of the token is stored; the link is shown once, to the admin who made it."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="invites")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.SUPERVISOR)
+    note = models.CharField(max_length=200, blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                related_name="+")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.CheckConstraint(condition=Q(role__in=Role.values), name="invite_role_valid")]
+
+    def __str__(self) -> str:
+        return f"Invite {self.pk} to project {self.project_id} as {self.role}"

@@ -54,29 +54,41 @@ def _parse(url: str, *, entry: bool = False) -> _Origin:
     return _Origin(parts.scheme, parts.hostname.lower(), port, path)
 
 
-def _allowlist() -> list[_Origin]:
-    return [_parse(entry, entry=True) for entry in settings.BACKEND_URL_ALLOWLIST]
-
-
-def backend_url_check(url: object) -> str:
-    """The URL, if it is on the allow-list (same scheme, host and port, under the entry's path)."""
-    if not isinstance(url, str) or not url:
-        raise InvalidInput("backend_options.base_url must be a URL string.")
-    try:
-        given = _parse(url)
-    except ValueError as exc:
-        raise NotAllowed(f"backend_options.base_url must be {exc}.") from None
-    for allowed in _allowlist():
+def _allowed(url: str, entries: list[str]) -> bool:
+    given = _parse(url)
+    for allowed in (_parse(entry, entry=True) for entry in entries):
         if (given.scheme, given.host) != (allowed.scheme, allowed.host):
             continue
         if allowed.port is not None and given.port != allowed.port:
             continue
         if allowed.path == "/" or given.path == allowed.path or given.path.startswith(allowed.path + "/"):
-            return url
-    raise NotAllowed(
-        "This backend URL is not on the server's allow-list (SAFELADDER_BACKEND_URLS); "
-        "ask an administrator to add it."
-    )
+            return True
+    return False
+
+
+def _url_check(url: object, entries: list[str], *, field: str, setting: str) -> str:
+    if not isinstance(url, str) or not url:
+        raise InvalidInput(f"{field} must be a URL string.")
+    try:
+        allowed = _allowed(url, entries)
+    except ValueError as exc:
+        raise NotAllowed(f"{field} must be {exc}.") from None
+    if allowed:
+        return url
+    raise NotAllowed(f"This URL is not on the server's allow-list ({setting}); ask an administrator to add it.")
+
+
+def backend_url_check(url: object) -> str:
+    """The URL, if it is on the allow-list (same scheme, host and port, under the entry's path)."""
+    return _url_check(url, settings.BACKEND_URL_ALLOWLIST, field="backend_options.base_url",
+                      setting="SAFELADDER_BACKEND_URLS")
+
+
+def webhook_url_check(url: object) -> str:
+    """A webhook target, under the same policy as backends, with its own list
+    (``SAFELADDER_WEBHOOK_URLS``; empty by default, so no webhook reaches anywhere until an
+    administrator names where). Checked on create and update, and again before every delivery."""
+    return _url_check(url, settings.WEBHOOK_URL_ALLOWLIST, field="url", setting="SAFELADDER_WEBHOOK_URLS")
 
 
 def model_roots() -> list[Path]:

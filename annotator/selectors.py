@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Prefetch, QuerySet
+from typing import Any
+
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 
 from annotator.errors import NotFound
 from annotator.models import (
+    Adjudication,
+    Assignment,
     AuditEvent,
     Correction,
     DatasetSnapshot,
     EvalResult,
+    GoldLabel,
     Membership,
     MetricPoint,
     ModelVersion,
@@ -19,7 +24,10 @@ from annotator.models import (
     StepLabel,
     Trace,
     TraceReview,
+    TraceStatus,
     TrainingRun,
+    Webhook,
+    WebhookDelivery,
 )
 
 
@@ -130,3 +138,207 @@ def model_evals(version: ModelVersion) -> QuerySet[EvalResult]:
 
 def project_evals(project: Project) -> QuerySet[EvalResult]:
     return EvalResult.objects.filter(model_version__project=project).order_by("model_version_id", "id")
+
+
+# --- the team: queues, assignments, agreement ---------------------------------------------------
+
+
+def _assigned_to(user) -> Exists:
+    return Exists(Assignment.objects.filter(prompt_id=OuterRef("prompt_id"), annotator=user))
+
+
+def _reviewed_by(user) -> Exists:
+    return Exists(TraceReview.objects.filter(trace_id=OuterRef("pk"), annotator=user))
+
+
+def queue_list(
+    project: Project,
+    user,
+    *,
+    mine: bool = False,
+    reviewed: bool | None = None,
+    verdict: str | None = None,
+    disputed: bool | None = None,
+    category: str | None = None,
+) -> QuerySet[Trace]:
+    """The review queue: traces, oldest first, each with ``mine`` (assigned to ``user``) and
+    ``my_verdict``. ``reviewed`` means by ``user`` when ``mine`` is set (their to-do / done), by
+    anyone otherwise. ``verdict`` and ``disputed`` read the trace's review summary columns."""
+    my_review = TraceReview.objects.filter(trace_id=OuterRef("pk"), annotator=user).values("verdict")[:1]
+    qs = Trace.objects.filter(project=project).annotate(mine=_assigned_to(user), my_verdict=my_review)
+    if mine:
+        qs = qs.filter(mine=True)
+        if reviewed is not None:
+            qs = qs.filter(_reviewed_by(user)) if reviewed else qs.exclude(_reviewed_by(user))
+    elif reviewed is not None:
+        qs = qs.filter(review_count__gt=0) if reviewed else qs.filter(review_count=0)
+    if verdict:
+        qs = qs.filter(verdict=verdict)
+    if disputed is not None:
+        qs = qs.filter(disputed=disputed)
+    if category:
+        qs = qs.filter(prompt__category=category)
+    return qs.order_by("id")
+
+
+def queue_next(project: Project, user, *, after: int | None = None) -> tuple[Trace | None, Prompt | None]:
+    """The next item for ``user``: the first trace (after ``after``, wrapping round) of a prompt
+    assigned to them that they have not reviewed and that has not failed. With none left, an
+    assigned prompt that has no trace yet (to generate), else (None, None)."""
+    todo = (
+        Trace.objects.filter(project=project)
+        .filter(_assigned_to(user))
+        .exclude(_reviewed_by(user))
+        .exclude(status=TraceStatus.FAILED)
+        .order_by("id")
+    )
+    trace = None
+    if after is not None:
+        trace = todo.filter(id__gt=after).first()
+    if trace is None:
+        trace = todo.exclude(id=after).first() if after is not None else todo.first()
+    if trace is not None:
+        return trace, None
+    prompt = (
+        Prompt.objects.filter(project=project, assignments__annotator=user)
+        .exclude(Exists(Trace.objects.filter(prompt_id=OuterRef("pk"))))
+        .order_by("id")
+        .first()
+    )
+    return None, prompt
+
+
+def queue_counts(project: Project, user) -> dict[str, int]:
+    """Counters for the queue page: the user's assigned / done / left, and the project's totals."""
+    mine = Trace.objects.filter(project=project).filter(_assigned_to(user)).exclude(status=TraceStatus.FAILED)
+    mine_counts = mine.aggregate(assigned=Count("id"), done=Count("id", filter=Q(_reviewed_by(user))))
+    totals = Trace.objects.filter(project=project).aggregate(
+        traces=Count("id"),
+        unreviewed=Count("id", filter=Q(review_count=0)),
+        reviewed=Count("id", filter=Q(review_count__gt=0)),
+        disputed=Count("id", filter=Q(disputed=True)),
+    )
+    untraced = (
+        Prompt.objects.filter(project=project, assignments__annotator=user)
+        .exclude(Exists(Trace.objects.filter(prompt_id=OuterRef("pk"))))
+        .count()
+    )
+    assigned, done = mine_counts["assigned"], mine_counts["done"]
+    return {"assigned": assigned, "done": done, "left": assigned - done, "prompts_without_trace": untraced,
+            **totals}
+
+
+def assignment_list(project: Project) -> QuerySet[Assignment]:
+    return Assignment.objects.filter(project=project).select_related("annotator").order_by("id")
+
+
+def assignment_progress(project: Project) -> list[dict[str, Any]]:
+    """Per annotator: prompts assigned, their traces, and how many of those the annotator reviewed."""
+    rows = []
+    people = Assignment.objects.filter(project=project).values("annotator_id", "annotator__username").annotate(
+        prompts=Count("id")
+    )
+    for row in people.order_by("annotator__username"):
+        traces = Trace.objects.filter(
+            project=project, prompt__assignments__annotator_id=row["annotator_id"]
+        ).exclude(status=TraceStatus.FAILED)
+        done = traces.filter(reviews__annotator_id=row["annotator_id"]).count()
+        total = traces.count()
+        rows.append({"annotator": {"id": row["annotator_id"], "username": row["annotator__username"]},
+                     "prompts": row["prompts"], "traces": total, "done": done, "left": total - done})
+    return rows
+
+
+def adjudication_of(trace: Trace) -> Adjudication | None:
+    return Adjudication.objects.filter(trace=trace).select_related("adjudicator").first()
+
+
+def gold_list(project: Project) -> QuerySet[GoldLabel]:
+    return GoldLabel.objects.filter(trace__project=project).order_by("id")
+
+
+REVIEW_FAMILIES = ("verdict", "safety_label", "value_label", "knowledge_label")
+
+
+def agreement_report(project: Project, *, bucket: str = "week") -> dict[str, Any]:
+    """Agreement per label family (annotator.agreement), plus per-annotator item counts and times."""
+    from annotator import agreement
+
+    reviews = list(
+        TraceReview.objects.filter(trace__project=project).values_list(
+            "trace_id", "annotator__username", *REVIEW_FAMILIES, "updated_at", "lead_time_s"
+        )
+    )
+    golds = list(gold_list(project).values("trace_id", *REVIEW_FAMILIES, "step_ratings"))
+    families: dict[str, Any] = {}
+    for k, family in enumerate(REVIEW_FAMILIES):
+        ratings = [agreement.Rating(r[0], r[1], r[2 + k], r[6]) for r in reviews if r[2 + k]]
+        gold = {g["trace_id"]: g[family] for g in golds if g[family]}
+        families[family] = agreement.family_report(ratings, gold=gold, bucket=bucket)
+    steps = StepLabel.objects.filter(step__trace__project=project, rating__isnull=False).values_list(
+        "step__trace_id", "step__index", "annotator__username", "rating", "updated_at"
+    )
+    step_gold = {
+        (g["trace_id"], int(index)): rating
+        for g in golds
+        for index, rating in (g["step_ratings"] or {}).items()
+        if rating is not None
+    }
+    families["step_rating"] = agreement.family_report(
+        [agreement.Rating((t, i), who, rating, when) for t, i, who, rating, when in steps],
+        level="ordinal",
+        gold=step_gold,
+        bucket=bucket,
+    )
+    by_person: dict[str, list[float | None]] = {}
+    for row in reviews:
+        by_person.setdefault(row[1], []).append(row[7])
+    agree: dict[str, list[tuple[int, float]]] = {}
+    for report in families.values():
+        for person in report["per_annotator"]:
+            if person["agreement_vs_consensus"] is not None:
+                agree.setdefault(person["annotator"], []).append(
+                    (person["consensus_items"], person["agreement_vs_consensus"])
+                )
+    annotators = []
+    for who in sorted(set(by_person) | set(agree)):
+        weighted = agree.get(who, [])
+        total = sum(n for n, _ in weighted)
+        annotators.append({
+            "annotator": who,
+            "items": len(by_person.get(who, [])),
+            "median_seconds": agreement.median(by_person.get(who, [])),
+            "agreement": round(sum(n * a for n, a in weighted) / total, 4) if total else None,
+        })
+    return {"bucket": bucket, "families": families, "annotators": annotators}
+
+
+def webhook_list(project: Project) -> QuerySet[Webhook]:
+    return Webhook.objects.filter(project=project).order_by("id")
+
+
+def delivery_list(webhook: Webhook) -> QuerySet[WebhookDelivery]:
+    return WebhookDelivery.objects.filter(webhook=webhook).order_by("-id")
+
+
+def model_lineage(version: ModelVersion) -> dict[str, Any]:
+    """A model version's parent, producing run with its snapshots, evaluations and promotions."""
+    run = None
+    if version.produced_by_id:
+        run = TrainingRun.objects.filter(pk=version.produced_by_id).prefetch_related("snapshots").first()
+    promotions = [
+        {"by": getattr(e.actor, "username", None), "at": e.created_at, "previous": (e.data or {}).get("previous")}
+        for e in AuditEvent.objects.filter(
+            project_id=version.project_id, action="model_version.promoted", target_type="modelversion",
+            target_id=str(version.pk),
+        ).select_related("actor").order_by("id")
+    ]
+    return {
+        "model": version,
+        "parent": version.parent,
+        "run": run,
+        "snapshots": list(run.snapshots.select_related("created_by").order_by("id")) if run else [],
+        "evals": list(model_evals(version)),
+        "promotions": promotions,
+        "serving": Project.objects.filter(pk=version.project_id, serving_model=version).exists(),
+    }

@@ -6,9 +6,14 @@ Celery worker, so the services never depend on it.
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from annotator.enqueue import BUILD_SNAPSHOT, GENERATE_TRACE
+from celery import shared_task
+from celery.signals import worker_ready
+
+from annotator.enqueue import BUILD_SNAPSHOT, DELIVER_WEBHOOK, GENERATE_TRACE
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name=GENERATE_TRACE, acks_late=True, ignore_result=True)
@@ -25,3 +30,31 @@ def build_snapshot(*, snapshot_id: int) -> str | None:
 
     snapshot = snapshot_build(snapshot_id=snapshot_id)
     return None if snapshot is None else snapshot.status
+
+
+@shared_task(name=DELIVER_WEBHOOK, acks_late=True, ignore_result=True)
+def deliver_webhook(*, delivery_id: int) -> str | None:
+    """One attempt of a webhook delivery; retries are scheduled by the service."""
+    from annotator.services.webhooks import webhook_deliver
+
+    return webhook_deliver(delivery_id=delivery_id)
+
+
+@worker_ready.connect
+def _recover_webhooks(sender=None, **kwargs) -> None:
+    """A worker of the default queue re-enqueues webhook deliveries whose retry message was lost."""
+    from django.conf import settings
+
+    app = getattr(sender, "app", None)
+    queues = set(app.amqp.queues.consume_from) if app is not None else set()
+    if settings.CELERY_TASK_DEFAULT_QUEUE not in queues:
+        return
+    from annotator.services.webhooks import webhooks_recover
+
+    try:
+        ids = webhooks_recover()
+    except Exception:  # a worker must start even when the database is briefly away
+        log.exception("could not look for webhook deliveries to recover")
+        return
+    if ids:
+        log.info("re-enqueued webhook deliveries: %s", ids)

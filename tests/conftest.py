@@ -16,7 +16,7 @@ pytest_plugins = ["tests.support.livefixtures"]
 
 PASSWORD = "correct-horse-battery-staple"
 
-ROLES = ["anonymous", "outsider", "viewer", "supervisor", "owner"]
+ROLES = ["anonymous", "outsider", "viewer", "supervisor", "reviewer", "owner"]
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def users(db):
     User = get_user_model()
     return {
         name: User.objects.create_user(username=name, password=PASSWORD)
-        for name in ["owner", "supervisor", "viewer", "outsider"]
+        for name in ["owner", "reviewer", "supervisor", "viewer", "outsider"]
     }
 
 
@@ -35,6 +35,7 @@ def users(db):
 def project(users):
     project = make_project(owner=users["owner"], name="Arithmetic safety")
     Membership.objects.create(project=project, user=users["supervisor"], role=Role.SUPERVISOR)
+    Membership.objects.create(project=project, user=users["reviewer"], role=Role.REVIEWER)
     Membership.objects.create(project=project, user=users["viewer"], role=Role.VIEWER)
     return project
 
@@ -92,6 +93,13 @@ def _outbound_allowances(tmp_path_factory):
     settings.BACKEND_URL_ALLOWLIST = [*settings.BACKEND_URL_ALLOWLIST, "http://127.0.0.1:*"]
     os.environ["SAFELADDER_MODEL_ROOTS"] = ",".join(settings.MODEL_ROOTS)
     os.environ["SAFELADDER_BACKEND_URLS"] = ",".join(settings.BACKEND_URL_ALLOWLIST)
+    # Webhook receivers in tests are local HTTP servers; retries wait a fraction of a second.
+    settings.WEBHOOK_URL_ALLOWLIST = ["http://127.0.0.1:*"]
+    settings.WEBHOOK_BACKOFF_S = [0.3, 0.6]
+    settings.WEBHOOK_MAX_ATTEMPTS = 3
+    os.environ["SAFELADDER_WEBHOOK_URLS"] = "http://127.0.0.1:*"
+    os.environ["SAFELADDER_WEBHOOK_BACKOFF_S"] = "0.3,0.6"
+    os.environ["SAFELADDER_WEBHOOK_MAX_ATTEMPTS"] = "3"
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,14 @@ log = logging.getLogger(__name__)
 
 @shared_task(name=TRAIN, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def train(*, run_id: int) -> str | None:
+    from annotator.services.training.notify import run_ended
     from annotator.services.training.worker import run_execute
 
     request = train.request
     worker = request.hostname or socket.gethostname()
-    return run_execute(run_id=run_id, worker=worker)
+    status = run_execute(run_id=run_id, worker=worker)
+    run_ended(run_id=run_id)  # once, whichever delivery gets here first
+    return status
 
 
 @shared_task(name=AUTOTRAIN_CHECK, acks_late=True, ignore_result=True)

@@ -138,6 +138,14 @@ VLLM_BASE_URL = os.environ.get("VLLM_BASE_URL", "http://127.0.0.1:8001")
 # of `*` matches any port) and folders besides the model store that checkpoints may be loaded from.
 BACKEND_URL_ALLOWLIST = _env_list("SAFELADDER_BACKEND_URLS", VLLM_BASE_URL)
 MODEL_ROOTS = _env_list("SAFELADDER_MODEL_ROOTS", "")
+# Where project webhooks may deliver (annotator/outbound.py); empty: nowhere until named.
+WEBHOOK_URL_ALLOWLIST = _env_list("SAFELADDER_WEBHOOK_URLS", "")
+# Attempts of one webhook delivery and the waits between them (seconds).
+WEBHOOK_MAX_ATTEMPTS = int(os.environ.get("SAFELADDER_WEBHOOK_MAX_ATTEMPTS", "6"))
+WEBHOOK_BACKOFF_S = [float(x) for x in _env_list("SAFELADDER_WEBHOOK_BACKOFF_S", "10,60,300,1800,7200")]
+WEBHOOK_TIMEOUT_S = float(os.environ.get("SAFELADDER_WEBHOOK_TIMEOUT_S", "10"))
+# A one-time invite link lasts this long.
+INVITE_TTL_HOURS = int(os.environ.get("SAFELADDER_INVITE_TTL_HOURS", "72"))
 EXPORT_ROOT = Path(os.environ.get("SAFELADDER_EXPORT_ROOT", DATA_DIR / "exports"))
 
 # Proxies whose X-Forwarded-For is believed (addresses or networks, e.g. `10.0.0.0/8`); nobody else's.

@@ -5,10 +5,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotator.models import (
+    Adjudication,
+    Assignment,
     AuditEvent,
     Category,
     Correction,
     DatasetSnapshot,
+    GoldLabel,
+    Invite,
     KnowledgeLabel,
     Membership,
     ModelVersion,
@@ -23,6 +27,8 @@ from annotator.models import (
     Trace,
     TraceReview,
     ValueLabel,
+    Webhook,
+    WebhookDelivery,
 )
 from trainer_worker.vocabulary.labels import SAFETY_TAGS
 
@@ -300,6 +306,9 @@ class TraceSerializer(serializers.ModelSerializer):
             "version",
             "error",
             "step_count",
+            "review_count",
+            "verdict",
+            "disputed",
             "created_at",
             "updated_at",
         ]
@@ -314,14 +323,35 @@ class TraceSerializer(serializers.ModelSerializer):
         return len(cache["steps"]) if "steps" in cache else obj.steps.count()
 
 
+class AdjudicationSerializer(serializers.ModelSerializer):
+    adjudicator = UserBriefSerializer(read_only=True, allow_null=True)
+    safety_label = serializers.ChoiceField(choices=SafetyLabel.choices, allow_blank=True, read_only=True)
+    value_label = serializers.ChoiceField(choices=ValueLabel.choices, allow_blank=True, read_only=True)
+    knowledge_label = serializers.ChoiceField(choices=KnowledgeLabel.choices, allow_blank=True, read_only=True)
+
+    class Meta:
+        model = Adjudication
+        fields = ["verdict", "safety_label", "value_label", "knowledge_label", "note", "adjudicator", "updated_at"]
+        read_only_fields = fields
+
+
 class TraceDetailSerializer(TraceSerializer):
     steps = StepSerializer(many=True, read_only=True)
     reviews = TraceReviewSerializer(many=True, read_only=True)
     branches = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    adjudication = serializers.SerializerMethodField()
 
     class Meta(TraceSerializer.Meta):
-        fields = [*TraceSerializer.Meta.fields, "steps", "reviews", "branches"]
+        fields = [*TraceSerializer.Meta.fields, "steps", "reviews", "branches", "adjudication"]
         read_only_fields = fields
+
+    @extend_schema_field(AdjudicationSerializer(allow_null=True))
+    def get_adjudication(self, obj: Trace) -> dict | None:
+        try:
+            adj = obj.adjudication
+        except Adjudication.DoesNotExist:
+            return None
+        return AdjudicationSerializer(adj).data
 
 
 class StepLabelInputSerializer(serializers.Serializer):
@@ -336,6 +366,10 @@ class TraceReviewInputSerializer(serializers.Serializer):
     value_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
     knowledge_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
     note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
+    lead_time_s = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=7 * 24 * 3600,
+        help_text="Seconds you spent on the item (the UI measures it)",
+    )
 
 
 class CorrectionSerializer(serializers.ModelSerializer):
@@ -352,9 +386,15 @@ class CorrectionSerializer(serializers.ModelSerializer):
             "new_text",
             "reason",
             "author",
+            "status",
+            "adjudicated_by",
+            "adjudicated_at",
+            "adjudication_note",
             "created_at",
         ]
         read_only_fields = fields
+
+    adjudicated_by = UserBriefSerializer(read_only=True, allow_null=True)
 
 
 class CorrectionInputSerializer(serializers.Serializer):
@@ -432,6 +472,9 @@ class DatasetFiltersSerializer(serializers.Serializer):
         child=serializers.CharField(), required=False, help_text="Usernames whose labels and reviews count"
     )
     review_status = serializers.ChoiceField(choices=["any", "accepted", "rejected"], required=False)
+    adjudicated_only = serializers.BooleanField(
+        required=False, help_text="Only adjudicated traces and approved corrections (a reviewer resolved them)"
+    )
     images = serializers.BooleanField(
         required=False, allow_null=True, help_text="null: images column when the project has image prompts"
     )
@@ -566,3 +609,277 @@ class EvalResultSerializer(serializers.ModelSerializer):
         model = EvalResult
         fields = ["id", "model_version", "run", "metric", "value", "details", "created_at"]
         read_only_fields = fields
+
+
+# --- the team: queue, assignments, agreement, adjudication, gold (annotator/api/team.py) ------
+
+
+class QueueItemSerializer(TraceSerializer):
+    mine = serializers.BooleanField(read_only=True, help_text="The prompt is assigned to you")
+    my_verdict = serializers.CharField(read_only=True, allow_null=True, help_text="Your review's verdict, if any")
+    category = serializers.CharField(source="prompt.category", read_only=True)
+
+    class Meta(TraceSerializer.Meta):
+        fields = [*TraceSerializer.Meta.fields, "mine", "my_verdict", "category"]
+        read_only_fields = fields
+
+
+class QueueNextSerializer(serializers.Serializer):
+    trace = QueueItemSerializer(allow_null=True, help_text="The next trace to review, or null")
+    prompt = PromptSerializer(allow_null=True, help_text="With no trace left: an assigned prompt with no trace yet")
+    left = serializers.IntegerField(help_text="Your traces not reviewed yet")
+
+
+class QueueCountsSerializer(serializers.Serializer):
+    assigned = serializers.IntegerField(help_text="Traces of prompts assigned to you")
+    done = serializers.IntegerField(help_text="Of those, reviewed by you")
+    left = serializers.IntegerField()
+    prompts_without_trace = serializers.IntegerField()
+    traces = serializers.IntegerField(help_text="All traces of the project")
+    unreviewed = serializers.IntegerField()
+    reviewed = serializers.IntegerField()
+    disputed = serializers.IntegerField()
+
+
+class AssignmentSerializer(serializers.ModelSerializer):
+    annotator = UserBriefSerializer(read_only=True)
+
+    class Meta:
+        model = Assignment
+        fields = ["id", "prompt", "annotator", "due_at", "created_at"]
+        read_only_fields = fields
+
+
+class AssignInputSerializer(serializers.Serializer):
+    annotators = serializers.ListField(child=serializers.CharField(max_length=150), min_length=1, max_length=500,
+                                       help_text="Usernames")
+    overlap = serializers.IntegerField(required=False, default=1, min_value=1, max_value=20,
+                                       help_text="Annotators per prompt")
+    strategy = serializers.ChoiceField(choices=["round_robin", "weighted", "category"], required=False,
+                                       default="round_robin")
+    prompts = serializers.ListField(child=serializers.IntegerField(), required=False, max_length=100000,
+                                    help_text="Prompt ids (default: every prompt of the project)")
+    category = serializers.ChoiceField(choices=Category.choices, required=False,
+                                       help_text="Only prompts of this category")
+    weights = serializers.DictField(child=serializers.FloatField(min_value=0.001), required=False,
+                                    help_text="weighted: {username: weight}")
+    categories = serializers.DictField(child=serializers.ListField(child=serializers.CharField(max_length=32)),
+                                       required=False, help_text="category: {username: [categories they take]}")
+    due_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class AssignResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+
+
+class AssignmentProgressSerializer(serializers.Serializer):
+    annotator = UserBriefSerializer()
+    prompts = serializers.IntegerField()
+    traces = serializers.IntegerField()
+    done = serializers.IntegerField()
+    left = serializers.IntegerField()
+
+
+class _PairSerializer(serializers.Serializer):
+    a = serializers.CharField()
+    b = serializers.CharField()
+    items = serializers.IntegerField()
+    kappa = serializers.FloatField(allow_null=True)
+    agreement = serializers.FloatField(allow_null=True)
+
+
+class _AnnotatorAgreementSerializer(serializers.Serializer):
+    annotator = serializers.CharField()
+    labels = serializers.IntegerField()
+    consensus_items = serializers.IntegerField()
+    kappa_vs_consensus = serializers.FloatField(allow_null=True)
+    agreement_vs_consensus = serializers.FloatField(allow_null=True)
+    gold_items = serializers.IntegerField()
+    gold_accuracy = serializers.FloatField(allow_null=True)
+
+
+class _PeriodSerializer(serializers.Serializer):
+    period = serializers.CharField()
+    items = serializers.IntegerField()
+    alpha = serializers.FloatField(allow_null=True)
+
+
+class FamilyAgreementSerializer(serializers.Serializer):
+    level = serializers.CharField()
+    items = serializers.IntegerField(help_text="Items labelled by two annotators or more")
+    labelled_items = serializers.IntegerField()
+    annotators = serializers.ListField(child=serializers.CharField())
+    alpha = serializers.FloatField(allow_null=True, help_text="Krippendorff's alpha over all annotators")
+    pairs = _PairSerializer(many=True)
+    per_annotator = _AnnotatorAgreementSerializer(many=True)
+    over_time = _PeriodSerializer(many=True)
+
+
+class _FamiliesSerializer(serializers.Serializer):
+    verdict = FamilyAgreementSerializer()
+    safety_label = FamilyAgreementSerializer()
+    value_label = FamilyAgreementSerializer()
+    knowledge_label = FamilyAgreementSerializer()
+    step_rating = FamilyAgreementSerializer()
+
+
+class _AnnotatorStatsSerializer(serializers.Serializer):
+    annotator = serializers.CharField()
+    items = serializers.IntegerField(help_text="Traces reviewed")
+    median_seconds = serializers.FloatField(allow_null=True, help_text="Median time per item")
+    agreement = serializers.FloatField(allow_null=True, help_text="Share of labels that match the others' consensus")
+
+
+class AgreementSerializer(serializers.Serializer):
+    bucket = serializers.CharField()
+    families = _FamiliesSerializer()
+    annotators = _AnnotatorStatsSerializer(many=True)
+
+
+class AdjudicationInputSerializer(serializers.Serializer):
+    verdict = serializers.CharField(max_length=32)
+    safety_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    value_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    knowledge_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
+
+
+class CorrectionAdjudicateSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
+
+
+class GoldSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = GoldLabel
+        fields = ["trace", "verdict", "safety_label", "value_label", "knowledge_label", "step_ratings", "updated_at"]
+        read_only_fields = fields
+
+
+class GoldInputSerializer(serializers.Serializer):
+    verdict = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    safety_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    value_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    knowledge_label = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    step_ratings = serializers.DictField(child=serializers.IntegerField(), required=False,
+                                         help_text="{step index: 1, 0 or -1}")
+
+
+# --- webhooks (annotator/api/webhooks.py) -----------------------------------------------------
+
+
+class WebhookSerializer(serializers.ModelSerializer):
+    events = serializers.ListField(child=serializers.CharField())
+
+    class Meta:
+        model = Webhook
+        fields = ["id", "url", "events", "active", "description", "created_at"]
+        read_only_fields = fields
+
+
+class WebhookCreatedSerializer(WebhookSerializer):
+    class Meta(WebhookSerializer.Meta):
+        fields = [*WebhookSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class WebhookInputSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=1000)
+    events = serializers.ListField(child=serializers.CharField(max_length=40), required=False, max_length=20,
+                                   help_text="Event types (default: all)")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class WebhookUpdateSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=1000, required=False)
+    events = serializers.ListField(child=serializers.CharField(max_length=40), required=False, max_length=20)
+    active = serializers.BooleanField(required=False)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    rotate_secret = serializers.BooleanField(required=False, default=False)
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = WebhookDelivery
+        fields = ["id", "message_id", "event_type", "payload", "status", "attempts", "last_status_code",
+                  "last_error", "next_attempt_at", "created_at", "finished_at"]
+        read_only_fields = fields
+
+
+# --- accounts and invites (annotator/api/accounts.py) -----------------------------------------
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    is_site_admin = serializers.BooleanField()
+
+
+class UserSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = User
+        fields = ["id", "username", "email", "is_staff", "date_joined", "last_login"]
+        read_only_fields = fields
+
+
+class UserInputSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(style={"input_type": "password"}, max_length=1000)
+    email = serializers.EmailField(required=False, allow_blank=True)
+    is_staff = serializers.BooleanField(required=False, default=False, help_text="A site administrator")
+
+
+class InviteSerializer(serializers.ModelSerializer):
+    project_name = serializers.CharField(source="project.name", read_only=True, allow_null=True)
+    state = serializers.SerializerMethodField()
+    used_by = UserBriefSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Invite
+        fields = ["id", "project", "project_name", "role", "note", "created_at", "expires_at", "used_at", "used_by",
+                  "state"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=["open", "used", "expired"]))
+    def get_state(self, obj: Invite) -> str:
+        from annotator.services.accounts import invite_state
+
+        return invite_state(obj)
+
+
+class InviteCreatedSerializer(InviteSerializer):
+    link = serializers.CharField(read_only=True, help_text="The one-time link; shown this once")
+
+    class Meta(InviteSerializer.Meta):
+        fields = [*InviteSerializer.Meta.fields, "link"]
+        read_only_fields = fields
+
+
+class InviteInputSerializer(serializers.Serializer):
+    project = serializers.IntegerField()
+    role = serializers.ChoiceField(choices=Role.choices, required=False, default=Role.SUPERVISOR)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+# --- model lineage (annotator/api/training.py) ------------------------------------------------
+
+
+class PromotionSerializer(serializers.Serializer):
+    by = serializers.CharField(allow_null=True)
+    at = serializers.DateTimeField()
+    previous = serializers.IntegerField(allow_null=True)
+
+
+class LineageSerializer(serializers.Serializer):
+    model = ModelVersionSerializer()
+    parent = ModelVersionSerializer(allow_null=True)
+    run = TrainingRunSerializer(allow_null=True)
+    snapshots = DatasetSnapshotSerializer(many=True)
+    evals = EvalResultSerializer(many=True)
+    promotions = PromotionSerializer(many=True)
+    serving = serializers.BooleanField()
+
+
+class ControllerSerializer(serializers.Serializer):
+    user = UserBriefSerializer()
+    expires_at = serializers.DateTimeField()

@@ -116,6 +116,19 @@ class ModelEvalsView(ProjectScoped):
         return Response(self.get_serializer(selectors.model_evals(version), many=True).data)
 
 
+class ModelLineageView(ProjectScoped):
+    """Where a model version came from: its parent, the run that trained it and that run's
+    snapshots, its evaluations, and every promotion of it (who, when, what it replaced)."""
+
+    serializer_class = s.LineageSerializer
+
+    def get(self, request, project_id, version_id):
+        version = selectors.get_in_project(
+            selectors.model_version_list(self.project), self.project, version_id, what="Model version"
+        )
+        return Response(self.get_serializer(selectors.model_lineage(version)).data)
+
+
 class ProjectEvalsView(ProjectScoped, generics.ListAPIView):
     """Every evaluation result of the project's model versions (the safety-vs-capability view)."""
 
@@ -135,5 +148,6 @@ urlpatterns = [
     path(f"{P}/runs/<int:run_id>/cancel/", RunCancelView.as_view(), name="run-cancel"),
     path(f"{P}/models/<int:version_id>/promote/", ModelPromoteView.as_view(), name="model-version-promote"),
     path(f"{P}/models/<int:version_id>/evals/", ModelEvalsView.as_view(), name="model-version-evals"),
+    path(f"{P}/models/<int:version_id>/lineage/", ModelLineageView.as_view(), name="model-version-lineage"),
     path(f"{P}/evals/", ProjectEvalsView.as_view(), name="project-evals"),
 ]

@@ -40,3 +40,9 @@ urlpatterns += datasets_urlpatterns
 from annotator.api.training import urlpatterns as training_urlpatterns  # noqa: E402
 
 urlpatterns += training_urlpatterns
+
+from annotator.api.accounts import urlpatterns as account_urlpatterns  # noqa: E402
+from annotator.api.team import urlpatterns as team_urlpatterns  # noqa: E402
+from annotator.api.webhooks import urlpatterns as webhook_urlpatterns  # noqa: E402
+
+urlpatterns += team_urlpatterns + webhook_urlpatterns + account_urlpatterns

@@ -19,7 +19,7 @@ from annotator.api import serializers as s
 from annotator.api.parsers import StrictJSONParser
 from annotator.errors import InvalidInput, NotFound
 from annotator.models import ApiToken, Category, Role, Trace, TraceStatus
-from annotator.services import corrections, generation, labels, model_versions, projects, prompts
+from annotator.services import claims, corrections, generation, labels, model_versions, projects, prompts
 
 
 def _read_upload(upload, *, limit: int, what: str) -> bytes:
@@ -412,6 +412,7 @@ class TraceListView(ProjectScoped, generics.ListAPIView):
             model_version=model,
             sampling_params=v.get("sampling_params"),
         )
+        claims.control_check(trace=trace, user=request.user)  # who starts a generation controls it
         return Response(self.get_serializer(trace).data, status=status.HTTP_201_CREATED)
 
 
@@ -424,7 +425,9 @@ class TraceActionView(ProjectScoped):
 
     @extend_schema(request=None, responses={200: s.TraceSerializer, 409: s.ErrorSerializer})
     def post(self, request, project_id, trace_id):
-        trace = type(self).service(trace=self.get_trace(trace_id, Trace.objects), actor=request.user)
+        trace = self.get_trace(trace_id, Trace.objects.select_related("project"))
+        claims.control_check(trace=trace, user=request.user)
+        trace = type(self).service(trace=trace, actor=request.user)
         return Response(self.get_serializer(trace).data)
 
 
@@ -519,9 +522,9 @@ class TraceCorrectionView(ProjectScoped):
     def post(self, request, project_id, trace_id):
         data = s.CorrectionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        correction = corrections.correction_create(
-            trace=self.get_trace(trace_id), author=request.user, **data.validated_data
-        )
+        trace = self.get_trace(trace_id)
+        claims.control_check(trace=trace, user=request.user)
+        correction = corrections.correction_create(trace=trace, author=request.user, **data.validated_data)
         return Response(self.get_serializer(correction).data, status=status.HTTP_201_CREATED)
 
 

@@ -17,7 +17,12 @@ Filters (``CorpusFilter``; JSON shape in docs/datasets.md "Snapshots"):
 - ``review_status``: ``accepted`` / ``rejected`` keeps only traces with that verdict (after the
   annotator filter; verdict rules as in docs/datasets.md), ``any`` keeps all. Pair kinds need both
   sides: with ``accepted`` a correction pair loses its (usually rejected) original;
-- ``images``: None (default) / False / True, passed to ``materialise``.
+- ``images``: None (default) / False / True, passed to ``materialise``;
+- ``adjudicated_only``: keep only what a reviewer resolved: adjudicated traces, and the traces of
+  approved corrections (with their corrections); pending corrections are left out.
+
+Adjudications always win over the reviews (``TraceRec.adjudication``), and corrections a reviewer
+rejected never become training data, with or without ``adjudicated_only``.
 """
 
 from __future__ import annotations
@@ -46,9 +51,11 @@ from annotator.datasets.records import (
 )
 from annotator.errors import InvalidInput
 from annotator.models import (
+    Adjudication,
     Category,
     Comparison,
     Correction,
+    CorrectionStatus,
     ModelVersion,
     Project,
     Prompt,
@@ -60,7 +67,10 @@ from annotator.models import (
 )
 
 REVIEW_STATUSES = ("any", "accepted", "rejected")
-FILTER_KEYS = ("categories", "created_from", "created_to", "model_versions", "annotators", "review_status", "images")
+FILTER_KEYS = (
+    "categories", "created_from", "created_to", "model_versions", "annotators", "review_status", "images",
+    "adjudicated_only",
+)
 CHUNK = 5000  # rows per server-side cursor fetch
 
 
@@ -73,6 +83,7 @@ class CorpusFilter:
     annotators: tuple[str, ...] = ()
     review_status: str = "any"
     images: bool | None = None
+    adjudicated_only: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> CorpusFilter:
@@ -104,6 +115,9 @@ class CorpusFilter:
         images = data.get("images")
         if images is not None and not isinstance(images, bool):
             raise InvalidInput("images must be true, false or null.", code="bad_filter")
+        adjudicated_only = data.get("adjudicated_only", False)
+        if not isinstance(adjudicated_only, bool):
+            raise InvalidInput("adjudicated_only must be true or false.", code="bad_filter")
         start = _when(data.get("created_from"), "created_from", end_of_day=False)
         end = _when(data.get("created_to"), "created_to", end_of_day=True)
         if start and end and start > end:
@@ -116,6 +130,7 @@ class CorpusFilter:
             annotators=tuple(sorted(set(_str_list(data.get("annotators"), "annotators")))),
             review_status=status,
             images=images,
+            adjudicated_only=adjudicated_only,
         )
 
     def check_against(self, project: Project) -> None:
@@ -154,6 +169,8 @@ class CorpusFilter:
             out["review_status"] = self.review_status
         if self.images is not None:
             out["images"] = self.images
+        if self.adjudicated_only:
+            out["adjudicated_only"] = True
         return out
 
 
@@ -194,7 +211,9 @@ def _none_if_blank(value: str) -> str | None:
     return value or None
 
 
-def _verdict(reviews: list[ReviewRec]) -> str | None:
+def _verdict(reviews: list[ReviewRec], adjudication: ReviewRec | None = None) -> str | None:
+    if adjudication is not None and adjudication.verdict:
+        return adjudication.verdict
     verdicts = {r.verdict for r in reviews if r.verdict}
     return verdicts.pop() if len(verdicts) == 1 else None
 
@@ -209,6 +228,13 @@ def _traces(project: Project, f: CorpusFilter) -> QuerySet[Trace]:
         qs = qs.filter(created_at__lte=f.created_to)
     if f.model_versions:
         qs = qs.filter(model_version_id__in=f.model_versions)
+    if f.adjudicated_only:
+        approved = Correction.objects.filter(status=CorrectionStatus.APPROVED)
+        qs = qs.filter(
+            Q(adjudication__isnull=False)
+            | Q(pk__in=approved.values("original_trace_id"))
+            | Q(pk__in=approved.values("corrected_trace_id"))
+        )
     return qs
 
 
@@ -257,10 +283,20 @@ def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = 
         blank = _none_if_blank
         reviews[trace_id].append(ReviewRec(who, blank(verdict), blank(safety), blank(value), blank(knowledge)))
 
+    adjudications: dict[int, ReviewRec] = {}
+    for trace_id, who, verdict, safety, value, knowledge in Adjudication.objects.filter(trace__in=traces).values_list(
+        "trace_id", "adjudicator__username", "verdict", "safety_label", "value_label", "knowledge_label"
+    ):
+        blank = _none_if_blank
+        adjudications[trace_id] = ReviewRec(who or "", blank(verdict), blank(safety), blank(value), blank(knowledge))
+
     keep: set[int] | None = None
     if f.review_status != "any":
         wanted = "accept" if f.review_status == "accepted" else "reject"
-        keep = {tid for tid, revs in reviews.items() if _verdict(revs) == wanted}
+        keep = {
+            tid for tid in set(reviews) | set(adjudications)
+            if _verdict(reviews.get(tid, []), adjudications.get(tid)) == wanted
+        }
 
     labels: dict[tuple[int, int], list[StepLabelRec]] = defaultdict(list)
     label_rows = _by_annotator(StepLabel.objects.filter(step__trace__in=traces), "annotator", f)
@@ -307,6 +343,7 @@ def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = 
                 status=status,
                 reviews=reviews.get(pk, []),
                 created_at=created,
+                adjudication=adjudications.get(pk),
             )
         )
     selected = {t.id for t in trace_recs}
@@ -314,9 +351,10 @@ def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = 
     corrections = [
         CorrectionRec(pk, original, corrected, index, old, new, author or "")
         for pk, original, corrected, index, old, new, author in _by_annotator(
-            Correction.objects.filter(project=project).filter(
-                Q(original_trace__in=traces) | Q(corrected_trace__in=traces)
-            ),
+            Correction.objects.filter(project=project)
+            .exclude(status=CorrectionStatus.REJECTED)
+            .exclude(status=CorrectionStatus.PENDING if f.adjudicated_only else "-")
+            .filter(Q(original_trace__in=traces) | Q(corrected_trace__in=traces)),
             "author",
             f,
         )

@@ -88,8 +88,11 @@ def _completion(trace: TraceRec) -> str:
 
 
 def _verdict(trace: TraceRec) -> str | None:
-    """'accept' when at least one reviewer accepted and nobody rejected; 'reject' when somebody
-    rejected and nobody accepted; None when unreviewed or reviewers disagree."""
+    """The adjudicated verdict when a reviewer resolved the trace; otherwise 'accept' when at least
+    one reviewer accepted and nobody rejected, 'reject' when somebody rejected and nobody accepted,
+    None when unreviewed or reviewers disagree."""
+    if trace.adjudication is not None and trace.adjudication.verdict:
+        return trace.adjudication.verdict
     verdicts = {r.verdict for r in trace.reviews if r.verdict}
     if verdicts == {"accept"}:
         return "accept"
@@ -98,9 +101,15 @@ def _verdict(trace: TraceRec) -> str | None:
     return None
 
 
-def _unanimous(values: list[str | None]) -> str | None:
-    given = {v for v in values if v is not None}
-    return given.pop() if len(given) == 1 else None
+def _consensus(values: list[str]) -> str | None:
+    """The label more than half of the annotators gave; None on a tie or with no labels."""
+    if not values:
+        return None
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    label, n = max(counts.items(), key=lambda kv: kv[1])
+    return label if n * 2 > len(values) else None
 
 
 def _uniq(items: list[str]) -> list[str]:
@@ -322,10 +331,11 @@ def _verifier(attr: str, scores: dict[str, float]) -> Callable[[_Ctx], Iterator[
             prompt = ctx.prompt_of(trace)
             if prompt is None:
                 continue
-            values = [getattr(r, attr) for r in trace.reviews]
-            label = _unanimous([v for v in values if v in scores])
+            given = [(r.annotator, getattr(r, attr)) for r in trace.reviews if getattr(r, attr) in scores]
+            adjudicated = getattr(trace.adjudication, attr, None) if trace.adjudication else None
+            label = adjudicated if adjudicated in scores else _consensus([v for _, v in given])
             if label is None:
-                continue  # unlabelled, or reviewers disagree
+                continue  # unlabelled, or no majority and no adjudication
             if attr == "knowledge_label" and prompt.reference is None:
                 continue  # true/false is judged against a reference answer
             yield {
@@ -334,7 +344,15 @@ def _verifier(attr: str, scores: dict[str, float]) -> Callable[[_Ctx], Iterator[
                 "label": label,
                 "score": scores[label],
                 "reference": prompt.reference,
-                **ctx.base(prompt, [trace], [r.annotator for r in trace.reviews if getattr(r, attr) == label]),
+                "annotator_count": len(given),
+                "agreeing_count": sum(1 for _, v in given if v == label),
+                "adjudicated": adjudicated in scores,
+                **ctx.base(
+                    prompt,
+                    [trace],
+                    [who for who, v in given if v == label]
+                    + ([trace.adjudication.annotator] if adjudicated in scores else []),
+                ),
             }
 
     return run
@@ -432,6 +450,9 @@ for _k in ("verifier_safety", "verifier_value", "verifier_knowledge"):
         ("label", pa.string()),
         ("score", pa.float64()),
         ("reference", pa.string()),
+        ("annotator_count", pa.int64()),
+        ("agreeing_count", pa.int64()),
+        ("adjudicated", pa.bool_()),
     ]
 
 

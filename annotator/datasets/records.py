@@ -68,6 +68,8 @@ class TraceRec:
     status: str = "finished"
     reviews: list[ReviewRec] = field(default_factory=list)
     created_at: datetime | None = None
+    # A reviewer's resolution: its verdict and its non-empty labels win over the reviews.
+    adjudication: ReviewRec | None = None
 
 
 @dataclass(frozen=True)

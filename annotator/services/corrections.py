@@ -16,6 +16,7 @@ from annotator.models import Correction, Step, StepOrigin, Trace, TraceStatus
 from annotator.services.audit import audit_record
 from annotator.services.generation import branch_start
 from annotator.services.training.autotrain import autotrain_nudge
+from annotator.services.webhooks import webhook_emit
 
 MAX_STEP_CHARS = 4000
 
@@ -95,4 +96,7 @@ def correction_create(
     )
     branch_start(correction=correction)
     autotrain_nudge(project_id=locked.project_id)
+    webhook_emit(project=locked.project, event_type="correction.created", data={
+        "correction": correction.pk, "trace": locked.pk, "branch": branch.pk, "step_index": step_index,
+        "old_text": old.text, "new_text": text, "reason": reason, "author": getattr(author, "username", None)})
     return correction

@@ -92,7 +92,14 @@ def trace_create(
         data={"prompt": prompt.pk, "model_version": model.pk, "params": params},
     )
     enqueue_on_commit(GENERATE_TRACE, trace_id=trace.pk)
+    transaction.on_commit(lambda: _tell_queue(trace))
     return trace
+
+
+def _tell_queue(trace: Trace) -> None:
+    """Open queue pages hear of a new trace and of one that ended (annotator/project_consumer.py)."""
+    events.publish_project_event(trace.project_id, "queue.trace", trace=trace.pk, prompt=trace.prompt_id,
+                                 status=trace.status)
 
 
 @transaction.atomic
@@ -339,3 +346,4 @@ def trace_generate(*, trace_id: int) -> None:
     flags.clear_stop(trace_id)
     trace.refresh_from_db()
     trace_status_event(trace)
+    _tell_queue(trace)

@@ -110,6 +110,51 @@ def _check_choice(value: Any, choices: type, field: str) -> str:
     return value
 
 
+REVIEW_LABELS = ("safety_label", "value_label", "knowledge_label")
+MAX_LEAD_TIME_S = 7 * 24 * 3600
+
+
+def review_labels_check(
+    *, verdict: Any, safety_label: Any = "", value_label: Any = "", knowledge_label: Any = ""
+) -> dict[str, str]:
+    """A verdict and the three SafeWork labels, checked (reviews, adjudications and gold share it)."""
+    if verdict not in Verdict.values:
+        raise InvalidInput(f"verdict must be one of {', '.join(Verdict.values)}.")
+    return {
+        "verdict": verdict,
+        "safety_label": _check_choice(safety_label, SafetyLabel, "safety_label"),
+        "value_label": _check_choice(value_label, ValueLabel, "value_label"),
+        "knowledge_label": _check_choice(knowledge_label, KnowledgeLabel, "knowledge_label"),
+    }
+
+
+def _check_lead_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_LEAD_TIME_S:
+        raise InvalidInput(f"lead_time_s must be a number of seconds between 0 and {MAX_LEAD_TIME_S}.")
+    return float(value)
+
+
+def trace_summary_refresh(*, trace_id: int) -> Trace:
+    """Recompute the trace's review summary (review_count, verdict, disputed) inside the caller's
+    transaction; the adjudication, when there is one, decides the verdict and ends the dispute."""
+    from annotator.models import Adjudication
+
+    trace = Trace.objects.select_for_update().get(pk=trace_id)
+    rows = list(TraceReview.objects.filter(trace_id=trace_id).values("verdict", *REVIEW_LABELS))
+    adjudication = Adjudication.objects.filter(trace_id=trace_id).first()
+    verdicts = {r["verdict"] for r in rows if r["verdict"]}
+    split = len(verdicts) > 1 or any(len({r[f] for r in rows if r[f]}) > 1 for f in REVIEW_LABELS)
+    if adjudication is not None:
+        verdict, disputed = adjudication.verdict, False
+    else:
+        verdict, disputed = (verdicts.pop() if len(verdicts) == 1 else ""), split
+    trace.review_count, trace.verdict, trace.disputed = len(rows), verdict, disputed
+    trace.save(update_fields=["review_count", "verdict", "disputed"])
+    return trace
+
+
 @transaction.atomic
 def trace_review_set(
     *,
@@ -120,19 +165,19 @@ def trace_review_set(
     value_label: Any = "",
     knowledge_label: Any = "",
     note: Any = "",
+    lead_time_s: Any = None,
 ) -> TraceReview:
-    if verdict not in Verdict.values:
-        raise InvalidInput(f"verdict must be one of {', '.join(Verdict.values)}.")
+    fields: dict[str, Any] = review_labels_check(
+        verdict=verdict, safety_label=safety_label, value_label=value_label, knowledge_label=knowledge_label
+    )
     if not isinstance(note, str):
         raise InvalidInput("note must be a string.")
-    fields = {
-        "verdict": verdict,
-        "safety_label": _check_choice(safety_label, SafetyLabel, "safety_label"),
-        "value_label": _check_choice(value_label, ValueLabel, "value_label"),
-        "knowledge_label": _check_choice(knowledge_label, KnowledgeLabel, "knowledge_label"),
-        "note": note,
-    }
+    fields["note"] = note
+    lead = _check_lead_time(lead_time_s)
+    if lead is not None:  # a later edit that measured nothing keeps the first measurement
+        fields["lead_time_s"] = lead
     review, created = TraceReview.objects.update_or_create(trace=trace, annotator=annotator, defaults=fields)
+    summary = trace_summary_refresh(trace_id=trace.pk)
     audit_record(
         project=trace.project,
         actor=annotator,
@@ -141,7 +186,30 @@ def trace_review_set(
         data={"trace": trace.pk, **{k: v for k, v in fields.items() if k != "note"}, "created": created},
     )
     _publish_on_commit(trace.pk, "review.updated", review=review_payload(review))
+    _team_on_commit(trace, summary, review, annotator)
     return review
+
+
+def _team_on_commit(trace: Trace, summary: Trace, review: TraceReview, annotator: Any) -> None:
+    """What a saved review tells the team: the project's queues (live) and its webhooks."""
+    from annotator import events
+    from annotator.services.webhooks import webhook_emit
+
+    queue_event = {
+        "trace": trace.pk,
+        "prompt": trace.prompt_id,
+        "review_count": summary.review_count,
+        "verdict": summary.verdict,
+        "disputed": summary.disputed,
+        "by": _user(annotator),
+    }
+    transaction.on_commit(lambda: events.publish_project_event(trace.project_id, "queue.reviewed", **queue_event))
+    webhook_emit(
+        project=trace.project,
+        event_type="trace.reviewed",
+        data={"trace": trace.pk, "prompt": trace.prompt_id, "review": review_payload(review), **{
+            k: queue_event[k] for k in ("review_count", "verdict", "disputed")}},
+    )
 
 
 @transaction.atomic

@@ -108,4 +108,9 @@ def model_promote(*, version: ModelVersion, actor: Any) -> Project:
         project.save(update_fields=["serving_model"])
         audit_record(project=project, actor=actor, action="model_version.promoted", target=version,
                      data={"previous": previous, "name": version.name})
+        from annotator.services.webhooks import webhook_emit
+
+        webhook_emit(project=project, event_type="model.promoted", data={
+            "model_version": version.pk, "name": version.name, "previous": previous,
+            "by": getattr(actor, "username", None), "produced_by": version.produced_by_id})
     return project

@@ -187,4 +187,10 @@ def _finish(snapshot_id: int, *, status: str, work: Path | None = None, **fields
             target=snapshot,
             data={k: fields[k] for k in ("sha256", "record_count", "counts", "error") if k in fields},
         )
+        if status == SnapshotStatus.READY:
+            from annotator.services.webhooks import webhook_emit
+
+            webhook_emit(project=snapshot.project, event_type="snapshot.ready", data={
+                "snapshot": snapshot.pk, "kind": snapshot.kind, "record_count": snapshot.record_count,
+                "sha256": snapshot.sha256, "counts": snapshot.counts})
     return snapshot

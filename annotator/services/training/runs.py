@@ -176,4 +176,8 @@ def run_cancel(*, run: TrainingRun, actor: Any) -> TrainingRun:
                  data={"status": locked.status})
     flags.raise_cancel_on_commit(locked.pk)
     transaction.on_commit(lambda: publish_progress(locked.pk))
+    if locked.status == RunStatus.CANCELLED:
+        from annotator.services.training.notify import run_ended
+
+        run_ended(run_id=locked.pk)
     return locked

@@ -43,6 +43,80 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/invites/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Invite links (site admins). POST makes one: the answer's `link` is shown this once. */
+        get: operations["invites_list"];
+        put?: never;
+        /** @description Invite links (site admins). POST makes one: the answer's `link` is shown this once. */
+        post: operations["invites_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/invites/{invite_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: operations["invites_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/invites/accept/{token}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description What an invite link offers (anyone with the link), and using it: with a username and a
+         *     password a new account joins; a logged-in caller joins with their own account.
+         */
+        get: operations["invites_accept_retrieve"];
+        put?: never;
+        /**
+         * @description What an invite link offers (anyone with the link), and using it: with a username and a
+         *     password a new account joins; a logged-in caller joins with their own account.
+         */
+        post: operations["invites_accept_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/me/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["me_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/": {
         parameters: {
             query?: never;
@@ -78,6 +152,78 @@ export interface paths {
         patch: operations["projects_partial_update"];
         trace?: never;
     };
+    "/api/projects/{project_id}/agreement/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description Agreement per label family: Krippendorff's alpha, Cohen's kappa per pair and against the
+         *     others' consensus, gold accuracy, alpha per period; and per annotator: items, median time.
+         */
+        get: operations["projects_agreement_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/assignments/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Who has which prompt. POST distributes prompts with an overlap (owners). */
+        get: operations["projects_assignments_list"];
+        put?: never;
+        /** @description Who has which prompt. POST distributes prompts with an overlap (owners). */
+        post: operations["projects_assignments_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/assignments/{assignment_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** @description Base: resolves self.project / self.membership through the permission gate before the handler. */
+        delete: operations["projects_assignments_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/assignments/progress/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Per annotator: prompts assigned, their traces, done and left. */
+        get: operations["projects_assignments_progress_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/audit/": {
         parameters: {
             query?: never;
@@ -106,6 +252,23 @@ export interface paths {
         get: operations["projects_corrections_list"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/corrections/{correction_id}/adjudicate/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Approve or reject a correction (reviewers). Rejected corrections never become training pairs. */
+        post: operations["projects_corrections_adjudicate_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -207,6 +370,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/gold/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Gold items and their known answers (reviewers: supervisors must not see the answers). */
+        get: operations["projects_gold_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/members/": {
         parameters: {
             query?: never;
@@ -288,6 +468,26 @@ export interface paths {
         };
         /** @description Evaluation results of a model version (held-out accuracy, safety score, CoT length...). */
         get: operations["projects_models_evals_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/models/{version_id}/lineage/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description Where a model version came from: its parent, the run that trained it and that run's
+         *     snapshots, its evaluations, and every promotion of it (who, when, what it replaced).
+         */
+        get: operations["projects_models_lineage_retrieve"];
         put?: never;
         post?: never;
         delete?: never;
@@ -400,6 +600,60 @@ export interface paths {
          *     uploaded in the same request, or data: URLs), "category", "reference", "metadata", "id".
          */
         post: operations["projects_prompts_import_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/queue/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The review queue, oldest first. It changes live: /ws/projects/{p}/ says when. */
+        get: operations["projects_queue_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/queue/counts/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Counters for the queue: yours (assigned, done, left) and the project's. */
+        get: operations["projects_queue_counts_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/queue/next/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description Your next item: the first trace after `after` (wrapping round) assigned to you that you have
+         *     not reviewed; with none left, an assigned prompt that has no trace yet.
+         */
+        get: operations["projects_queue_next_retrieve"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -519,6 +773,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/traces/{trace_id}/adjudication/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description A reviewer's resolution of the trace's reviews (it wins in the queue and in datasets). */
+        put: operations["projects_traces_adjudication_update"];
+        post?: never;
+        /** @description A reviewer's resolution of the trace's reviews (it wins in the queue and in datasets). */
+        delete: operations["projects_traces_adjudication_destroy"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/traces/{trace_id}/continue/": {
         parameters: {
             query?: never;
@@ -530,6 +802,23 @@ export interface paths {
         put?: never;
         /** @description Continue a stopped trace from its saved steps. */
         post: operations["projects_traces_continue_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/traces/{trace_id}/controller/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Who controls the live trace now (null: nobody; the next control action takes it). */
+        get: operations["projects_traces_controller_retrieve"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -549,6 +838,24 @@ export interface paths {
         /** @description Correct step k: creates a branch trace (steps before k shared, step k yours) queued to continue. */
         post: operations["projects_traces_corrections_create"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/traces/{trace_id}/gold/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Make a trace a gold item with its known-correct review, or stop it being one (reviewers). */
+        put: operations["projects_traces_gold_update"];
+        post?: never;
+        /** @description Make a trace a gold item with its known-correct review, or stop it being one (reviewers). */
+        delete: operations["projects_traces_gold_destroy"];
         options?: never;
         head?: never;
         patch?: never;
@@ -624,10 +931,189 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/webhooks/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The project's webhooks. POST adds one; its answer carries the signing secret (`whsec_…`). */
+        get: operations["projects_webhooks_list"];
+        put?: never;
+        /** @description The project's webhooks. POST adds one; its answer carries the signing secret (`whsec_…`). */
+        post: operations["projects_webhooks_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/webhooks/{webhook_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Base: resolves self.project / self.membership through the permission gate before the handler. */
+        get: operations["projects_webhooks_retrieve"];
+        put?: never;
+        post?: never;
+        /** @description Base: resolves self.project / self.membership through the permission gate before the handler. */
+        delete: operations["projects_webhooks_destroy"];
+        options?: never;
+        head?: never;
+        /** @description Base: resolves self.project / self.membership through the permission gate before the handler. */
+        patch: operations["projects_webhooks_partial_update"];
+        trace?: never;
+    };
+    "/api/projects/{project_id}/webhooks/{webhook_id}/deliveries/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The webhook's delivery log, newest first: status, attempts, the last status code or error. */
+        get: operations["projects_webhooks_deliveries_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Send a failed delivery again (same message id, fresh attempts). */
+        post: operations["projects_webhooks_deliveries_retry_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/webhooks/{webhook_id}/test/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Send a `webhook.test` message now; follow it in the delivery log. */
+        post: operations["projects_webhooks_test_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Every account (site admins). POST creates one with a password. */
+        get: operations["users_list"];
+        put?: never;
+        /** @description Every account (site admins). POST creates one with a password. */
+        post: operations["users_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        Adjudication: {
+            readonly verdict: components["schemas"]["VerdictEnum"];
+            readonly safety_label: components["schemas"]["SafetyLabelEnum"] | components["schemas"]["BlankEnum"];
+            readonly value_label: components["schemas"]["ValueLabelEnum"] | components["schemas"]["BlankEnum"];
+            readonly knowledge_label: components["schemas"]["KnowledgeLabelEnum"] | components["schemas"]["BlankEnum"];
+            readonly note: string;
+            readonly adjudicator: components["schemas"]["UserBrief"] | null;
+            /** Format: date-time */
+            readonly updated_at: string;
+        };
+        AdjudicationInputRequest: {
+            verdict: string;
+            safety_label?: string;
+            value_label?: string;
+            knowledge_label?: string;
+            note?: string;
+        };
+        Agreement: {
+            bucket: string;
+            families: components["schemas"]["_Families"];
+            annotators: components["schemas"]["_AnnotatorStats"][];
+        };
+        AssignInputRequest: {
+            /** @description Usernames */
+            annotators: string[];
+            /**
+             * @description Annotators per prompt
+             * @default 1
+             */
+            overlap?: number;
+            /** @default round_robin */
+            strategy?: components["schemas"]["StrategyEnum"];
+            /** @description Prompt ids (default: every prompt of the project) */
+            prompts?: number[];
+            /**
+             * @description Only prompts of this category
+             *
+             *     * `safety` - Safety
+             *     * `value` - Value
+             *     * `knowledge` - Knowledge
+             *     * `general` - General
+             */
+            category?: components["schemas"]["CategoryEnum"];
+            /** @description weighted: {username: weight} */
+            weights?: {
+                [key: string]: number;
+            };
+            /** @description category: {username: [categories they take]} */
+            categories?: {
+                [key: string]: string[];
+            };
+            /** Format: date-time */
+            due_at?: string | null;
+        };
+        AssignResult: {
+            created: number;
+        };
+        Assignment: {
+            readonly id: number;
+            readonly prompt: number;
+            readonly annotator: components["schemas"]["UserBrief"];
+            /** Format: date-time */
+            readonly due_at: string | null;
+            /** Format: date-time */
+            readonly created_at: string;
+        };
+        AssignmentProgress: {
+            annotator: components["schemas"]["UserBrief"];
+            prompts: number;
+            traces: number;
+            done: number;
+            left: number;
+        };
         AuditEvent: {
             readonly id: number;
             /** @description null for system events */
@@ -657,6 +1143,11 @@ export interface components {
          * @enum {string}
          */
         CategoryEnum: "safety" | "value" | "knowledge" | "general";
+        Controller: {
+            user: components["schemas"]["UserBrief"];
+            /** Format: date-time */
+            expires_at: string;
+        };
         Correction: {
             readonly id: number;
             readonly original_trace: number;
@@ -666,8 +1157,17 @@ export interface components {
             readonly new_text: string;
             readonly reason: string;
             readonly author: components["schemas"]["UserBrief"];
+            readonly status: components["schemas"]["CorrectionStatusEnum"];
+            readonly adjudicated_by: components["schemas"]["UserBrief"] | null;
+            /** Format: date-time */
+            readonly adjudicated_at: string | null;
+            readonly adjudication_note: string;
             /** Format: date-time */
             readonly created_at: string;
+        };
+        CorrectionAdjudicateRequest: {
+            decision: components["schemas"]["DecisionEnum"];
+            note?: string;
         };
         CorrectionInputRequest: {
             /**
@@ -684,6 +1184,13 @@ export interface components {
             expected_version: number;
             reason?: string;
         };
+        /**
+         * @description * `pending` - Pending
+         *     * `approved` - Approved
+         *     * `rejected` - Rejected
+         * @enum {string}
+         */
+        CorrectionStatusEnum: "pending" | "approved" | "rejected";
         DatasetFile: {
             format: components["schemas"]["FormatEnum"];
             bytes: number;
@@ -707,6 +1214,8 @@ export interface components {
             /** @description Usernames whose labels and reviews count */
             annotators?: string[];
             review_status?: components["schemas"]["ReviewStatusEnum"];
+            /** @description Only adjudicated traces and approved corrections (a reviewer resolved them) */
+            adjudicated_only?: boolean;
             /** @description null: images column when the project has image prompts */
             images?: boolean | null;
         };
@@ -752,6 +1261,12 @@ export interface components {
              */
             eval_fraction?: number;
         };
+        /**
+         * @description * `approve` - approve
+         *     * `reject` - reject
+         * @enum {string}
+         */
+        DecisionEnum: "approve" | "reject";
         Error: {
             code: string;
             detail: string;
@@ -768,6 +1283,21 @@ export interface components {
             /** Format: date-time */
             readonly created_at: string;
         };
+        FamilyAgreement: {
+            level: string;
+            /** @description Items labelled by two annotators or more */
+            items: number;
+            labelled_items: number;
+            annotators: string[];
+            /**
+             * Format: double
+             * @description Krippendorff's alpha over all annotators
+             */
+            alpha: number | null;
+            pairs: components["schemas"]["_Pair"][];
+            per_annotator: components["schemas"]["_AnnotatorAgreement"][];
+            over_time: components["schemas"]["_Period"][];
+        };
         /**
          * @description * `jsonl` - jsonl
          *     * `parquet` - parquet
@@ -775,9 +1305,67 @@ export interface components {
          * @enum {string}
          */
         FormatEnum: "jsonl" | "parquet" | "hf";
+        Gold: {
+            readonly trace: number;
+            readonly verdict: components["schemas"]["VerdictEnum"];
+            readonly safety_label: components["schemas"]["SafetyLabelEnum"];
+            readonly value_label: components["schemas"]["ValueLabelEnum"];
+            readonly knowledge_label: components["schemas"]["KnowledgeLabelEnum"];
+            readonly step_ratings: unknown;
+            /** Format: date-time */
+            readonly updated_at: string;
+        };
+        GoldInputRequest: {
+            verdict?: string;
+            safety_label?: string;
+            value_label?: string;
+            knowledge_label?: string;
+            /** @description {step index: 1, 0 or -1} */
+            step_ratings?: {
+                [key: string]: number;
+            };
+        };
         ImageUploadRequest: {
             /** Format: binary */
             file: string;
+        };
+        Invite: {
+            readonly id: number;
+            readonly project: number | null;
+            readonly project_name: string | null;
+            readonly role: components["schemas"]["RoleEnum"];
+            readonly note: string;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly expires_at: string;
+            /** Format: date-time */
+            readonly used_at: string | null;
+            readonly used_by: components["schemas"]["UserBrief"] | null;
+            readonly state: components["schemas"]["StateEnum"];
+        };
+        InviteCreated: {
+            readonly id: number;
+            readonly project: number | null;
+            readonly project_name: string | null;
+            readonly role: components["schemas"]["RoleEnum"];
+            readonly note: string;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly expires_at: string;
+            /** Format: date-time */
+            readonly used_at: string | null;
+            readonly used_by: components["schemas"]["UserBrief"] | null;
+            readonly state: components["schemas"]["StateEnum"];
+            /** @description The one-time link; shown this once */
+            readonly link: string;
+        };
+        InviteInputRequest: {
+            project: number;
+            /** @default supervisor */
+            role?: components["schemas"]["RoleEnum"];
+            note?: string;
         };
         /**
          * @description * `sft` - sft
@@ -800,6 +1388,20 @@ export interface components {
          * @enum {string}
          */
         KnowledgeLabelEnum: "true" | "false";
+        Lineage: {
+            model: components["schemas"]["ModelVersion"];
+            parent: components["schemas"]["ModelVersion"] | null;
+            run: components["schemas"]["TrainingRun"] | null;
+            snapshots: components["schemas"]["DatasetSnapshot"][];
+            evals: components["schemas"]["EvalResult"][];
+            promotions: components["schemas"]["Promotion"][];
+            serving: boolean;
+        };
+        Me: {
+            id: number;
+            username: string;
+            is_site_admin: boolean;
+        };
         Membership: {
             readonly id: number;
             readonly user: components["schemas"]["UserBrief"];
@@ -855,6 +1457,21 @@ export interface components {
          * @enum {string}
          */
         OriginEnum: "model" | "human";
+        PaginatedAssignmentList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=400&limit=100
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=200&limit=100
+             */
+            previous?: string | null;
+            results: components["schemas"]["Assignment"][];
+        };
         PaginatedAuditEventList: {
             /** @example 123 */
             count: number;
@@ -900,6 +1517,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["DatasetSnapshot"][];
         };
+        PaginatedInviteList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=400&limit=100
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=200&limit=100
+             */
+            previous?: string | null;
+            results: components["schemas"]["Invite"][];
+        };
         PaginatedProjectList: {
             /** @example 123 */
             count: number;
@@ -930,6 +1562,21 @@ export interface components {
             previous?: string | null;
             results: components["schemas"]["Prompt"][];
         };
+        PaginatedQueueItemList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=400&limit=100
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=200&limit=100
+             */
+            previous?: string | null;
+            results: components["schemas"]["QueueItem"][];
+        };
         PaginatedTraceList: {
             /** @example 123 */
             count: number;
@@ -959,6 +1606,36 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["TrainingRun"][];
+        };
+        PaginatedUserList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=400&limit=100
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=200&limit=100
+             */
+            previous?: string | null;
+            results: components["schemas"]["User"][];
+        };
+        PaginatedWebhookDeliveryList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=400&limit=100
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?offset=200&limit=100
+             */
+            previous?: string | null;
+            results: components["schemas"]["WebhookDelivery"][];
         };
         PatchedMembershipUpdateRequest: {
             role?: components["schemas"]["RoleEnum"];
@@ -995,6 +1672,14 @@ export interface components {
             reference_answer?: string;
             metadata?: unknown;
         };
+        PatchedWebhookUpdateRequest: {
+            url?: string;
+            events?: string[];
+            active?: boolean;
+            description?: string;
+            /** @default false */
+            rotate_secret?: boolean;
+        };
         Project: {
             readonly id: number;
             readonly name: string;
@@ -1015,6 +1700,12 @@ export interface components {
             generation_defaults?: unknown;
             step_rule?: components["schemas"]["StepRuleEnum"];
             autotrain_policy?: unknown;
+        };
+        Promotion: {
+            by: string | null;
+            /** Format: date-time */
+            at: string;
+            previous: number | null;
         };
         Prompt: {
             readonly id: number;
@@ -1064,6 +1755,56 @@ export interface components {
             reference_answer?: string;
             metadata?: unknown;
         };
+        QueueCounts: {
+            /** @description Traces of prompts assigned to you */
+            assigned: number;
+            /** @description Of those, reviewed by you */
+            done: number;
+            left: number;
+            prompts_without_trace: number;
+            /** @description All traces of the project */
+            traces: number;
+            unreviewed: number;
+            reviewed: number;
+            disputed: number;
+        };
+        QueueItem: {
+            readonly id: number;
+            readonly prompt: number;
+            readonly model_version: number | null;
+            readonly parent: number | null;
+            readonly branch_step_index: number | null;
+            readonly sampling_params: unknown;
+            readonly seed: number | null;
+            readonly status: components["schemas"]["TraceStatusEnum"];
+            readonly finish_reason: string;
+            readonly final_answer: string | null;
+            readonly prompt_tokens: number;
+            readonly completion_tokens: number;
+            readonly version: number;
+            readonly error: string;
+            readonly step_count: number;
+            readonly review_count: number;
+            readonly verdict: string;
+            readonly disputed: boolean;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly updated_at: string;
+            /** @description The prompt is assigned to you */
+            readonly mine: boolean;
+            /** @description Your review's verdict, if any */
+            readonly my_verdict: string | null;
+            readonly category: string;
+        };
+        QueueNext: {
+            /** @description The next trace to review, or null */
+            trace: components["schemas"]["QueueItem"] | null;
+            /** @description With no trace left: an assigned prompt with no trace yet */
+            prompt: components["schemas"]["Prompt"] | null;
+            /** @description Your traces not reviewed yet */
+            left: number;
+        };
         /**
          * @description * `any` - any
          *     * `accepted` - accepted
@@ -1074,10 +1815,11 @@ export interface components {
         /**
          * @description * `viewer` - Viewer
          *     * `supervisor` - Supervisor
+         *     * `reviewer` - Reviewer
          *     * `owner` - Owner
          * @enum {string}
          */
-        RoleEnum: "viewer" | "supervisor" | "owner";
+        RoleEnum: "viewer" | "supervisor" | "reviewer" | "owner";
         /**
          * @description * `queued` - Queued
          *     * `running` - Running
@@ -1110,6 +1852,13 @@ export interface components {
          * @enum {string}
          */
         StageEnum: "sft" | "dpo" | "verifier" | "reward" | "prm" | "grpo";
+        /**
+         * @description * `open` - open
+         *     * `used` - used
+         *     * `expired` - expired
+         * @enum {string}
+         */
+        StateEnum: "open" | "used" | "expired";
         Step: {
             readonly id: number;
             readonly index: number;
@@ -1141,6 +1890,13 @@ export interface components {
          * @enum {string}
          */
         StepRuleEnum: "line" | "blank_line" | "numbered";
+        /**
+         * @description * `round_robin` - round_robin
+         *     * `weighted` - weighted
+         *     * `category` - category
+         * @enum {string}
+         */
+        StrategyEnum: "round_robin" | "weighted" | "category";
         TokenRequestRequest: {
             username: string;
             password: string;
@@ -1167,6 +1923,9 @@ export interface components {
             readonly version: number;
             readonly error: string;
             readonly step_count: number;
+            readonly review_count: number;
+            readonly verdict: string;
+            readonly disputed: boolean;
             /** Format: date-time */
             readonly created_at: string;
             /** Format: date-time */
@@ -1202,6 +1961,9 @@ export interface components {
             readonly version: number;
             readonly error: string;
             readonly step_count: number;
+            readonly review_count: number;
+            readonly verdict: string;
+            readonly disputed: boolean;
             /** Format: date-time */
             readonly created_at: string;
             /** Format: date-time */
@@ -1209,6 +1971,7 @@ export interface components {
             readonly steps: components["schemas"]["Step"][];
             readonly reviews: components["schemas"]["TraceReview"][];
             readonly branches: number[];
+            readonly adjudication: components["schemas"]["Adjudication"] | null;
         };
         TraceReview: {
             readonly id: number;
@@ -1227,6 +1990,11 @@ export interface components {
             value_label?: string;
             knowledge_label?: string;
             note?: string;
+            /**
+             * Format: double
+             * @description Seconds you spent on the item (the UI measures it)
+             */
+            lead_time_s?: number | null;
         };
         /**
          * @description * `queued` - Queued
@@ -1271,10 +2039,39 @@ export interface components {
             /** @description Trainer settings (StageConfig fields: max_steps, learning_rate, lora, ...) and optionally eval: {max_prompts, max_new_tokens} */
             config?: unknown;
         };
+        User: {
+            readonly id: number;
+            /** @description Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only. */
+            readonly username: string;
+            /**
+             * Email address
+             * Format: email
+             */
+            readonly email: string;
+            /**
+             * Staff status
+             * @description Designates whether the user can log into this admin site.
+             */
+            readonly is_staff: boolean;
+            /** Format: date-time */
+            readonly date_joined: string;
+            /** Format: date-time */
+            readonly last_login: string | null;
+        };
         UserBrief: {
             readonly id: number;
             /** @description Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only. */
             username: string;
+        };
+        UserInputRequest: {
+            username: string;
+            password: string;
+            email?: string;
+            /**
+             * @description A site administrator
+             * @default false
+             */
+            is_staff?: boolean;
         };
         /**
          * @description * `good` - Good
@@ -1288,6 +2085,114 @@ export interface components {
          * @enum {string}
          */
         VerdictEnum: "accept" | "reject";
+        Webhook: {
+            readonly id: number;
+            readonly url: string;
+            events: string[];
+            readonly active: boolean;
+            readonly description: string;
+            /** Format: date-time */
+            readonly created_at: string;
+        };
+        WebhookCreated: {
+            readonly id: number;
+            readonly url: string;
+            events: string[];
+            readonly active: boolean;
+            readonly description: string;
+            /** Format: date-time */
+            readonly created_at: string;
+            readonly secret: string;
+        };
+        WebhookDelivery: {
+            readonly id: number;
+            readonly message_id: string;
+            readonly event_type: string;
+            readonly payload: unknown;
+            readonly status: components["schemas"]["WebhookDeliveryStatusEnum"];
+            readonly attempts: number;
+            readonly last_status_code: number | null;
+            readonly last_error: string;
+            /** Format: date-time */
+            readonly next_attempt_at: string | null;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            readonly finished_at: string | null;
+        };
+        /**
+         * @description * `pending` - Pending
+         *     * `delivered` - Delivered
+         *     * `failed` - Failed
+         * @enum {string}
+         */
+        WebhookDeliveryStatusEnum: "pending" | "delivered" | "failed";
+        WebhookInputRequest: {
+            url: string;
+            /** @description Event types (default: all) */
+            events?: string[];
+            description?: string;
+        };
+        _AcceptRequest: {
+            username?: string;
+            password?: string;
+        };
+        _AnnotatorAgreement: {
+            annotator: string;
+            labels: number;
+            consensus_items: number;
+            /** Format: double */
+            kappa_vs_consensus: number | null;
+            /** Format: double */
+            agreement_vs_consensus: number | null;
+            gold_items: number;
+            /** Format: double */
+            gold_accuracy: number | null;
+        };
+        _AnnotatorStats: {
+            annotator: string;
+            /** @description Traces reviewed */
+            items: number;
+            /**
+             * Format: double
+             * @description Median time per item
+             */
+            median_seconds: number | null;
+            /**
+             * Format: double
+             * @description Share of labels that match the others' consensus
+             */
+            agreement: number | null;
+        };
+        _Families: {
+            verdict: components["schemas"]["FamilyAgreement"];
+            safety_label: components["schemas"]["FamilyAgreement"];
+            value_label: components["schemas"]["FamilyAgreement"];
+            knowledge_label: components["schemas"]["FamilyAgreement"];
+            step_rating: components["schemas"]["FamilyAgreement"];
+        };
+        _InvitePublic: {
+            project: number;
+            project_name: string;
+            role: components["schemas"]["RoleEnum"];
+            /** Format: date-time */
+            expires_at: string;
+        };
+        _Pair: {
+            a: string;
+            b: string;
+            items: number;
+            /** Format: double */
+            kappa: number | null;
+            /** Format: double */
+            agreement: number | null;
+        };
+        _Period: {
+            period: string;
+            items: number;
+            /** Format: double */
+            alpha: number | null;
+        };
     };
     responses: never;
     parameters: never;
@@ -1295,24 +2200,43 @@ export interface components {
     headers: never;
     pathItems: never;
 }
+export type Adjudication = components['schemas']['Adjudication'];
+export type AdjudicationInputRequest = components['schemas']['AdjudicationInputRequest'];
+export type Agreement = components['schemas']['Agreement'];
+export type AssignInputRequest = components['schemas']['AssignInputRequest'];
+export type AssignResult = components['schemas']['AssignResult'];
+export type Assignment = components['schemas']['Assignment'];
+export type AssignmentProgress = components['schemas']['AssignmentProgress'];
 export type AuditEvent = components['schemas']['AuditEvent'];
 export type BackendEnum = components['schemas']['BackendEnum'];
 export type BlankEnum = components['schemas']['BlankEnum'];
 export type CategoriesEnum = components['schemas']['CategoriesEnum'];
 export type CategoryEnum = components['schemas']['CategoryEnum'];
+export type Controller = components['schemas']['Controller'];
 export type Correction = components['schemas']['Correction'];
+export type CorrectionAdjudicateRequest = components['schemas']['CorrectionAdjudicateRequest'];
 export type CorrectionInputRequest = components['schemas']['CorrectionInputRequest'];
+export type CorrectionStatusEnum = components['schemas']['CorrectionStatusEnum'];
 export type DatasetFile = components['schemas']['DatasetFile'];
 export type DatasetFiltersRequest = components['schemas']['DatasetFiltersRequest'];
 export type DatasetKind = components['schemas']['DatasetKind'];
 export type DatasetSnapshot = components['schemas']['DatasetSnapshot'];
 export type DatasetSnapshotInputRequest = components['schemas']['DatasetSnapshotInputRequest'];
+export type DecisionEnum = components['schemas']['DecisionEnum'];
 export type Error = components['schemas']['Error'];
 export type EvalResult = components['schemas']['EvalResult'];
+export type FamilyAgreement = components['schemas']['FamilyAgreement'];
 export type FormatEnum = components['schemas']['FormatEnum'];
+export type Gold = components['schemas']['Gold'];
+export type GoldInputRequest = components['schemas']['GoldInputRequest'];
 export type ImageUploadRequest = components['schemas']['ImageUploadRequest'];
+export type Invite = components['schemas']['Invite'];
+export type InviteCreated = components['schemas']['InviteCreated'];
+export type InviteInputRequest = components['schemas']['InviteInputRequest'];
 export type KindEnum = components['schemas']['KindEnum'];
 export type KnowledgeLabelEnum = components['schemas']['KnowledgeLabelEnum'];
+export type Lineage = components['schemas']['Lineage'];
+export type Me = components['schemas']['Me'];
 export type Membership = components['schemas']['Membership'];
 export type MembershipInputRequest = components['schemas']['MembershipInputRequest'];
 export type MetricPoint = components['schemas']['MetricPoint'];
@@ -1320,34 +2244,46 @@ export type ModelVersion = components['schemas']['ModelVersion'];
 export type ModelVersionRequest = components['schemas']['ModelVersionRequest'];
 export type NullEnum = components['schemas']['NullEnum'];
 export type OriginEnum = components['schemas']['OriginEnum'];
+export type PaginatedAssignmentList = components['schemas']['PaginatedAssignmentList'];
 export type PaginatedAuditEventList = components['schemas']['PaginatedAuditEventList'];
 export type PaginatedCorrectionList = components['schemas']['PaginatedCorrectionList'];
 export type PaginatedDatasetSnapshotList = components['schemas']['PaginatedDatasetSnapshotList'];
+export type PaginatedInviteList = components['schemas']['PaginatedInviteList'];
 export type PaginatedProjectList = components['schemas']['PaginatedProjectList'];
 export type PaginatedPromptList = components['schemas']['PaginatedPromptList'];
+export type PaginatedQueueItemList = components['schemas']['PaginatedQueueItemList'];
 export type PaginatedTraceList = components['schemas']['PaginatedTraceList'];
 export type PaginatedTrainingRunList = components['schemas']['PaginatedTrainingRunList'];
+export type PaginatedUserList = components['schemas']['PaginatedUserList'];
+export type PaginatedWebhookDeliveryList = components['schemas']['PaginatedWebhookDeliveryList'];
 export type PatchedMembershipUpdateRequest = components['schemas']['PatchedMembershipUpdateRequest'];
 export type PatchedModelVersionUpdateRequest = components['schemas']['PatchedModelVersionUpdateRequest'];
 export type PatchedProjectUpdateRequest = components['schemas']['PatchedProjectUpdateRequest'];
 export type PatchedPromptUpdateRequest = components['schemas']['PatchedPromptUpdateRequest'];
+export type PatchedWebhookUpdateRequest = components['schemas']['PatchedWebhookUpdateRequest'];
 export type Project = components['schemas']['Project'];
 export type ProjectInputRequest = components['schemas']['ProjectInputRequest'];
+export type Promotion = components['schemas']['Promotion'];
 export type Prompt = components['schemas']['Prompt'];
 export type PromptImage = components['schemas']['PromptImage'];
 export type PromptImportRequest = components['schemas']['PromptImportRequest'];
 export type PromptImportResult = components['schemas']['PromptImportResult'];
 export type PromptInputRequest = components['schemas']['PromptInputRequest'];
+export type QueueCounts = components['schemas']['QueueCounts'];
+export type QueueItem = components['schemas']['QueueItem'];
+export type QueueNext = components['schemas']['QueueNext'];
 export type ReviewStatusEnum = components['schemas']['ReviewStatusEnum'];
 export type RoleEnum = components['schemas']['RoleEnum'];
 export type RunStatusEnum = components['schemas']['RunStatusEnum'];
 export type SafetyLabelEnum = components['schemas']['SafetyLabelEnum'];
 export type SafetyTagsEnum = components['schemas']['SafetyTagsEnum'];
 export type StageEnum = components['schemas']['StageEnum'];
+export type StateEnum = components['schemas']['StateEnum'];
 export type Step = components['schemas']['Step'];
 export type StepLabel = components['schemas']['StepLabel'];
 export type StepLabelInputRequest = components['schemas']['StepLabelInputRequest'];
 export type StepRuleEnum = components['schemas']['StepRuleEnum'];
+export type StrategyEnum = components['schemas']['StrategyEnum'];
 export type TokenRequestRequest = components['schemas']['TokenRequestRequest'];
 export type TokenResponse = components['schemas']['TokenResponse'];
 export type Trace = components['schemas']['Trace'];
@@ -1358,9 +2294,23 @@ export type TraceReviewInputRequest = components['schemas']['TraceReviewInputReq
 export type TraceStatusEnum = components['schemas']['TraceStatusEnum'];
 export type TrainingRun = components['schemas']['TrainingRun'];
 export type TrainingRunInputRequest = components['schemas']['TrainingRunInputRequest'];
+export type User = components['schemas']['User'];
 export type UserBrief = components['schemas']['UserBrief'];
+export type UserInputRequest = components['schemas']['UserInputRequest'];
 export type ValueLabelEnum = components['schemas']['ValueLabelEnum'];
 export type VerdictEnum = components['schemas']['VerdictEnum'];
+export type Webhook = components['schemas']['Webhook'];
+export type WebhookCreated = components['schemas']['WebhookCreated'];
+export type WebhookDelivery = components['schemas']['WebhookDelivery'];
+export type WebhookDeliveryStatusEnum = components['schemas']['WebhookDeliveryStatusEnum'];
+export type WebhookInputRequest = components['schemas']['WebhookInputRequest'];
+export type AcceptRequest = components['schemas']['_AcceptRequest'];
+export type AnnotatorAgreement = components['schemas']['_AnnotatorAgreement'];
+export type AnnotatorStats = components['schemas']['_AnnotatorStats'];
+export type Families = components['schemas']['_Families'];
+export type InvitePublic = components['schemas']['_InvitePublic'];
+export type Pair = components['schemas']['_Pair'];
+export type Period = components['schemas']['_Period'];
 export type $defs = Record<string, never>;
 export interface operations {
     auth_logout_create: {
@@ -1457,6 +2407,322 @@ export interface operations {
                 };
             };
             429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    invites_list: {
+        parameters: {
+            query?: {
+                /** @description Number of results to return per page. */
+                limit?: number;
+                /** @description The initial index from which to return the results. */
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedInviteList"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    invites_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InviteInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["InviteInputRequest"];
+                "multipart/form-data": components["schemas"]["InviteInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InviteCreated"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    invites_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                invite_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    invites_accept_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["_InvitePublic"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    invites_accept_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["_AcceptRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["_AcceptRequest"];
+                "multipart/form-data": components["schemas"]["_AcceptRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Membership"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    me_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Me"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1743,6 +3009,295 @@ export interface operations {
             };
         };
     };
+    projects_agreement_retrieve: {
+        parameters: {
+            query?: {
+                bucket?: "day" | "week";
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Agreement"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_assignments_list: {
+        parameters: {
+            query?: {
+                annotator?: string;
+                /** @description Number of results to return per page. */
+                limit?: number;
+                /** @description The initial index from which to return the results. */
+                offset?: number;
+                prompt?: number;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedAssignmentList"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_assignments_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AssignInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssignResult"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_assignments_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                assignment_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_assignments_progress_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssignmentProgress"][];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     projects_audit_list: {
         parameters: {
             query?: {
@@ -1858,6 +3413,77 @@ export interface operations {
             };
             /** @description Not found, or not a member of the project */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_corrections_adjudicate_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                correction_id: number;
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CorrectionAdjudicateRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Correction"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2182,6 +3808,54 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EvalResult"][];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_gold_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Gold"][];
                 };
             };
             /** @description Not authenticated */
@@ -2706,6 +4380,55 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EvalResult"][];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_models_lineage_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                version_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Lineage"];
                 };
             };
             /** @description Not authenticated */
@@ -3298,6 +5021,185 @@ export interface operations {
             };
         };
     };
+    projects_queue_list: {
+        parameters: {
+            query?: {
+                category?: "general" | "knowledge" | "safety" | "value";
+                /** @description Reviewers disagree and nobody adjudicated */
+                disagreement?: boolean;
+                /** @description Number of results to return per page. */
+                limit?: number;
+                /** @description Only traces of prompts assigned to you */
+                mine?: boolean;
+                /** @description The initial index from which to return the results. */
+                offset?: number;
+                /** @description Reviewed by you (with mine) or by anyone (without) */
+                reviewed?: boolean;
+                /** @description The trace's (adjudicated) verdict */
+                verdict?: "accept" | "reject";
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedQueueItemList"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_queue_counts_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueCounts"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_queue_next_retrieve: {
+        parameters: {
+            query?: {
+                /** @description The trace you are on */
+                after?: number;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueNext"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     projects_runs_list: {
         parameters: {
             query?: {
@@ -3791,6 +5693,125 @@ export interface operations {
             };
         };
     };
+    projects_traces_adjudication_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdjudicationInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Adjudication"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_adjudication_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     projects_traces_continue_create: {
         parameters: {
             query?: never;
@@ -3857,6 +5878,55 @@ export interface operations {
             };
             /** @description The request body is over the size limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_controller_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Controller"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3984,6 +6054,125 @@ export interface operations {
             };
             /** @description The request body is over the size limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_gold_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["GoldInputRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Gold"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_gold_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4359,6 +6548,602 @@ export interface operations {
             };
         };
     };
+    projects_webhooks_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"][];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_webhooks_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_webhooks_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Webhook"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_webhooks_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_webhooks_partial_update: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["PatchedWebhookUpdateRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookCreated"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_webhooks_deliveries_list: {
+        parameters: {
+            query?: {
+                /** @description Number of results to return per page. */
+                limit?: number;
+                /** @description The initial index from which to return the results. */
+                offset?: number;
+            };
+            header?: never;
+            path: {
+                project_id: number;
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedWebhookDeliveryList"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_webhooks_deliveries_retry_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                delivery_id: number;
+                project_id: number;
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDelivery"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_webhooks_test_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                webhook_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDelivery"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    users_list: {
+        parameters: {
+            query?: {
+                /** @description Number of results to return per page. */
+                limit?: number;
+                /** @description The initial index from which to return the results. */
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedUserList"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    users_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserInputRequest"];
+                "application/x-www-form-urlencoded": components["schemas"]["UserInputRequest"];
+                "multipart/form-data": components["schemas"]["UserInputRequest"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["User"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
 }
 type FlattenedDeepRequired<T> = {
     [K in keyof T]-?: FlattenedDeepRequired<T[K] extends unknown[] | undefined | null ? Extract<T[K], unknown[]>[number] : T[K]>;
@@ -4368,26 +7153,34 @@ type ReadonlyArray<T> = [
 ] extends [
     unknown[]
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
+export const pathsApiProjectsProject_idAgreementGetParametersQueryBucketValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/agreement/"]["get"]["parameters"]["query"]["bucket"]> = ["day", "week"];
 export const pathsApiProjectsProject_idDatasetsSnapshot_idDownloadGetParametersQueryFormatValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/datasets/{snapshot_id}/download/"]["get"]["parameters"]["query"]["format"]> = ["hf", "jsonl", "parquet"];
 export const pathsApiProjectsProject_idPromptsGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/prompts/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
+export const pathsApiProjectsProject_idQueueGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
+export const pathsApiProjectsProject_idQueueGetParametersQueryVerdictValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["verdict"]> = ["accept", "reject"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryStatusValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["status"]> = ["failed", "finished", "queued", "running", "stopped"];
 export const backendEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["BackendEnum"]> = ["local", "vllm"];
 export const blankEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["BlankEnum"]> = [""];
 export const categoriesEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CategoriesEnum"]> = ["safety", "value", "knowledge", "general"];
 export const categoryEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CategoryEnum"]> = ["safety", "value", "knowledge", "general"];
+export const correctionStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CorrectionStatusEnum"]> = ["pending", "approved", "rejected"];
 export const datasetSnapshotStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DatasetSnapshot"]["status"]> = ["pending", "building", "ready", "failed"];
+export const decisionEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DecisionEnum"]> = ["approve", "reject"];
 export const formatEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["FormatEnum"]> = ["jsonl", "parquet", "hf"];
 export const kindEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["KindEnum"]> = ["sft", "sft_prompt_completion", "preference", "preference_step", "stepwise", "unpaired", "verifier_safety", "verifier_value", "verifier_knowledge", "rl_prompts", "sharegpt"];
 export const knowledgeLabelEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["KnowledgeLabelEnum"]> = ["true", "false"];
 export const originEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["OriginEnum"]> = ["model", "human"];
 export const reviewStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ReviewStatusEnum"]> = ["any", "accepted", "rejected"];
-export const roleEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RoleEnum"]> = ["viewer", "supervisor", "owner"];
+export const roleEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RoleEnum"]> = ["viewer", "supervisor", "reviewer", "owner"];
 export const runStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RunStatusEnum"]> = ["queued", "running", "cancelling", "cancelled", "succeeded", "failed"];
 export const safetyLabelEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["SafetyLabelEnum"]> = ["safe_with_warning", "safe_without_risk", "safe_with_refusal", "unsafe", "unnecessary_refusal", "illogical_completion"];
 export const safetyTagsEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["SafetyTagsEnum"]> = ["harmful_content", "privacy", "deception", "bias", "self_harm", "illegal_activity", "other"];
 export const stageEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StageEnum"]> = ["sft", "dpo", "verifier", "reward", "prm", "grpo"];
+export const stateEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StateEnum"]> = ["open", "used", "expired"];
 export const stepRuleEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StepRuleEnum"]> = ["line", "blank_line", "numbered"];
+export const strategyEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StrategyEnum"]> = ["round_robin", "weighted", "category"];
 export const traceStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["TraceStatusEnum"]> = ["queued", "running", "stopped", "finished", "failed"];
 export const valueLabelEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ValueLabelEnum"]> = ["good", "bad"];
 export const verdictEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["VerdictEnum"]> = ["accept", "reject"];
+export const webhookDeliveryStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WebhookDeliveryStatusEnum"]> = ["pending", "delivered", "failed"];

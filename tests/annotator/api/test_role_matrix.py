@@ -68,6 +68,37 @@ CASES = [
          {"step_index": 2, "text": "3. 37 + 8 = 45", "expected_version": 1, "reason": "arithmetic slip"}),
     Case("correction list", "get", "/api/projects/{p}/corrections/", Role.VIEWER, 200),
     Case("audit log", "get", "/api/projects/{p}/audit/", Role.OWNER, 200),
+    # the team (#13)
+    Case("queue", "get", "/api/projects/{p}/queue/?mine=true&reviewed=false", Role.VIEWER, 200),
+    Case("queue next", "get", "/api/projects/{p}/queue/next/", Role.VIEWER, 200),
+    Case("queue counts", "get", "/api/projects/{p}/queue/counts/", Role.VIEWER, 200),
+    Case("assignment list", "get", "/api/projects/{p}/assignments/", Role.VIEWER, 200),
+    Case("assignment progress", "get", "/api/projects/{p}/assignments/progress/", Role.VIEWER, 200),
+    Case("assign", "post", "/api/projects/{p}/assignments/", Role.OWNER, 201,
+         {"annotators": ["supervisor", "reviewer"], "overlap": 2}),
+    Case("assignment remove", "delete", "/api/projects/{p}/assignments/{assignment}/", Role.OWNER, 204),
+    Case("agreement", "get", "/api/projects/{p}/agreement/", Role.VIEWER, 200),
+    Case("controller", "get", "/api/projects/{p}/traces/{t}/controller/", Role.VIEWER, 200),
+    Case("adjudicate trace", "put", "/api/projects/{p}/traces/{t}/adjudication/", Role.REVIEWER, 200,
+         {"verdict": "reject", "knowledge_label": "false", "note": "step 3 adds wrongly"}),
+    Case("adjudication clear", "delete", "/api/projects/{p}/traces/{adjudicated}/adjudication/", Role.REVIEWER, 204),
+    Case("adjudicate correction", "post", "/api/projects/{p}/corrections/{correction}/adjudicate/", Role.REVIEWER,
+         200, {"decision": "approve"}),
+    Case("gold list", "get", "/api/projects/{p}/gold/", Role.REVIEWER, 200),
+    Case("gold set", "put", "/api/projects/{p}/traces/{t}/gold/", Role.REVIEWER, 200,
+         {"verdict": "reject", "step_ratings": {"2": -1}}),
+    Case("gold clear", "delete", "/api/projects/{p}/traces/{gold}/gold/", Role.REVIEWER, 204),
+    Case("webhook list", "get", "/api/projects/{p}/webhooks/", Role.OWNER, 200),
+    Case("webhook create", "post", "/api/projects/{p}/webhooks/", Role.OWNER, 201,
+         {"url": "http://127.0.0.1:9/hook", "events": ["trace.reviewed"]}),
+    Case("webhook detail", "get", "/api/projects/{p}/webhooks/{webhook}/", Role.OWNER, 200),
+    Case("webhook update", "patch", "/api/projects/{p}/webhooks/{webhook}/", Role.OWNER, 200, {"active": False}),
+    Case("webhook delete", "delete", "/api/projects/{p}/webhooks/{webhook}/", Role.OWNER, 204),
+    Case("webhook test", "post", "/api/projects/{p}/webhooks/{webhook}/test/", Role.OWNER, 202),
+    Case("webhook deliveries", "get", "/api/projects/{p}/webhooks/{webhook}/deliveries/", Role.OWNER, 200),
+    Case("webhook delivery retry", "post", "/api/projects/{p}/webhooks/{webhook}/deliveries/{delivery}/retry/",
+         Role.OWNER, 202),
+    Case("model lineage", "get", "/api/projects/{p}/models/{model}/lineage/", Role.VIEWER, 200),
 ]
 
 
@@ -79,6 +110,21 @@ def ctx(project, prompt, trace, users):
     model = ModelVersion.objects.create(project=project, name="demo", base_model="/models/demo")
     image_prompt = prompt.__class__.objects.create(project=project, messages=[{"role": "user", "content": "Describe."}])
     prompt_image_add(prompt=image_prompt, actor=users["owner"], image=image_check(name="x.png", data=png_bytes()))
+    from annotator.models import Assignment, WebhookDelivery
+    from annotator.services.adjudication import adjudication_set, gold_set
+    from annotator.services.corrections import correction_create
+    from annotator.services.webhooks import webhook_create
+    from tests.factories import make_trace
+
+    other = make_trace(project, prompt, steps=["1. 2 + 2 = 4"], answer="4")
+    adjudication_set(trace=other, actor=users["reviewer"], verdict="accept")
+    gold_set(trace=other, actor=users["reviewer"], verdict="accept")
+    correction = correction_create(trace=other, step_index=0, text="1. 2 + 2 = four", expected_version=1,
+                                   author=users["supervisor"])
+    hook = webhook_create(project=project, actor=users["owner"], url="http://127.0.0.1:9/hook")
+    delivery = WebhookDelivery.objects.create(webhook=hook, message_id="msg_matrix", event_type="trace.reviewed",
+                                              payload={}, status="failed")
+    assignment = Assignment.objects.create(project=project, prompt=prompt, annotator=users["supervisor"])
     return {
         "p": project.pk,
         "prompt": prompt.pk,
@@ -86,6 +132,12 @@ def ctx(project, prompt, trace, users):
         "t": trace.pk,
         "model": model.pk,
         "m_viewer": Membership.objects.get(project=project, user=users["viewer"]).pk,
+        "adjudicated": other.pk,
+        "gold": other.pk,
+        "correction": correction.pk,
+        "webhook": hook.pk,
+        "delivery": delivery.pk,
+        "assignment": assignment.pk,
     }
 
 

@@ -1,0 +1,92 @@
+"""The queue a supervisor works through: mine / unreviewed / reviewed / verdict / disagreement,
+counters, and the next item after saving a review."""
+
+from __future__ import annotations
+
+from annotator.services.adjudication import adjudication_set
+from annotator.services.assignments import assignments_distribute
+from annotator.services.labels import trace_review_set
+from tests.annotator.team.conftest import api
+
+
+def _ids(response) -> list[int]:
+    assert response.status_code == 200, response.json()
+    return [row["id"] for row in response.json()["results"]]
+
+
+def test_my_queue_lists_what_is_left_and_done_with_counters(project, users, team, prompts, traces):
+    assignments_distribute(project=project, actor=users["owner"], annotators=["supervisor", "ann", "bob"],
+                           overlap=2)
+    ann = api(team["ann"])
+    base = f"/api/projects/{project.pk}/queue/"
+    mine = _ids(ann.get(base, {"mine": "true"}))
+    assert len(mine) == 4
+    first = mine[0]
+    assert ann.put(f"/api/projects/{project.pk}/traces/{first}/reviews/", {"verdict": "accept"},
+                   format="json").status_code == 200
+    assert _ids(ann.get(base, {"mine": "true", "reviewed": "false"})) == mine[1:]
+    assert _ids(ann.get(base, {"mine": "true", "reviewed": "true"})) == [first]
+    counts = ann.get(f"{base}counts/").json()
+    assert counts | {} == {**counts, "assigned": 4, "done": 1, "left": 3, "traces": 6, "reviewed": 1,
+                           "unreviewed": 5, "disputed": 0}
+    rows = ann.get(base, {"mine": "true"}).json()["results"]
+    assert rows[0]["my_verdict"] == "accept" and rows[0]["mine"] is True and rows[0]["step_count"] == 1
+    assert rows[1]["my_verdict"] is None
+
+
+def test_next_item_opens_after_a_saved_review_and_n_skips(project, users, team, prompts, traces):
+    assignments_distribute(project=project, actor=users["owner"], annotators=["ann"], overlap=1,
+                           prompts=[p.pk for p in prompts[:3]])
+    ann = api(team["ann"])
+    url = f"/api/projects/{project.pk}/queue/next/"
+    first = ann.get(url).json()
+    assert first["trace"]["id"] == traces[0].pk and first["left"] == 3
+    # `n` (skip): the one after the current, without reviewing it
+    assert ann.get(url, {"after": traces[0].pk}).json()["trace"]["id"] == traces[1].pk
+    # after saving a review, the next one is the first left, wrapping round past the end
+    ann.put(f"/api/projects/{project.pk}/traces/{traces[1].pk}/reviews/", {"verdict": "accept"}, format="json")
+    assert ann.get(url, {"after": traces[1].pk}).json()["trace"]["id"] == traces[2].pk
+    assert ann.get(url, {"after": traces[2].pk}).json()["trace"]["id"] == traces[0].pk
+    for t in (traces[0], traces[2]):
+        ann.put(f"/api/projects/{project.pk}/traces/{t.pk}/reviews/", {"verdict": "reject"}, format="json")
+    done = ann.get(url).json()
+    assert done == {"trace": None, "prompt": None, "left": 0}
+
+
+def test_next_offers_an_assigned_prompt_without_a_trace(project, users, team, prompts):
+    assignments_distribute(project=project, actor=users["owner"], annotators=["ann"], overlap=1,
+                           prompts=[prompts[4].pk])
+    body = api(team["ann"]).get(f"/api/projects/{project.pk}/queue/next/").json()
+    assert body["trace"] is None and body["prompt"]["id"] == prompts[4].pk
+
+
+def test_verdict_and_disagreement_filters_and_adjudication(project, users, team, prompts, traces):
+    t0, t1, t2 = traces[:3]
+    for who, trace, verdict in [("ann", t0, "accept"), ("bob", t0, "reject"), ("ann", t1, "accept"),
+                                ("bob", t1, "accept"), ("ann", t2, "reject")]:
+        trace_review_set(trace=trace, annotator=team[who], verdict=verdict)
+    viewer = api(users["viewer"])
+    base = f"/api/projects/{project.pk}/queue/"
+    assert _ids(viewer.get(base, {"disagreement": "true"})) == [t0.pk]
+    assert _ids(viewer.get(base, {"verdict": "accept"})) == [t1.pk]
+    assert _ids(viewer.get(base, {"verdict": "reject"})) == [t2.pk]
+    assert _ids(viewer.get(base, {"reviewed": "false"})) == [t.pk for t in traces[3:]]
+    # labels disagreeing count too, not only verdicts
+    trace_review_set(trace=t1, annotator=team["bob"], verdict="accept", safety_label="unsafe")
+    trace_review_set(trace=t1, annotator=team["ann"], verdict="accept", safety_label="safe_without_risk")
+    assert _ids(viewer.get(base, {"disagreement": "true"})) == [t0.pk, t1.pk]
+    adjudication_set(trace=t0, actor=users["reviewer"], verdict="reject", note="step 1 is wrong")
+    assert _ids(viewer.get(base, {"disagreement": "true"})) == [t1.pk]
+    assert _ids(viewer.get(base, {"verdict": "reject"})) == [t0.pk, t2.pk]
+    detail = viewer.get(f"/api/projects/{project.pk}/traces/{t0.pk}/").json()
+    assert detail["adjudication"]["verdict"] == "reject" and detail["adjudication"]["adjudicator"]["username"] == (
+        "reviewer")
+    assert detail["verdict"] == "reject" and detail["disputed"] is False and detail["review_count"] == 2
+
+
+def test_bad_queue_filters_get_a_clear_error(project, users):
+    viewer = api(users["viewer"])
+    for query in ({"verdict": "maybe"}, {"mine": "perhaps"}, {"category": "cooking"}):
+        response = viewer.get(f"/api/projects/{project.pk}/queue/", query)
+        assert response.status_code == 400 and response.json()["code"] == "invalid", query
+    assert viewer.get(f"/api/projects/{project.pk}/queue/next/", {"after": "x"}).status_code == 400
