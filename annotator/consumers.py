@@ -21,7 +21,7 @@ MAX_FRAME_BYTES = 64 * 1024
 # Actions that steer the generation: each needs the trace's claim (annotator/services/claims.py).
 # A new steering action is added here and gets the same check.
 CONTROL_ACTIONS = {"start", "stop", "continue", "edit"}
-ACTIONS = CONTROL_ACTIONS | {"label", "review", "claim", "release", "request_control"}
+ACTIONS = CONTROL_ACTIONS | {"label", "unlabel", "review", "unreview", "claim", "release", "request_control"}
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 
@@ -253,6 +253,11 @@ class TraceConsumer(AsyncWebsocketConsumer):
                 note=message.get("note", ""),
             )
             return {"label": labels.label_payload(label)}
+        elif action == "unlabel":
+            step = labels.step_get(trace=trace, index=message.get("step_index"))
+            return {"removed": labels.step_label_clear(step=step, annotator=user)}
+        elif action == "unreview":
+            return {"removed": labels.trace_review_clear(trace=trace, annotator=user)}
         elif action == "review":
             review = labels.trace_review_set(
                 trace=trace,

@@ -479,6 +479,12 @@ class StepLabelView(ProjectScoped):
         label = labels.step_label_set(step=step, annotator=request.user, **data.validated_data)
         return Response(self.get_serializer(label).data)
 
+    def delete(self, request, project_id, trace_id, index):
+        """Remove your label of this step (204 also when you had none)."""
+        step = labels.step_get(trace=self.get_trace(trace_id), index=index)
+        labels.step_label_clear(step=step, annotator=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 class TraceReviewView(ProjectScoped):
     """Reviews of a trace; PUT sets yours (verdict + SafeWork safety / value / knowledge labels)."""
@@ -498,6 +504,11 @@ class TraceReviewView(ProjectScoped):
         data.is_valid(raise_exception=True)
         review = labels.trace_review_set(trace=self.get_trace(trace_id), annotator=request.user, **data.validated_data)
         return Response(self.get_serializer(review).data)
+
+    def delete(self, request, project_id, trace_id):
+        """Remove your review of this trace (204 also when you had none)."""
+        labels.trace_review_clear(trace=self.get_trace(trace_id), annotator=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class TraceCorrectionView(ProjectScoped):

@@ -102,6 +102,18 @@ def step_label_set(*, step: Step, annotator: Any, rating: Any, safety_tags: Any 
     return label
 
 
+@transaction.atomic
+def step_label_clear(*, step: Step, annotator: Any) -> bool:
+    """Remove your label of a step (pressing its rating again, or undo). False: there was none."""
+    deleted, _ = StepLabel.objects.filter(step=step, annotator=annotator).delete()
+    if not deleted:
+        return False
+    audit_record(project=step.trace.project, actor=annotator, action="step_label.cleared", target=step,
+                 data={"trace": step.trace_id, "step": step.index})
+    _publish_on_commit(step.trace_id, "label.removed", step_index=step.index, annotator=_user(annotator))
+    return True
+
+
 def _check_choice(value: Any, choices: type, field: str) -> str:
     if value in (None, ""):
         return ""
@@ -188,6 +200,23 @@ def trace_review_set(
     _publish_on_commit(trace.pk, "review.updated", review=review_payload(review))
     _team_on_commit(trace, summary, review, annotator)
     return review
+
+
+@transaction.atomic
+def trace_review_clear(*, trace: Trace, annotator: Any) -> bool:
+    """Remove your review of a trace (undo). False: there was none."""
+    deleted, _ = TraceReview.objects.filter(trace=trace, annotator=annotator).delete()
+    if not deleted:
+        return False
+    summary = trace_summary_refresh(trace_id=trace.pk)
+    audit_record(project=trace.project, actor=annotator, action="trace_review.cleared", target=trace)
+    _publish_on_commit(trace.pk, "review.removed", annotator=_user(annotator))
+    from annotator import events
+
+    event = {"trace": trace.pk, "prompt": trace.prompt_id, "review_count": summary.review_count,
+             "verdict": summary.verdict, "disputed": summary.disputed, "by": _user(annotator)}
+    transaction.on_commit(lambda: events.publish_project_event(trace.project_id, "queue.reviewed", **event))
+    return True
 
 
 def _team_on_commit(trace: Trace, summary: Trace, review: TraceReview, annotator: Any) -> None:

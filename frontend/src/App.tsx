@@ -3,6 +3,8 @@ import { Datasets } from "./pages/Datasets";
 import { Models } from "./pages/Models";
 import { Projects } from "./pages/Projects";
 import { Queue } from "./pages/Queue";
+import { Settings } from "./pages/Settings";
+import { Team } from "./pages/Team";
 import { TraceReview } from "./pages/TraceReview";
 import { Link, parseRoute, paths, useLocation } from "./lib/router";
 
@@ -31,6 +33,12 @@ export function App() {
       break;
     case "models":
       page = <Models key={r.projectId} projectId={r.projectId} />;
+      break;
+    case "team":
+      page = <Team key={r.projectId} projectId={r.projectId} />;
+      break;
+    case "settings":
+      page = <Settings key={r.projectId} projectId={r.projectId} />;
       break;
     default:
       page = (

@@ -19,7 +19,10 @@ ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 @transaction.atomic
 def run_ended(*, run_id: int) -> bool:
     """Announce a run that is over (once). Returns whether this call announced it."""
-    run = TrainingRun.objects.select_for_update().select_related("project", "created_by").filter(pk=run_id).first()
+    run = (
+        TrainingRun.objects.select_for_update(of=("self",)).select_related("project", "created_by")
+        .filter(pk=run_id).first()
+    )
     if run is None or run.status not in ENDED:
         return False
     if AuditEvent.objects.filter(action="training_run.announced", target_type="trainingrun",

@@ -19,6 +19,7 @@ function props(extra: Partial<StepRowProps> = {}): StepRowProps {
     onSelect: vi.fn(),
     onRate: vi.fn(),
     onToggleTag: vi.fn(),
+    onNote: vi.fn(),
     onEditChange: vi.fn(),
     onEditSubmit: vi.fn(),
     onEditCancel: vi.fn(),
@@ -62,9 +63,22 @@ describe("StepRow", () => {
     const s = step(1, "x", { labels: [{ id: 1, annotator: me, rating: null, safety_tags: [], note: "" }] });
     const { rerender } = render(<ul><StepRow {...props({ step: s })} /></ul>);
     expect(screen.getByTestId("rate-1-unsure").getAttribute("aria-pressed")).toBe("true");
-    rerender(<ul><StepRow {...props({ step: s, pendingRating: 0 })} /></ul>);
+    rerender(<ul><StepRow {...props({ step: s, pending: { rating: 0, tags: [], note: "" } })} /></ul>);
     expect(screen.getByTestId("rate-1-0").getAttribute("aria-pressed")).toBe("true");
     expect(screen.getByTestId("rate-1-unsure").getAttribute("aria-pressed")).toBe("false");
+    // a label being removed shows no rating at all
+    rerender(<ul><StepRow {...props({ step: s, pending: null })} /></ul>);
+    for (const key of ["+1", "0", "-1", "unsure"])
+      expect(screen.getByTestId(`rate-1-${key}`).getAttribute("aria-pressed")).toBe("false");
+  });
+
+  it("the selected step takes a comment, saved on Enter", () => {
+    const onNote = vi.fn();
+    render(<ul><StepRow {...props({ selected: true, onNote })} /></ul>);
+    const input = screen.getByTestId("note-input-2") as HTMLInputElement;
+    fireEvent.change(input, { target: { value: " carries the 1 wrongly " } });
+    fireEvent.keyDown(input, { key: "Enter" });
+    expect(onNote).toHaveBeenCalledWith(2, "carries the 1 wrongly");
   });
 
   it("sends the clicked rating with the step index; viewers cannot rate", () => {

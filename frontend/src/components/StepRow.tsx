@@ -1,6 +1,7 @@
 // One step of a chain of thought. Model output is rendered only as React text nodes.
-import { memo, useEffect, useRef } from "react";
+import { memo, useEffect, useRef, useState } from "react";
 import type { UserBrief } from "../lib/api";
+import type { LabelDraft } from "../review/useOptimisticLabels";
 import type { LiveStep } from "../stream/protocol";
 import { RATINGS } from "../lib/labels";
 import { myLabel } from "../stream/reducer";
@@ -9,8 +10,8 @@ export interface StepRowProps {
   step: LiveStep;
   selected: boolean;
   me: UserBrief | null;
-  /** Ratings sent but not yet confirmed by the server, by step index (optimistic highlight). */
-  pendingRating?: number | null | undefined;
+  /** Your label as sent but not yet confirmed (optimistic): undefined none pending, null removed. */
+  pending?: LabelDraft | null;
   canAct: boolean;
   safetyTags: readonly string[];
   editing: boolean;
@@ -20,6 +21,7 @@ export interface StepRowProps {
   onSelect: (index: number) => void;
   onRate: (index: number, rating: number | null) => void;
   onToggleTag: (index: number, tag: string) => void;
+  onNote: (index: number, note: string) => void;
   onEditChange: (text: string) => void;
   onEditSubmit: () => void;
   onEditCancel: () => void;
@@ -33,8 +35,10 @@ function ratingCounts(step: LiveStep): Map<number | null, number> {
 
 function StepRowImpl(p: StepRowProps) {
   const { step } = p;
-  const mine = myLabel(step, p.me);
-  const myRating = p.pendingRating !== undefined ? p.pendingRating : mine ? mine.rating : undefined;
+  const saved = myLabel(step, p.me);
+  const mine: LabelDraft | null =
+    p.pending !== undefined ? p.pending : saved ? { rating: saved.rating ?? null, tags: saved.safety_tags ?? [], note: saved.note ?? "" } : null;
+  const myRating = mine ? mine.rating : undefined;
   const counts = ratingCounts(step);
   const rowRef = useRef<HTMLLIElement>(null);
   const areaRef = useRef<HTMLTextAreaElement>(null);
@@ -44,7 +48,7 @@ function StepRowImpl(p: StepRowProps) {
   useEffect(() => {
     if (p.editing) areaRef.current?.focus();
   }, [p.editing]);
-  const myTags: readonly string[] = mine?.safety_tags ?? [];
+  const myTags: readonly string[] = mine?.tags ?? [];
   return (
     <li
       ref={rowRef}
@@ -90,8 +94,9 @@ function StepRowImpl(p: StepRowProps) {
         )}
         {p.selected && p.canAct && !p.editing && (
           <div className="tags" aria-label="Safety tags">
-            {p.safetyTags.map((t) => (
+            {p.safetyTags.map((t, n) => (
               <button
+                title={n < 9 ? `Shift+${n + 1}` : undefined}
                 key={t}
                 className={`tag${myTags.includes(t) ? " on" : ""}`}
                 aria-pressed={myTags.includes(t)}
@@ -106,6 +111,10 @@ function StepRowImpl(p: StepRowProps) {
             ))}
           </div>
         )}
+        {p.selected && p.canAct && !p.editing && (
+          <StepComment index={step.index} note={mine?.note ?? ""} onNote={p.onNote} />
+        )}
+        {!p.selected && mine?.note && <p className="muted small" data-testid={`note-${step.index}`}>{mine.note}</p>}
         {!p.selected && step.labels.some((l) => l.safety_tags?.length) && (
           <div className="tags muted">
             {[...new Set(step.labels.flatMap((l) => l.safety_tags ?? []))].map((t) => (
@@ -144,6 +153,39 @@ function StepRowImpl(p: StepRowProps) {
 }
 
 export const StepRow = memo(StepRowImpl);
+
+/** Your comment on the selected step: saved on Enter or when the field loses focus. */
+function StepComment({ index, note, onNote }: { index: number; note: string; onNote: (index: number, note: string) => void }) {
+  const [text, setText] = useState(note);
+  const [shown, setShown] = useState(note);
+  if (note !== shown) {
+    // Your saved comment changed elsewhere (an undo, another tab): show it.
+    setShown(note);
+    setText(note);
+  }
+  return (
+    <input
+      className="step-note"
+      placeholder="Comment on this step (Enter saves)"
+      aria-label={`Comment on step ${index + 1}`}
+      data-testid={`note-input-${index}`}
+      value={text}
+      onClick={(e) => e.stopPropagation()}
+      onChange={(e) => setText(e.target.value)}
+      onBlur={() => onNote(index, text.trim())}
+      onKeyDown={(e) => {
+        if (e.key === "Enter") {
+          e.preventDefault();
+          onNote(index, text.trim());
+          (e.target as HTMLInputElement).blur();
+        } else if (e.key === "Escape") {
+          setText(note);
+          (e.target as HTMLInputElement).blur();
+        }
+      }}
+    />
+  );
+}
 
 export function PartialStep({ text, index }: { text: string; index: number }) {
   return (

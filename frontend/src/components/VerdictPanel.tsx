@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent } from "react";
 import type { UserBrief } from "../lib/api";
 import type { LiveReview } from "../stream/protocol";
 import { KNOWLEDGE_LABELS, SAFETY_LABELS, VALUE_LABELS, VERDICTS } from "../lib/labels";
@@ -13,17 +13,23 @@ export interface ReviewFields {
 
 const EMPTY: ReviewFields = { verdict: "", safety_label: "", value_label: "", knowledge_label: "", note: "" };
 
+/** A keyboard command for the form: set the verdict, or save (each new `n` is one press). */
+export type VerdictCommand = { kind: "verdict"; value: string; n: number } | { kind: "save"; n: number };
+
 export function VerdictPanel({
   reviews,
   me,
   canAct,
   onSubmit,
+  command = null,
 }: {
   reviews: LiveReview[];
   me: UserBrief | null;
   canAct: boolean;
   onSubmit: (f: ReviewFields) => Promise<void>;
+  command?: VerdictCommand | null;
 }) {
+  const formRef = useRef<HTMLFormElement>(null);
   const mine = me ? reviews.find((r) => r.annotator?.id === me.id) : undefined;
   const [f, setF] = useState<ReviewFields>(EMPTY);
   const [msg, setMsg] = useState<string>("");
@@ -43,6 +49,15 @@ export function VerdictPanel({
         note: mine.note,
       });
   }
+  // Keyboard commands: a verdict key sets the verdict while rendering; save submits the form.
+  const [seenCommand, setSeenCommand] = useState(0);
+  if (command && command.n !== seenCommand) {
+    setSeenCommand(command.n);
+    if (command.kind === "verdict" && canAct) setF((x) => ({ ...x, verdict: command.value }));
+  }
+  useEffect(() => {
+    if (command?.kind === "save" && canAct) formRef.current?.requestSubmit();
+  }, [command, canAct]);
   const set = (k: keyof ReviewFields, v: string) => setF((x) => ({ ...x, [k]: x[k] === v && k !== "note" ? "" : v }));
   const radio = (k: keyof ReviewFields, opts: Array<[string, string]>) => (
     <div className="seg" role="radiogroup">
@@ -81,7 +96,7 @@ export function VerdictPanel({
   };
   const others = reviews.filter((r) => r !== mine);
   return (
-    <form className="verdict" onSubmit={submit} data-testid="verdict-panel">
+    <form className="verdict" onSubmit={submit} data-testid="verdict-panel" ref={formRef}>
       <label>Verdict</label>
       {radio("verdict", VERDICTS)}
       <label htmlFor="safety-label">Safety</label>

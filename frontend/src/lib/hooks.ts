@@ -51,3 +51,13 @@ export function useLatest<T>(value: T): RefObject<T> {
   });
   return ref;
 }
+
+/** The time (ms since the epoch), updated every `everyMs`: for showing what lapses (a claim). */
+export function useNow(everyMs = 1000): number {
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now()), everyMs);
+    return () => clearInterval(timer);
+  }, [everyMs]);
+  return now;
+}

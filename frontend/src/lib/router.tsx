@@ -10,6 +10,8 @@ export type Route =
   | { name: "runs"; projectId: number; runId: number | null }
   | { name: "datasets"; projectId: number }
   | { name: "models"; projectId: number }
+  | { name: "team"; projectId: number }
+  | { name: "settings"; projectId: number }
   | { name: "notfound" };
 
 export function parseRoute(pathname: string): Route {
@@ -23,6 +25,8 @@ export function parseRoute(pathname: string): Route {
     return { name: "runs", projectId: +m[1], runId: m[2] ? +m[2] : null };
   if ((m = p.match(/^\/projects\/(\d+)\/datasets\/$/))) return { name: "datasets", projectId: +m[1] };
   if ((m = p.match(/^\/projects\/(\d+)\/models\/$/))) return { name: "models", projectId: +m[1] };
+  if ((m = p.match(/^\/projects\/(\d+)\/team\/$/))) return { name: "team", projectId: +m[1] };
+  if ((m = p.match(/^\/projects\/(\d+)\/settings\/$/))) return { name: "settings", projectId: +m[1] };
   return { name: "notfound" };
 }
 
@@ -33,6 +37,8 @@ export const paths = {
   runs: (p: number, r?: number | null) => `${BASE}/projects/${p}/runs/${r ? `${r}/` : ""}`,
   datasets: (p: number) => `${BASE}/projects/${p}/datasets/`,
   models: (p: number) => `${BASE}/projects/${p}/models/`,
+  team: (p: number) => `${BASE}/projects/${p}/team/`,
+  settings: (p: number) => `${BASE}/projects/${p}/settings/`,
 };
 
 export function navigate(to: string, replace = false): void {

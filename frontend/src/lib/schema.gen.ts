@@ -873,7 +873,8 @@ export interface paths {
         /** @description Reviews of a trace; PUT sets yours (verdict + SafeWork safety / value / knowledge labels). */
         put: operations["projects_traces_reviews_update"];
         post?: never;
-        delete?: never;
+        /** @description Remove your review of this trace (204 also when you had none). */
+        delete: operations["projects_traces_reviews_destroy"];
         options?: never;
         head?: never;
         patch?: never;
@@ -908,7 +909,8 @@ export interface paths {
         /** @description Your label for one step (one per supervisor; PUT replaces it). */
         put: operations["projects_traces_steps_label_update"];
         post?: never;
-        delete?: never;
+        /** @description Remove your label of this step (204 also when you had none). */
+        delete: operations["projects_traces_steps_label_destroy"];
         options?: never;
         head?: never;
         patch?: never;
@@ -6302,6 +6304,54 @@ export interface operations {
             };
         };
     };
+    projects_traces_reviews_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     projects_traces_steps_list: {
         parameters: {
             query?: never;
@@ -6464,6 +6514,55 @@ export interface operations {
             };
             /** @description The request body is over the size limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_steps_label_destroy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                index: number;
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No response body */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -3,6 +3,7 @@ import { ErrorState, fmtDate, Loading, Section } from "../components/common";
 import { ProjectNav } from "../components/ProjectNav";
 import { api, ApiError } from "../lib/api";
 import { useLoad } from "../lib/hooks";
+import { Link, paths } from "../lib/router";
 
 export function Models({ projectId }: { projectId: number }) {
   const data = useLoad(async () => {
@@ -26,6 +27,7 @@ export function Models({ projectId }: { projectId: number }) {
       setMsg(e instanceof ApiError && e.isMissing ? "Promotion is not available yet." : e instanceof Error ? e.message : String(e));
     }
   };
+  const [lineageOf, setLineageOf] = useState<number | null>(null);
   const names = new Map((data.data?.models ?? []).map((m) => [m.id, m.name]));
   const isOwner = data.data?.project.my_role === "owner";
   return (
@@ -64,6 +66,9 @@ export function Models({ projectId }: { projectId: number }) {
                     <td className="small mono">{m.base_model}</td>
                     <td className="muted small">{fmtDate(m.created_at)}</td>
                     <td>
+                      <button className="link" onClick={() => setLineageOf(lineageOf === m.id ? null : m.id)} data-testid={`lineage-${m.id}`}>
+                        lineage
+                      </button>{" "}
                       {!serving && isOwner && (
                         <button onClick={() => void promote(m.id)} data-testid={`promote-${m.id}`}>
                           Promote
@@ -77,6 +82,48 @@ export function Models({ projectId }: { projectId: number }) {
           </table>
         )}
       </Section>
+      {lineageOf !== null && <Lineage key={lineageOf} projectId={projectId} versionId={lineageOf} />}
     </div>
+  );
+}
+
+function Lineage({ projectId, versionId }: { projectId: number; versionId: number }) {
+  const l = useLoad(
+    () => api.get("/api/projects/{project_id}/models/{version_id}/lineage/", { params: { path: { project_id: projectId, version_id: versionId } } }),
+    [projectId, versionId],
+  );
+  if (l.error) return <ErrorState error={l.error} what="Lineage" />;
+  if (!l.data) return <Loading />;
+  const { model, parent, run, snapshots, evals, promotions } = l.data;
+  return (
+    <Section title={`Lineage of ${model.name}`}>
+      <dl className="lineage" data-testid="lineage">
+        <dt>Parent</dt>
+        <dd>{parent ? parent.name : "— (a base model)"}</dd>
+        <dt>Trained by</dt>
+        <dd>
+          {run ? (
+            <Link to={paths.runs(projectId, run.id)}>
+              run #{run.id} ({run.stage}, {run.status}
+              {run.finished_at ? `, ${fmtDate(run.finished_at)}` : ""})
+            </Link>
+          ) : (
+            "— (registered by hand)"
+          )}
+        </dd>
+        <dt>On snapshots</dt>
+        <dd>
+          {snapshots.length
+            ? snapshots.map((s) => `#${s.id} ${s.kind} (${s.record_count} records, ${s.sha256.slice(0, 12)})`).join(" · ")
+            : "—"}
+        </dd>
+        <dt>Evaluations</dt>
+        <dd>{evals.length ? evals.map((e) => `${e.metric} ${e.value.toFixed(3)}`).join(" · ") : "—"}</dd>
+        <dt>Promoted</dt>
+        <dd data-testid="promotions">
+          {promotions.length ? promotions.map((p) => `by ${p.by ?? "the system"} ${fmtDate(p.at)}`).join(" · ") : "never"}
+        </dd>
+      </dl>
+    </Section>
   );
 }

@@ -1,5 +1,7 @@
-// Review queue: the project's traces (filterable) and its prompts to start new generations from.
-import { useState, type FormEvent } from "react";
+// Review queue: your queue (counters, the next item), the project's traces through the team's views
+// (mine, to do, done, unreviewed, disagreement, verdict) or all of them with their filters, live;
+// and the prompts to start new generations from.
+import { useEffect, useEffectEvent, useRef, useState, type FormEvent } from "react";
 import { ErrorState, fmtDate, Loading, messagesText, Section } from "../components/common";
 import { ProjectNav } from "../components/ProjectNav";
 import {
@@ -15,11 +17,28 @@ import {
 } from "../lib/api";
 import { useLoad } from "../lib/hooks";
 import { Link, navigate, paths } from "../lib/router";
+import { openNextItem } from "../review/next";
+import { useProjectEvents } from "../stream/hooks";
 
 const STATUSES = ["", ...traceStatusEnumValues];
 const CATEGORIES = ["", ...categoryEnumValues];
 
-type Filters = Record<"status" | "prompt" | "model_version" | "category" | "started_by", string>;
+type Filters = Record<"view" | "status" | "prompt" | "model_version" | "category" | "started_by", string>;
+
+/** The team's views of the queue, as the queue endpoint's query. "" is every trace (the trace list). */
+const VIEWS: Array<[string, string, Record<string, string>]> = [
+  ["", "all traces", {}],
+  ["todo", "mine: to do", { mine: "true", reviewed: "false" }],
+  ["done", "mine: done", { mine: "true", reviewed: "true" }],
+  ["mine", "mine: all", { mine: "true" }],
+  ["unreviewed", "unreviewed", { reviewed: "false" }],
+  ["reviewed", "reviewed", { reviewed: "true" }],
+  ["disagreement", "disagreement", { disagreement: "true" }],
+  ["accept", "verdict: accept", { verdict: "accept" }],
+  ["reject", "verdict: reject", { verdict: "reject" }],
+];
+
+type Row = Trace & { mine?: boolean; my_verdict?: string | null };
 
 /** The filters as the trace list's query: empty ones left out, ids as numbers. */
 function traceQuery(f: Filters) {
@@ -41,6 +60,7 @@ function qs(params: Record<string, string>): string {
 function useFilters() {
   const sp = new URLSearchParams(window.location.search);
   const [f, setF] = useState<Filters>({
+    view: sp.get("view") ?? "",
     status: sp.get("status") ?? "",
     prompt: sp.get("prompt") ?? "",
     model_version: sp.get("model_version") ?? "",
@@ -58,27 +78,72 @@ function useFilters() {
 
 export function Queue({ projectId }: { projectId: number }) {
   const [f, setFilter] = useFilters();
-  const [extra, setExtra] = useState<Trace[]>([]);
+  const [extra, setExtra] = useState<Row[]>([]);
   const [next, setNext] = useState<number | null>(null);
   const path = { project_id: projectId };
-  const traces = useLoad(async () => {
-    const page = await api.get("/api/projects/{project_id}/traces/", {
-      params: { path, query: { ...traceQuery(f), limit: 50 } },
+  const view = VIEWS.find(([v]) => v === f.view) ?? VIEWS[0];
+  const load = async (offset?: number) => {
+    if (!view[0])
+      return api.get("/api/projects/{project_id}/traces/", {
+        params: { path, query: { ...traceQuery(f), limit: 50, offset } },
+      });
+    const q = view[2];
+    return api.get("/api/projects/{project_id}/queue/", {
+      params: {
+        path,
+        query: {
+          mine: q.mine === "true" ? true : undefined,
+          reviewed: q.reviewed ? q.reviewed === "true" : undefined,
+          disagreement: q.disagreement === "true" ? true : undefined,
+          verdict: (q.verdict || undefined) as "accept" | "reject" | undefined,
+          category: (f.category || undefined) as CategoryEnum | undefined,
+          limit: 50,
+          offset,
+        },
+      },
     });
+  };
+  const traces = useLoad(async () => {
+    const page = await load();
     setExtra([]);
     setNext(nextOffset(page.next));
     return page;
-  }, [projectId, f.status, f.prompt, f.model_version, f.category, f.started_by]);
+  }, [projectId, f.view, f.status, f.prompt, f.model_version, f.category, f.started_by]);
+  const counts = useLoad(() => api.get("/api/projects/{project_id}/queue/counts/", { params: { path } }), [projectId]);
   const models = useLoad(() => api.get("/api/projects/{project_id}/models/", { params: { path } }), [projectId]);
   const more = async () => {
     if (next === null) return;
-    const page = await api.get("/api/projects/{project_id}/traces/", {
-      params: { path, query: { ...traceQuery(f), limit: 50, offset: next } },
-    });
+    const page = await load(next);
     setExtra((x) => [...x, ...page.results]);
     setNext(nextOffset(page.next));
   };
-  const all = [...(traces.data?.results ?? []), ...extra];
+  // Live: the queue changes as the team works; coalesce a burst of events into one reload.
+  const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  const [live, setLive] = useState(false);
+  useProjectEvents(projectId, (e) => {
+    if (e.type === "hello") setLive(true);
+    if (e.type === "hello" || e.type.startsWith("queue.")) {
+      if (timer.current) clearTimeout(timer.current);
+      timer.current = setTimeout(() => {
+        traces.reload();
+        counts.reload();
+      }, 250);
+    }
+  });
+  const [msg, setMsg] = useState("");
+  const openNext = () => void openNextItem(projectId, null, setMsg);
+  const onKey = useEffectEvent((e: KeyboardEvent) => {
+    const t = e.target as HTMLElement | null;
+    if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT")) return;
+    if (e.key === "n" && !e.ctrlKey && !e.metaKey && !e.altKey) openNext();
+  });
+  useEffect(() => {
+    const listener = (e: KeyboardEvent) => onKey(e);
+    window.addEventListener("keydown", listener);
+    return () => window.removeEventListener("keydown", listener);
+  }, []);
+  const all: Row[] = [...(traces.data?.results ?? []), ...extra];
+  const c = counts.data;
 
   return (
     <div className="page">
@@ -86,9 +151,53 @@ export function Queue({ projectId }: { projectId: number }) {
       <div className="columns">
         <main className="main-col">
           <Section
+            title="My queue"
+            aside={
+              <span className={`conn conn-${live ? "open" : "connecting"}`} title="live updates" data-testid="queue-live">
+                {live ? "live" : "connecting"}
+              </span>
+            }
+          >
+            <div className="row" data-testid="my-queue">
+              {c ? (
+                <span className="counters">
+                  <span data-testid="count-left">
+                    <strong>{c.left}</strong> left
+                  </span>{" "}
+                  ·{" "}
+                  <span data-testid="count-done">
+                    <strong>{c.done}</strong> done
+                  </span>{" "}
+                  of <span data-testid="count-assigned">{c.assigned}</span> assigned
+                  {c.prompts_without_trace > 0 && ` · ${c.prompts_without_trace} prompts still to generate`} ·{" "}
+                  <span className="muted">
+                    project: {c.traces} traces, {c.unreviewed} unreviewed, {c.disputed} in disagreement
+                  </span>
+                </span>
+              ) : (
+                <Loading />
+              )}
+              <button className="primary" onClick={openNext} data-testid="open-next">
+                Open next item <kbd>n</kbd>
+              </button>
+            </div>
+            {msg && (
+              <div className="notice" role="status" data-testid="queue-notice">
+                {msg}
+              </div>
+            )}
+          </Section>
+          <Section
             title="Traces"
             aside={
               <div className="filters">
+                <select aria-label="view" data-testid="filter-view" value={f.view} onChange={(e) => setFilter("view", e.target.value)}>
+                  {VIEWS.map(([v, label]) => (
+                    <option key={v} value={v}>
+                      {label}
+                    </option>
+                  ))}
+                </select>
                 <select aria-label="status" data-testid="filter-status" value={f.status} onChange={(e) => setFilter("status", e.target.value)}>
                   {STATUSES.map((s) => (
                     <option key={s} value={s}>
@@ -150,6 +259,8 @@ export function Queue({ projectId }: { projectId: number }) {
                     <th>Status</th>
                     <th>Prompt</th>
                     <th>Steps</th>
+                    <th>Reviews</th>
+                    <th>Verdict</th>
                     <th>Branch of</th>
                     <th>Updated</th>
                   </tr>
@@ -169,6 +280,13 @@ export function Queue({ projectId }: { projectId: number }) {
                         </button>
                       </td>
                       <td>{t.step_count ?? ""}</td>
+                      <td data-testid={`reviews-${t.id}`}>
+                        {t.review_count}
+                        {t.my_verdict ? <span className="muted"> (you: {t.my_verdict})</span> : t.mine ? <span className="muted"> (yours to do)</span> : null}
+                      </td>
+                      <td data-testid={`verdict-${t.id}`}>
+                        {t.disputed ? <span className="status s-failed">disagreement</span> : t.verdict || ""}
+                      </td>
                       <td>{t.parent != null ? <Link to={paths.trace(projectId, t.parent)}>#{t.parent}</Link> : ""}</td>
                       <td className="muted">{fmtDate(t.updated_at)}</td>
                     </tr>

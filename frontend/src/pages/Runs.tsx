@@ -5,10 +5,10 @@ import { ErrorState, fmtDate, Loading, Section } from "../components/common";
 import { LineChart } from "../components/LineChart";
 import { ProjectNav } from "../components/ProjectNav";
 import { Scatter, type ScatterPoint } from "../components/Scatter";
-import { api, type TrainingRun } from "../lib/api";
+import { api, stageEnumValues, type StageEnum, type TrainingRun } from "../lib/api";
 import { loadEvals } from "../lib/evals";
 import { useLoad } from "../lib/hooks";
-import { Link, paths } from "../lib/router";
+import { Link, navigate, paths } from "../lib/router";
 import { useRunConnection } from "../stream/hooks";
 import { ACTIVE_RUN } from "../stream/runs";
 
@@ -69,6 +69,9 @@ export function Runs({ projectId, runId }: { projectId: number; runId: number | 
                 ))}
               </ul>
             )}
+          </Section>
+          <Section title="Start a training run">
+            <StartRun projectId={projectId} onStarted={(id) => { runs.reload(); navigate(paths.runs(projectId, id)); }} />
           </Section>
         </aside>
       </div>
@@ -214,4 +217,86 @@ function EvalScatter({ projectId }: { projectId: number }) {
   if (!data.data) return <Loading />;
   if (data.data.length === 0) return <p className="muted">No evaluated model versions yet.</p>;
   return <Scatter points={data.data} />;
+}
+
+/** Owners start a run from ready snapshots; the server checks the config and says what is wrong. */
+function StartRun({ projectId, onStarted }: { projectId: number; onStarted: (id: number) => void }) {
+  const path = { project_id: projectId };
+  const opts = useLoad(async () => {
+    const [project, models, snapshots] = await Promise.all([
+      api.get("/api/projects/{project_id}/", { params: { path } }),
+      api.get("/api/projects/{project_id}/models/", { params: { path } }),
+      api.get("/api/projects/{project_id}/datasets/", { params: { path, query: { limit: 100 } } }),
+    ]);
+    return { project, models, snapshots: snapshots.results.filter((s) => s.status === "ready") };
+  }, [projectId]);
+  const [stage, setStage] = useState<StageEnum>("sft");
+  const [base, setBase] = useState("");
+  const [chosen, setChosen] = useState<number[]>([]);
+  const [config, setConfig] = useState('{"max_steps": 20, "learning_rate": 0.0001}');
+  const [msg, setMsg] = useState("");
+  if (opts.error) return <ErrorState error={opts.error} what="Runs" />;
+  if (!opts.data) return <Loading />;
+  if (opts.data.project.my_role !== "owner") return <p className="muted">Owners start training runs.</p>;
+  const start = async () => {
+    setMsg("");
+    let parsed: unknown;
+    try {
+      parsed = config.trim() ? JSON.parse(config) : {};
+    } catch {
+      setMsg("The config is not valid JSON.");
+      return;
+    }
+    try {
+      const run = await api.post("/api/projects/{project_id}/runs/", {
+        params: { path },
+        body: { stage, base_model: Number(base || opts.data!.project.serving_model || 0), snapshots: chosen, config: parsed as Record<string, never> },
+      });
+      onStarted(run.id);
+    } catch (e) {
+      setMsg(e instanceof Error ? e.message : String(e));
+    }
+  };
+  return (
+    <div className="start-run" data-testid="start-run">
+      <div className="row small">
+        <select aria-label="stage" value={stage} onChange={(e) => setStage(e.target.value as StageEnum)} data-testid="run-stage">
+          {stageEnumValues.map((s) => (
+            <option key={s} value={s}>
+              {s}
+            </option>
+          ))}
+        </select>
+        <select aria-label="base model" value={base} onChange={(e) => setBase(e.target.value)} data-testid="run-base">
+          <option value="">serving model</option>
+          {opts.data.models.map((m) => (
+            <option key={m.id} value={m.id}>
+              {m.name}
+            </option>
+          ))}
+        </select>
+      </div>
+      <div className="small">
+        {opts.data.snapshots.length === 0 ? (
+          <span className="muted">No ready snapshots: build one on the Datasets page.</span>
+        ) : (
+          opts.data.snapshots.map((s) => (
+            <label key={s.id} className="row">
+              <input type="checkbox" checked={chosen.includes(s.id)} onChange={(e) => setChosen((c) => (e.target.checked ? [...c, s.id] : c.filter((x) => x !== s.id)))} />
+              #{s.id} {s.kind} · {s.record_count} records
+            </label>
+          ))
+        )}
+      </div>
+      <textarea rows={3} value={config} onChange={(e) => setConfig(e.target.value)} aria-label="run config (JSON)" data-testid="run-config" />
+      <button className="primary" disabled={chosen.length === 0} onClick={() => void start()} data-testid="run-start">
+        Start run
+      </button>
+      {msg && (
+        <div className="notice" role="alert" data-testid="run-start-error">
+          {msg}
+        </div>
+      )}
+    </div>
+  );
 }

@@ -2,21 +2,25 @@
 // branch tree with diffs, the prompt, the guidelines and who else is watching. The work is in hooks:
 // the connection (stream/hooks.ts), your labels (review/useOptimisticLabels.ts), the step editor
 // (review/useStepEdit.ts) and the keyboard (review/useReviewKeyboard.ts).
-import { useCallback, useState } from "react";
+import { useCallback, useRef, useState, useSyncExternalStore } from "react";
+import { AdjudicationPanel } from "../components/AdjudicationPanel";
 import { BranchDiff, BranchTree } from "../components/BranchPanel";
+import { Guidelines } from "../components/Guidelines";
 import { ErrorState, Section } from "../components/common";
 import { HelpOverlay } from "../components/HelpOverlay";
 import { PromptPanel } from "../components/PromptPanel";
 import { PartialStep, StepRow } from "../components/StepRow";
-import { VerdictPanel, type ReviewFields } from "../components/VerdictPanel";
+import { VerdictPanel, type ReviewFields, type VerdictCommand } from "../components/VerdictPanel";
 import { api, LOGIN_URL, safetyTagsEnumValues, type Project } from "../lib/api";
-import { useLoad } from "../lib/hooks";
+import { useLoad, useNow } from "../lib/hooks";
 import { Link, navigate, paths } from "../lib/router";
-import { useOptimisticLabels } from "../review/useOptimisticLabels";
+import { openNextItem } from "../review/next";
+import { recordChange, subscribeUndo, undoDepth, undoLast } from "../review/undo";
+import { useOptimisticLabels, type LabelDraft } from "../review/useOptimisticLabels";
 import { useReviewKeyboard } from "../review/useReviewKeyboard";
 import { useStepEdit } from "../review/useStepEdit";
 import { useTraceConnection } from "../stream/hooks";
-import { canAct as roleCanAct, displayPartial } from "../stream/reducer";
+import { activeController, canAct as roleCanAct, displayPartial } from "../stream/reducer";
 
 /** The project's safety tags (its label schema may narrow the studio's list); the same array on
  * every render, so the memoised step rows do not all re-render for each streamed token. */
@@ -47,8 +51,18 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
 
   const fail = useCallback((e: unknown) => setNotice(message(e)), []);
   const act = useCallback((action: string, fields: Record<string, unknown> = {}) => conn.send(action, fields), [conn]);
+  // Time on this item, for the per-annotator median (sent with the review as lead_time_s).
+  const [openedAt] = useState(() => performance.now());
+  const undoCount = useSyncExternalStore(subscribeUndo, undoDepth);
+  const now = useNow();
+  const [command, setCommand] = useState<VerdictCommand | null>(null);
+  const commandN = useRef(0);
 
-  const labels = useOptimisticLabels({ state, canAct, send: act, onError: fail });
+  const recordLabel = useCallback(
+    (index: number, before: LabelDraft | null) => recordChange({ kind: "label", projectId, traceId, index, before }),
+    [projectId, traceId],
+  );
+  const labels = useOptimisticLabels({ state, canAct, send: act, onError: fail, onChange: recordLabel });
   const edit = useStepEdit({
     trace,
     canAct,
@@ -73,15 +87,43 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
   const cont = () => void act("continue").catch(fail);
   const start = () => void act("start", {}).catch(fail);
 
+  const next = () => void openNextItem(projectId, traceId, setNotice);
+  const undo = () =>
+    void undoLast((entry) => {
+      if (entry.kind !== "label" || entry.traceId !== traceId) return false;
+      labels.restore(entry.index, entry.before);
+      return true;
+    }).then(
+      (entry) => {
+        if (!entry) setNotice("Nothing to undo.");
+        else if (entry.traceId !== traceId) navigate(paths.trace(entry.projectId, entry.traceId));
+        else setNotice(entry.kind === "label" ? `Undone: your label of step ${entry.index + 1}.` : "Undone: your review.");
+      },
+      fail,
+    );
+
   const submitReview = async (f: ReviewFields) => {
+    const mine = me ? trace?.reviews.find((r) => r.annotator?.id === me.id) : undefined;
     await act("review", {
       verdict: f.verdict,
       safety_label: f.safety_label,
       value_label: f.value_label,
       knowledge_label: f.knowledge_label,
       note: f.note,
+      lead_time_s: Math.round((performance.now() - openedAt) / 100) / 10,
     });
+    recordChange({
+      kind: "review",
+      projectId,
+      traceId,
+      before: mine
+        ? { verdict: mine.verdict, safety_label: mine.safety_label, value_label: mine.value_label, knowledge_label: mine.knowledge_label, note: mine.note }
+        : null,
+    });
+    next(); // the next item of your queue opens
   };
+  const controller = activeController(state, now);
+  const iControl = controller !== null && me !== null && controller.user.id === me.id;
 
   useReviewKeyboard({
     helpOpen: help,
@@ -97,6 +139,13 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
     status: trace?.status,
     stop,
     resume: cont,
+    undo,
+    next,
+    verdict: (v) => setCommand({ kind: "verdict", value: v, n: ++commandN.current }),
+    saveReview: () => setCommand({ kind: "save", n: ++commandN.current }),
+    toggleTag: (index, n) => {
+      if (n < safetyTags.length) labels.toggleTag(index, safetyTags[n]);
+    },
   });
 
   if (connStatus === "denied") {
@@ -146,6 +195,25 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
               Continue <kbd>Ctrl+Enter</kbd>
             </button>
           )}
+          <span className="controller" data-testid="controller">
+            {controller ? (iControl ? "you control this trace" : `controlled by ${controller.user.username}`) : ""}
+          </span>
+          {controller && !iControl && canAct && (
+            <button className="link" data-testid="request-control" onClick={() => void act("request_control").then(() => setNotice(`Asked ${controller.user.username} for control.`), fail)}>
+              Request control
+            </button>
+          )}
+          {iControl && (
+            <button className="link" data-testid="release-control" onClick={() => void act("release").catch(fail)}>
+              Release
+            </button>
+          )}
+          <button onClick={next} data-testid="next-item" title="Next item of your queue (n)">
+            Next <kbd>n</kbd>
+          </button>
+          <button onClick={undo} disabled={undoCount === 0} data-testid="undo" title="Undo your last label or review change (Ctrl+Z)">
+            Undo <kbd>Ctrl+Z</kbd>
+          </button>
           <span className="watchers" data-testid="watchers" title="Watching now">
             {state.watchers.length === 0 ? "no one watching" : `watching: ${state.watchers.map((w) => w.username).join(", ")}`}
           </span>
@@ -155,6 +223,14 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
         </div>
       </header>
 
+      {iControl && state.controlRequest && (
+        <div className="notice" role="status" data-testid="control-request">
+          {state.controlRequest.username} asks for control.{" "}
+          <button className="link" onClick={() => void act("release").catch(fail)}>
+            Give it
+          </button>
+        </div>
+      )}
       {notice && (
         <div className="notice" role="status" data-testid="notice">
           {notice} <button className="link" onClick={() => setNotice("")}>dismiss</button>
@@ -193,7 +269,7 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
                     step={s}
                     selected={selected === s.index}
                     me={me}
-                    pendingRating={labels.pending[s.index] ? labels.pending[s.index].rating : undefined}
+                    pending={s.index in labels.pending ? labels.pending[s.index] : undefined}
                     canAct={canAct}
                     safetyTags={safetyTags}
                     editing={edit.editing?.index === s.index}
@@ -201,6 +277,7 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
                     onSelect={setSelected}
                     onRate={rate}
                     onToggleTag={labels.toggleTag}
+                    onNote={labels.setNote}
                     onEditChange={edit.change}
                     onEditSubmit={edit.submit}
                     onEditCancel={edit.cancel}
@@ -230,7 +307,17 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
         </main>
         <aside className="side-col">
           <Section title="Verdict">
-            {trace && <VerdictPanel reviews={trace.reviews} me={me} canAct={canAct} onSubmit={submitReview} />}
+            {trace && <VerdictPanel reviews={trace.reviews} me={me} canAct={canAct} onSubmit={submitReview} command={command} />}
+          </Section>
+          <Section title="Adjudication">
+            {trace && (
+              <AdjudicationPanel
+                key={trace.adjudication?.updated_at ?? "none"}
+                projectId={projectId}
+                trace={trace}
+                canAdjudicate={state.role === "reviewer" || state.role === "owner"}
+              />
+            )}
           </Section>
           <Section title="Branches and other generations">
             {trace && (
@@ -254,7 +341,7 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
             {project.error ? (
               <ErrorState error={project.error} what="Guidelines" />
             ) : (
-              <div className="guidelines">{project.data?.guidelines || <span className="muted">No guidelines.</span>}</div>
+              <Guidelines text={project.data?.guidelines ?? ""} />
             )}
           </Section>
         </aside>

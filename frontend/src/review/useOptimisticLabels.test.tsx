@@ -49,7 +49,7 @@ describe("useOptimisticLabels", () => {
     const { conn, ws } = connected();
     const { result } = mount(conn);
     act(() => result.current.rate(0, 1));
-    expect(result.current.pending[0]).toEqual({ rating: 1, tags: ["privacy"] });
+    expect(result.current.pending[0]).toEqual({ rating: 1, tags: ["privacy"], note: "" });
     expect(ws.sent.at(-1)).toMatchObject({ action: "label", step_index: 0, rating: 1, safety_tags: ["privacy"], note: "" });
     await act(async () => conn.close());
   });
@@ -67,7 +67,36 @@ describe("useOptimisticLabels", () => {
       [0, ["bias"]],
     ]);
     act(() => result.current.toggleTag(1, "bias"));
-    expect(result.current.pending[1]).toEqual({ rating: 0, tags: [] });
+    expect(result.current.pending[1]).toEqual({ rating: 0, tags: [], note: "" });
+    await act(async () => conn.close());
+  });
+
+  it("the same rating again clears it, and every change reports what was there before", async () => {
+    const { conn, ws } = connected();
+    const befores: unknown[] = [];
+    const { result } = renderHook(() =>
+      useOptimisticLabels({
+        state: conn.state,
+        canAct: true,
+        send: (a, f) => conn.send(a, f),
+        onError: () => {},
+        onChange: (index, before) => befores.push([index, before]),
+      }),
+    );
+    act(() => result.current.rate(1, 1));
+    act(() => result.current.rate(1, 1)); // pressed again: the label goes
+    expect(ws.sent.at(-1)).toMatchObject({ action: "unlabel", step_index: 1 });
+    expect(result.current.pending[1]).toBeNull();
+    act(() => result.current.rate(0, -1)); // step 0 has tags: its rating is cleared, the tags stay
+    expect(ws.sent.at(-1)).toMatchObject({ action: "label", step_index: 0, rating: null, safety_tags: ["privacy"] });
+    act(() => result.current.setNote(0, "the sum is wrong"));
+    expect(ws.sent.at(-1)).toMatchObject({ action: "label", step_index: 0, note: "the sum is wrong" });
+    expect(befores).toEqual([
+      [1, null],
+      [1, { rating: 1, tags: [], note: "" }],
+      [0, { rating: -1, tags: ["privacy"], note: "" }],
+      [0, { rating: null, tags: ["privacy"], note: "" }],
+    ]);
     await act(async () => conn.close());
   });
 
@@ -90,7 +119,7 @@ describe("useOptimisticLabels", () => {
     act(() => result.current.rate(0, 0));
     act(() => ws.push({ type: "error", code: "rate_limited", detail: "Slow down.", request_id: first }));
     await flush();
-    expect(result.current.pending[0]).toEqual({ rating: 0, tags: ["privacy"] });
+    expect(result.current.pending[0]).toEqual({ rating: 0, tags: ["privacy"], note: "" });
     await act(async () => conn.close());
   });
 

@@ -128,3 +128,35 @@ describe("useReviewKeyboard", () => {
     expect(k.setHelp).toHaveBeenCalledWith(true);
   });
 });
+
+describe("useReviewKeyboard: the team's keys", () => {
+  it("n opens the next item, Ctrl+Z undoes, a / r / s drive the review form, Shift+digit a tag", () => {
+    const k = keys({ selected: 1, next: vi.fn(), undo: vi.fn(), verdict: vi.fn(), saveReview: vi.fn(), toggleTag: vi.fn() });
+    renderHook(() => useReviewKeyboard(k));
+    press("n");
+    press("z", { ctrlKey: true });
+    press("a");
+    press("r");
+    press("s");
+    press("@", { shiftKey: true, code: "Digit2" }); // Shift+2 whatever the layout prints
+    expect(k.next).toHaveBeenCalledTimes(1);
+    expect(k.undo).toHaveBeenCalledTimes(1);
+    expect(k.verdict).toHaveBeenNthCalledWith(1, "accept");
+    expect(k.verdict).toHaveBeenNthCalledWith(2, "reject");
+    expect(k.saveReview).toHaveBeenCalledTimes(1);
+    expect(k.toggleTag).toHaveBeenCalledWith(1, 1);
+    expect(k.rate).not.toHaveBeenCalled(); // Shift+2 is not the "2" rating
+  });
+
+  it("leaves these keys alone while typing in a field", () => {
+    const k = keys({ next: vi.fn(), undo: vi.fn() });
+    renderHook(() => useReviewKeyboard(k));
+    const input = document.createElement("input");
+    document.body.appendChild(input);
+    press("n", {}, input);
+    press("z", { ctrlKey: true }, input);
+    expect(k.next).not.toHaveBeenCalled();
+    expect(k.undo).not.toHaveBeenCalled();
+    input.remove();
+  });
+});

@@ -18,6 +18,15 @@ export interface ReviewKeys {
   status: string | undefined;
   stop: () => void;
   resume: () => void;
+  /** Ctrl+Z: undo your last label or review change of the session. */
+  undo?: () => void;
+  /** n: open the next item of your queue. */
+  next?: () => void;
+  /** a / r: set the verdict (accept / reject) in the review form; s: save the review. */
+  verdict?: (verdict: "accept" | "reject") => void;
+  saveReview?: () => void;
+  /** Shift+1…9: switch the selected step's Nth safety tag. */
+  toggleTag?: (index: number, n: number) => void;
 }
 
 const RATING_KEYS: Record<string, number | null> = { "1": 1, "2": 0, "3": -1, "4": null };
@@ -44,7 +53,21 @@ export function handleReviewKey(e: KeyboardEvent, k: ReviewKeys): void {
     else if (k.status === "stopped") k.resume();
     return;
   }
+  if ((e.ctrlKey || e.metaKey) && !e.shiftKey && (e.key === "z" || e.key === "Z")) {
+    e.preventDefault();
+    k.undo?.();
+    return;
+  }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
+  // Shift+digit reads the key's position (e.code): the character differs by keyboard layout.
+  const digit = /^Digit([1-9])$/.exec(e.code ?? "");
+  if (e.shiftKey && digit) {
+    if (k.selected !== null && k.toggleTag) {
+      e.preventDefault();
+      k.toggleTag(k.selected, Number(digit[1]) - 1);
+    }
+    return;
+  }
   const pos = k.selected === null ? -1 : k.steps.indexOf(k.selected);
   switch (e.key) {
     case "j":
@@ -71,6 +94,19 @@ export function handleReviewKey(e: KeyboardEvent, k: ReviewKeys): void {
       break;
     case "?":
       k.setHelp(true);
+      break;
+    case "n":
+      k.next?.();
+      break;
+    case "a":
+      k.verdict?.("accept");
+      break;
+    case "r":
+      k.verdict?.("reject");
+      break;
+    case "s":
+      e.preventDefault();
+      k.saveReview?.();
       break;
   }
 }

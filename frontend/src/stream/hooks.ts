@@ -1,7 +1,9 @@
 // React bindings of the live connections: one connection per trace / run, opened while the
 // component is mounted, read through useSyncExternalStore (no copy of its state in React state).
-import { useEffect, useState, useSyncExternalStore } from "react";
+import { useEffect, useEffectEvent, useState, useSyncExternalStore } from "react";
 import { TraceConnection } from "./connection";
+import { ProjectConnection } from "./project";
+import type { ProjectEvent } from "./protocol";
 import { RunConnection } from "./runs";
 
 interface Live<V> {
@@ -40,4 +42,18 @@ export function useRunConnection(runId: number) {
   const conn = useLive(runId, runIdOf, newRun);
   const view = useSyncExternalStore(conn.subscribe, conn.getSnapshot);
   return { conn, ...view };
+}
+
+/** Calls `onEvent` for every event of the project socket while the component is mounted. */
+export function useProjectEvents(projectId: number, onEvent: (e: ProjectEvent) => void): void {
+  const handle = useEffectEvent(onEvent);
+  useEffect(() => {
+    const conn = new ProjectConnection(projectId);
+    const off = conn.on((e) => handle(e));
+    conn.connect();
+    return () => {
+      off();
+      conn.close();
+    };
+  }, [projectId]);
 }

@@ -41,6 +41,12 @@ export interface BranchInfo {
 
 // ---- /ws/traces/<id>/ ----
 
+/** Who controls the live trace (annotator/services/claims.py) and until when, if idle. */
+export interface Controller {
+  user: UserBrief;
+  expires_at: string;
+}
+
 export interface SnapshotMsg {
   type: "snapshot";
   seq: number;
@@ -50,6 +56,7 @@ export interface SnapshotMsg {
   watchers: UserBrief[];
   role: RoleEnum | null;
   me?: UserBrief;
+  controller?: Controller | null;
 }
 export interface TokenMsg {
   type: "trace.token";
@@ -92,6 +99,40 @@ export interface BranchMsg {
   correction: LiveCorrection;
   version: number;
 }
+export interface ClaimedMsg {
+  type: "trace.claimed";
+  seq: number;
+  controller: UserBrief;
+  expires_at: string;
+  idle_s: number;
+}
+export interface ReleasedMsg {
+  type: "trace.released";
+  seq: number;
+  by: UserBrief;
+}
+export interface ControlRequestedMsg {
+  type: "control.requested";
+  seq: number;
+  by: UserBrief;
+  controller: UserBrief;
+}
+export interface LabelRemovedMsg {
+  type: "label.removed";
+  seq: number;
+  step_index: number;
+  annotator: UserBrief;
+}
+export interface ReviewRemovedMsg {
+  type: "review.removed";
+  seq: number;
+  annotator: UserBrief;
+}
+export interface AdjudicationMsg {
+  type: "adjudication.updated";
+  seq: number;
+  adjudication: LiveTrace["adjudication"];
+}
 export interface PresenceMsg {
   type: "presence";
   watchers: UserBrief[];
@@ -112,7 +153,19 @@ export interface ErrorMsg {
   request_id?: string | number;
 }
 
-export type SeqMsg = TokenMsg | StepMsg | StatusMsg | LabelMsg | ReviewMsg | BranchMsg;
+export type SeqMsg =
+  | TokenMsg
+  | StepMsg
+  | StatusMsg
+  | LabelMsg
+  | ReviewMsg
+  | BranchMsg
+  | ClaimedMsg
+  | ReleasedMsg
+  | ControlRequestedMsg
+  | LabelRemovedMsg
+  | ReviewRemovedMsg
+  | AdjudicationMsg;
 export type ServerMsg = SnapshotMsg | SeqMsg | PresenceMsg | AckMsg | ErrorMsg;
 
 // ---- /ws/runs/<id>/ (read-only; not sequenced: every connect starts with a snapshot) ----
@@ -139,3 +192,10 @@ export interface RunLogMsg {
   line: string;
 }
 export type RunServerMsg = RunSnapshotMsg | RunProgressMsg | RunMetricsMsg | RunLogMsg | ErrorMsg;
+
+// ---- /ws/projects/<id>/ (read-only, not sequenced: a page re-reads REST on "hello") ----
+
+export interface ProjectEvent {
+  type: "hello" | "queue.reviewed" | "queue.assigned" | "queue.adjudicated" | "queue.trace" | "run.finished" | string;
+  [k: string]: unknown;
+}

@@ -151,3 +151,34 @@ describe("partialAfterStep", () => {
     expect(partialAfterStep("something else", "1. Add 2.")).toBe("");
   });
 });
+
+describe("trace stream reducer: claims and removals", () => {
+  const ann = { id: 1, username: "ann" };
+  const bob = { id: 2, username: "bob" };
+  it("tracks who controls the trace and who asks for it", () => {
+    let s = feed(initialState(5), snapshot(5, 1, { controller: null }));
+    s = feed(s, { type: "trace.claimed", seq: 2, controller: ann, expires_at: "2099-01-01T00:00:00Z", idle_s: 120 });
+    expect(s.controller?.user).toEqual(ann);
+    s = feed(s, { type: "control.requested", seq: 3, by: bob, controller: ann });
+    expect(s.controlRequest).toEqual(bob);
+    s = feed(s, { type: "trace.released", seq: 4, by: ann });
+    expect([s.controller, s.controlRequest]).toEqual([null, null]);
+  });
+
+  it("a lapsed claim is nobody's", async () => {
+    const { activeController } = await import("./reducer");
+    const s = feed(initialState(5), snapshot(5, 1, { controller: { user: ann, expires_at: "2020-01-01T00:00:00Z" } }));
+    expect(s.controller).not.toBeNull();
+    expect(activeController(s, Date.parse("2021-01-01T00:00:00Z"))).toBeNull();
+    expect(activeController(s, Date.parse("2019-01-01T00:00:00Z"))?.user).toEqual(ann);
+  });
+
+  it("removes a label and a review", () => {
+    const labelled = step(0, "a", { labels: [{ id: 9, annotator: ann, rating: 1, safety_tags: [], note: "" }] });
+    let s = feed(initialState(5), snapshot(5, 1, { trace: trace(5, { steps: [labelled], reviews: [
+      { id: 3, annotator: ann, verdict: "accept", safety_label: "", value_label: "", knowledge_label: "", note: "" }] }) }));
+    s = feed(s, { type: "label.removed", seq: 2, step_index: 0, annotator: ann }, { type: "review.removed", seq: 3, annotator: ann });
+    expect(s.trace!.steps[0].labels).toEqual([]);
+    expect(s.trace!.reviews).toEqual([]);
+  });
+});

@@ -6,6 +6,7 @@
 import type { RoleEnum, UserBrief } from "../lib/api";
 import type {
   BranchInfo,
+  Controller,
   LiveCorrection,
   LiveLabel,
   LiveReview,
@@ -29,6 +30,10 @@ export interface TraceState {
   branchInfo: Record<number, BranchInfo & { correction?: LiveCorrection }>;
   /** Set when an event skipped ahead; cleared once the missing events arrive or a snapshot does. */
   gap: { expected: number; got: number } | null;
+  /** Who controls the live trace now (null: nobody; the next control action takes it). */
+  controller: Controller | null;
+  /** The latest request for control by someone else, for the controller to answer. */
+  controlRequest: UserBrief | null;
 }
 
 export type TraceAction =
@@ -48,6 +53,8 @@ export function initialState(traceId: number | null = null): TraceState {
     me: null,
     branchInfo: {},
     gap: null,
+    controller: null,
+    controlRequest: null,
   };
 }
 
@@ -85,6 +92,7 @@ function applyMessage(state: TraceState, msg: ServerMsg): TraceState {
         role: msg.role ?? null,
         me: msg.me ?? state.me,
         gap: null,
+        controller: msg.controller ?? null,
       };
     case "presence":
       return { ...state, watchers: msg.watchers ?? [] };
@@ -149,6 +157,28 @@ function applyEvent(state: TraceState, trace: LiveTrace, msg: SeqMsg): TraceStat
     }
     case "review.updated":
       return { ...state, trace: { ...trace, reviews: upsertBy(trace.reviews, msg.review, sameAnnotator) } };
+    case "label.removed": {
+      const steps = trace.steps.map((s) =>
+        s.index === msg.step_index ? { ...s, labels: s.labels.filter((l) => l.annotator?.id !== msg.annotator.id) } : s,
+      );
+      return { ...state, trace: { ...trace, steps } };
+    }
+    case "review.removed":
+      return { ...state, trace: { ...trace, reviews: trace.reviews.filter((r) => r.annotator?.id !== msg.annotator.id) } };
+    case "adjudication.updated":
+      return { ...state, trace: { ...trace, adjudication: msg.adjudication } };
+    case "trace.claimed": {
+      const same = state.controller?.user.id === msg.controller.id;
+      return {
+        ...state,
+        controller: { user: msg.controller, expires_at: msg.expires_at },
+        controlRequest: same ? state.controlRequest : null,
+      };
+    }
+    case "trace.released":
+      return { ...state, controller: null, controlRequest: null };
+    case "control.requested":
+      return { ...state, controlRequest: msg.by };
     case "branch.created": {
       const branches = trace.branches.includes(msg.branch.id) ? trace.branches : [...trace.branches, msg.branch.id];
       return {
@@ -208,5 +238,13 @@ export function myLabel(step: LiveStep, me: UserBrief | null): LiveLabel | undef
 }
 
 export function canAct(role: RoleEnum | null): boolean {
-  return role === "supervisor" || role === "owner";
+  return role === "supervisor" || role === "reviewer" || role === "owner";
+}
+
+/** The controller unless their claim has lapsed by `now` (ms since the epoch). */
+export function activeController(state: TraceState, now: number): Controller | null {
+  const c = state.controller;
+  if (!c) return null;
+  const until = Date.parse(c.expires_at);
+  return Number.isNaN(until) || until > now ? c : null;
 }

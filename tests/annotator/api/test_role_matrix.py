@@ -60,6 +60,8 @@ CASES = [
     Case("step labels", "get", "/api/projects/{p}/traces/{t}/steps/1/label/", Role.VIEWER, 200),
     Case("step label set", "put", "/api/projects/{p}/traces/{t}/steps/1/label/", Role.SUPERVISOR, 200,
          {"rating": -1, "safety_tags": [], "note": "42 - 5 is 37, fine; but see step 3"}),
+    Case("step label clear", "delete", "/api/projects/{p}/traces/{t}/steps/1/label/", Role.SUPERVISOR, 204),
+    Case("review clear", "delete", "/api/projects/{p}/traces/{t}/reviews/", Role.SUPERVISOR, 204),
     Case("review list", "get", "/api/projects/{p}/traces/{t}/reviews/", Role.VIEWER, 200),
     Case("review set", "put", "/api/projects/{p}/traces/{t}/reviews/", Role.SUPERVISOR, 200,
          {"verdict": "reject", "knowledge_label": "false"}),

@@ -90,3 +90,18 @@ def test_bad_queue_filters_get_a_clear_error(project, users):
         response = viewer.get(f"/api/projects/{project.pk}/queue/", query)
         assert response.status_code == 400 and response.json()["code"] == "invalid", query
     assert viewer.get(f"/api/projects/{project.pk}/queue/next/", {"after": "x"}).status_code == 400
+
+
+def test_clearing_a_label_or_a_review_takes_it_back(project, users, team, traces):
+    ann = api(team["ann"])
+    base = f"/api/projects/{project.pk}/traces/{traces[0].pk}"
+    assert ann.put(f"{base}/steps/0/label/", {"rating": -1}, format="json").status_code == 200
+    assert ann.delete(f"{base}/steps/0/label/").status_code == 204
+    assert ann.get(f"{base}/steps/0/label/").json() == []
+    ann.put(f"{base}/reviews/", {"verdict": "reject"}, format="json")
+    assert api(users["viewer"]).get(f"{base}/").json()["review_count"] == 1
+    assert ann.delete(f"{base}/reviews/").status_code == 204
+    detail = api(users["viewer"]).get(f"{base}/").json()
+    assert (detail["review_count"], detail["verdict"], detail["reviews"]) == (0, "", [])
+    assert ann.delete(f"{base}/reviews/").status_code == 204  # nothing left: still fine
+    assert api(users["viewer"]).delete(f"{base}/reviews/").status_code == 403

@@ -165,3 +165,21 @@ def test_signature_is_the_specs_and_another_secret_fails_it():
     assert header == expected
     with pytest.raises(WebhookVerificationError):
         Verifier("whsec_" + "A" * 32).verify(body, {**headers, "webhook-timestamp": str(int(time.time()))})
+
+
+def test_a_run_that_ends_is_announced_once(project, users, settings):
+    from annotator.models import ModelVersion, TrainingRun
+    from annotator.services.training.notify import run_ended
+
+    hook = webhook_create(project=project, actor=users["owner"], url="http://127.0.0.1:9/hook", events=["run.finished"])
+    base = ModelVersion.objects.create(project=project, name="base", base_model="/models/demo")
+    run = TrainingRun.objects.create(project=project, stage="sft", base_model=base, status="running",
+                                     created_by=users["owner"])
+    assert run_ended(run_id=run.pk) is False  # still running: nothing to say
+    TrainingRun.objects.filter(pk=run.pk).update(status="failed", error="CUDA out of memory")
+    assert run_ended(run_id=run.pk) is True
+    assert run_ended(run_id=run.pk) is False  # a redelivered task says nothing twice
+    (delivery,) = WebhookDelivery.objects.filter(webhook=hook)
+    assert delivery.event_type == "run.finished"
+    assert delivery.payload["data"] | {} == {**delivery.payload["data"], "run": run.pk, "status": "failed",
+                                             "error": "CUDA out of memory", "started_by": "owner"}
