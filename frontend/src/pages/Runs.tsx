@@ -235,7 +235,7 @@ function StartRun({ projectId, onStarted }: { projectId: number; onStarted: (id:
   const [chosen, setChosen] = useState<number[]>([]);
   const [config, setConfig] = useState('{"max_steps": 20, "learning_rate": 0.0001}');
   const [msg, setMsg] = useState("");
-  if (opts.error) return <ErrorState error={opts.error} what="Runs" />;
+  if (opts.error) return opts.error.isMissing ? null : <ErrorState error={opts.error} what="Runs" />;
   if (!opts.data) return <Loading />;
   if (opts.data.project.my_role !== "owner") return <p className="muted">Owners start training runs.</p>;
   const start = async () => {
