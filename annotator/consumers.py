@@ -225,11 +225,12 @@ class TraceConsumer(AsyncWebsocketConsumer):
         if action == "request_control":
             return {"controller": claims.control_request(trace=trace, user=user)}
         if action == "start":
-            generation.trace_start(trace=trace, actor=user, sampling_params=message.get("params"))
+            started = generation.trace_start(trace=trace, actor=user, sampling_params=message.get("params"))
+            return {"status": started.status}
         elif action == "stop":
-            generation.trace_stop(trace=trace, actor=user)
+            return {"status": generation.trace_stop(trace=trace, actor=user).status}
         elif action == "continue":
-            generation.trace_continue(trace=trace, actor=user)
+            return {"status": generation.trace_continue(trace=trace, actor=user).status}
         elif action == "edit":
             correction = corrections.correction_create(
                 trace=trace,

@@ -4,8 +4,10 @@
   generate worker polls it while streaming.
 - **Cancel** (``run:<id>:cancel``): ``run_cancel`` raises it once its transaction commits; the
   trainer polls it after every optimiser step.
-- **Heartbeat** (``run:<id>:owner``): the process that trains a run keeps this key alive; when the
-  process dies the key expires and a redelivery knows the owner is gone.
+- **Heartbeat** (``run:<id>:owner``, ``trace:<id>:owner``): the process that trains a run, or
+  generates a trace, keeps this key alive; when the process dies the key expires, and a redelivery
+  (runs) or the sweep of lost generations (traces, ``annotator.services.generation``) knows the
+  owner is gone.
 - **Presence** (``trace:<id>:watchers``): a hash of the socket channels watching a trace.
 - **Claim** (``trace:<id>:claim``): who controls a live trace now; it expires after the project's
   idle time unless its holder acts again (``annotator/services/claims.py`` decides; this holds it).
@@ -90,6 +92,10 @@ def owner_key(run_id: int) -> str:
     return f"{key_prefix()}run:{run_id}:owner"
 
 
+def trace_owner_key(trace_id: int) -> str:
+    return f"{key_prefix()}trace:{trace_id}:owner"
+
+
 # --- stop (traces) --------------------------------------------------------------------------------
 
 
@@ -122,25 +128,42 @@ def clear_cancel(run_id: int) -> None:
     redis_client().delete(cancel_key(run_id))
 
 
-# --- heartbeat (the owner of a training run) ------------------------------------------------------
+# --- heartbeat (the owner of a training run or of a generation) ----------------------------------
 
 
 def owner_alive(run_id: int) -> bool:
     return bool(redis_client().exists(owner_key(run_id)))
 
 
+def trace_owners_alive(trace_ids: list[int]) -> dict[int, bool]:
+    """For each trace, whether a process holds its generation (one round trip for them all)."""
+    if not trace_ids:
+        return {}
+    pipe = redis_client().pipeline(transaction=False)
+    for trace_id in trace_ids:
+        pipe.exists(trace_owner_key(trace_id))
+    return {trace_id: bool(found) for trace_id, found in zip(trace_ids, pipe.execute(), strict=True)}
+
+
 class Heartbeat:
-    """Keeps ``run:<id>:owner`` alive while this process trains; it expires when the process dies."""
+    """Keeps ``run:<id>:owner`` alive while this process trains; it expires when the process dies.
+
+    The key is set again every ``ttl / 3`` seconds, so it also comes back within that time after
+    Redis lost it (a restart without the key on disk)."""
 
     def __init__(self, run_id: int, token: str, *, ttl_s: int) -> None:
-        self.run_id = run_id
+        self.key = self._key(run_id)
         self.token = token
         self.ttl = max(2, int(ttl_s))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.key}", daemon=True)
+
+    @staticmethod
+    def _key(owned_id: int) -> str:
+        return owner_key(owned_id)
 
     def claim(self) -> None:
-        redis_client().set(owner_key(self.run_id), self.token, ex=self.ttl)
+        redis_client().set(self.key, self.token, ex=self.ttl)
 
     def start(self) -> Heartbeat:
         self._thread.start()
@@ -148,15 +171,23 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
-            with contextlib.suppress(Exception):  # a Redis hiccup must not kill the training thread
-                redis_client().set(owner_key(self.run_id), self.token, ex=self.ttl)
+            with contextlib.suppress(Exception):  # a Redis hiccup must not kill the working thread
+                redis_client().set(self.key, self.token, ex=self.ttl)
 
     def release(self) -> None:
         self._stop.set()
         with contextlib.suppress(Exception):
             client = redis_client()
-            if client.get(owner_key(self.run_id)) == self.token:
-                client.delete(owner_key(self.run_id))
+            if client.get(self.key) == self.token:
+                client.delete(self.key)
+
+
+class TraceHeartbeat(Heartbeat):
+    """Keeps ``trace:<id>:owner`` alive while this process generates the trace."""
+
+    @staticmethod
+    def _key(owned_id: int) -> str:
+        return trace_owner_key(owned_id)
 
 
 # --- presence (who watches a trace) ---------------------------------------------------------------

@@ -152,6 +152,8 @@ class ModelVersion(models.Model):
 class TraceStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
+    # A stop was taken and the worker is winding down (within half a second); then `stopped`.
+    STOPPING = "stopping", "Stopping"
     STOPPED = "stopped", "Stopped"
     FINISHED = "finished", "Finished"
     FAILED = "failed", "Failed"

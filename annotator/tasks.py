@@ -7,6 +7,8 @@ Celery worker, so the services never depend on it.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -16,11 +18,11 @@ from annotator.enqueue import BUILD_SNAPSHOT, DELIVER_WEBHOOK, GENERATE_TRACE
 log = logging.getLogger(__name__)
 
 
-@shared_task(name=GENERATE_TRACE, acks_late=True, ignore_result=True)
-def generate_trace(*, trace_id: int) -> None:
+@shared_task(name=GENERATE_TRACE, bind=True, acks_late=True, ignore_result=True)
+def generate_trace(self, *, trace_id: int) -> None:
     from annotator.services.generation import trace_generate
 
-    trace_generate(trace_id=trace_id)
+    trace_generate(trace_id=trace_id, owner=self.request.hostname or socket.gethostname())
 
 
 @shared_task(name=BUILD_SNAPSHOT, acks_late=True)
@@ -58,3 +60,26 @@ def _recover_webhooks(sender=None, **kwargs) -> None:
         return
     if ids:
         log.info("re-enqueued webhook deliveries: %s", ids)
+
+
+@worker_ready.connect
+def _sweep_lost_generations(sender=None, **kwargs) -> None:
+    """Generate and default workers sweep for traces whose generate worker died (a daemon thread;
+    see ``annotator.services.generation.TraceSweep``). Several sweepers are fine: each trace is
+    ended once, under its row lock. The default worker's sweep covers a studio whose only generate
+    worker is gone."""
+    from django.conf import settings
+
+    app = getattr(sender, "app", None)
+    queues = set(app.amqp.queues.consume_from) if app is not None else set()
+    if not queues & {settings.CELERY_GENERATE_QUEUE, settings.CELERY_TASK_DEFAULT_QUEUE}:
+        return
+    from annotator.services.generation import traces_sweep_forever
+
+    threading.Thread(
+        target=traces_sweep_forever,
+        kwargs={"interval_s": settings.GENERATE_SWEEP_S, "grace_s": settings.GENERATE_SWEEP_GRACE_S},
+        name="sweep-lost-generations",
+        daemon=True,
+    ).start()
+    log.info("sweeping for lost generations every %.0f s", settings.GENERATE_SWEEP_S)

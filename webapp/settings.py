@@ -252,6 +252,13 @@ if os.environ.get("CELERY_UNACKED_NAMESPACE"):
         unacked_key=f"unacked:{_ns}", unacked_index_key=f"unacked_index:{_ns}", unacked_mutex_key=f"unacked_mutex:{_ns}"
     )
 TRAIN_HEARTBEAT_S = int(os.environ.get("TRAIN_HEARTBEAT_S", 30))
+# A generation's heartbeat lives this long and is renewed every third of it. Every generate and
+# default worker sweeps for traces whose heartbeat has gone (their worker died) every
+# GENERATE_SWEEP_S and ends those missing it for GENERATE_SWEEP_GRACE_S: with the defaults a trace
+# whose worker is killed ends within about 21 s (9 + 3 + 6 + 3).
+GENERATE_HEARTBEAT_S = int(os.environ.get("GENERATE_HEARTBEAT_S", 9))
+GENERATE_SWEEP_S = float(os.environ.get("GENERATE_SWEEP_S", 3))
+GENERATE_SWEEP_GRACE_S = float(os.environ.get("GENERATE_SWEEP_GRACE_S", 6))
 
 # Everything the UI, the admin and the API docs load comes from this origin (Swagger UI from
 # drf-spectacular-sidecar); no inline script anywhere. Inline styles stay allowed: the server-rendered

@@ -432,7 +432,9 @@ class TraceActionView(ProjectScoped):
 
 
 class TraceStopView(TraceActionView):
-    """Stop generation (within half a second); the step being written is dropped."""
+    """Stop generation (within half a second); the step being written is dropped. The answer is the
+    trace as the stop leaves it: `stopping` while its worker winds down (then `stopped`, or
+    `finished` if the model had finished first), or `stopped` for a trace that had not started."""
 
     service = staticmethod(generation.trace_stop)
 

@@ -58,6 +58,19 @@ def _openai_messages(request: GenerationRequest) -> list[dict[str, Any]]:
     return out
 
 
+def _whole_characters(pending: str, text: str) -> tuple[str, str]:
+    """(text to yield now, text held back): a delta that ends in the first half of a UTF-16
+    surrogate pair waits for the second half, which a server that cuts text in UTF-16 units sends
+    in the next delta; pairs are joined into their character."""
+    text = pending + text
+    held = ""
+    if text and "\ud800" <= text[-1] <= "\udbff":
+        text, held = text[:-1], text[-1]
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+    return text, held
+
+
 def _error_message(response: httpx.Response) -> str:
     """vLLM answers errors as {"error": {"message": ...}} (newer) or {"message": ...} / {"detail": ...}."""
     try:
@@ -132,6 +145,7 @@ class VLLMBackend:
         usage: dict[str, Any] = {}
         done = False
         cancelled = False
+        held = ""
         try:
             if should_stop():
                 yield Delta("", "cancelled", None, 0)
@@ -168,11 +182,15 @@ class VLLMBackend:
                     for choice in chunk.get("choices") or []:
                         text = (choice.get("delta") or {}).get("content")
                         if text:
-                            yield Delta(text)
+                            text, held = _whole_characters(held, text)
+                            if text:
+                                yield Delta(text)
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
         except httpx.HTTPError as exc:
             raise GenerationError(f"cannot stream from vLLM at {self.base_url}: {exc}") from exc
+        if held:
+            yield Delta(held)  # a half that never got its other half: the caller stores it as U+FFFD
         if cancelled:
             # vLLM sends usage only at the end, so a cancelled stream has no token counts.
             yield Delta("", "cancelled", usage.get("prompt_tokens"), usage.get("completion_tokens"))

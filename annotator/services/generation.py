@@ -3,10 +3,12 @@ worker side `trace_generate`, which streams from the backend into steps and even
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+import uuid
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -118,7 +120,12 @@ def trace_start(*, trace: Trace, actor: Any, sampling_params: Any = None) -> Tra
 
 @transaction.atomic
 def trace_stop(*, trace: Trace, actor: Any) -> Trace:
+    """Stop generating. A queued trace is ``stopped`` at once. A running one becomes ``stopping``,
+    and the worker ends it ``stopped`` within half a second (or ``finished``, when the model had
+    finished before the stop reached it). A second stop of a stopping trace changes nothing."""
     locked = Trace.objects.select_for_update().get(pk=trace.pk)
+    if locked.status == TraceStatus.STOPPING:
+        return locked
     if locked.status not in (TraceStatus.RUNNING, TraceStatus.QUEUED):
         raise Conflict(f"The trace is not generating (it is {locked.status}).", code="bad_state")
     flags.raise_stop_on_commit(locked.pk)
@@ -127,7 +134,10 @@ def trace_stop(*, trace: Trace, actor: Any) -> Trace:
         # Not picked up yet: stop it here; the worker will find it stopped and do nothing.
         locked.status, locked.finish_reason = TraceStatus.STOPPED, "cancelled"
         locked.save(update_fields=["status", "finish_reason", "updated_at"])
-        transaction.on_commit(lambda: trace_status_event(locked))
+    else:
+        locked.status = TraceStatus.STOPPING
+        locked.save(update_fields=["status", "updated_at"])
+    transaction.on_commit(partial(trace_status_event, locked))
     return locked
 
 
@@ -275,19 +285,79 @@ def _save_step(trace: Trace, index: int, text: str) -> Step:
     return step
 
 
-def trace_generate(*, trace_id: int) -> None:
-    """Run one generation to its end (or stop). Idempotent: only a queued trace is picked up."""
+GENERATING = (TraceStatus.RUNNING, TraceStatus.STOPPING)
+
+
+def storable_text(text: str) -> str:
+    """Model output as PostgreSQL can hold it: NUL (which text columns refuse) and lone surrogates
+    (which UTF-8 cannot encode) become U+FFFD; everything else is kept as the model wrote it."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Pairs of surrogates become their character; a lone one becomes U+FFFD.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _claim(trace_id: int, owner: str) -> tuple[Trace, flags.TraceHeartbeat] | None:
     with transaction.atomic():
         trace = Trace.objects.select_for_update().filter(pk=trace_id).first()
         if trace is None or trace.status != TraceStatus.QUEUED:
-            return
+            return None
+        heartbeat = flags.TraceHeartbeat(trace_id, owner, ttl_s=settings.GENERATE_HEARTBEAT_S)
+        heartbeat.claim()  # before the commit: the sweep never sees this trace running without an owner
         trace.status, trace.error, trace.finish_reason = TraceStatus.RUNNING, "", ""
         trace.save(update_fields=["status", "error", "finish_reason", "updated_at"])
         # Cleared before the claim commits: a stop that sees this trace running raises its flag
         # after the commit (flags are raised on commit), so it can never be wiped by this clear.
         flags.clear_stop(trace_id)
-    trace_status_event(trace)
+    return trace, heartbeat.start()
 
+
+def trace_generate(*, trace_id: int, owner: str = "") -> None:
+    """Run one generation to its end (or stop). Idempotent: only a queued trace is picked up.
+
+    Every trace this claims ends ``finished``, ``stopped`` or ``failed``: any error on the way
+    (the backend, the database, Redis, a bug) fails the trace with its reason in ``error``. A
+    heartbeat says this process still holds it; if the process dies, ``traces_sweep`` ends it."""
+    claimed = _claim(trace_id, f"{owner or 'worker'}:{uuid.uuid4().hex}")
+    if claimed is None:
+        return
+    trace, heartbeat = claimed
+    try:
+        trace_status_event(trace)
+        _generate(trace_id)
+    except Exception as exc:
+        log.exception("generation of trace %s failed", trace_id)
+        # A backend's error says what failed without what a remote server answered (see GenerationError).
+        error = exc.public if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
+        _fail(trace_id, error)
+    finally:
+        heartbeat.release()
+        with contextlib.suppress(Exception):
+            flags.clear_stop(trace_id)
+
+
+def _fail(trace_id: int, error: str) -> None:
+    """End a trace ``failed`` with ``error`` for its viewers. If even this cannot reach the
+    database, the released heartbeat lets ``traces_sweep`` end it once the database is back."""
+    try:
+        Trace.objects.filter(pk=trace_id, status__in=GENERATING).update(
+            status=TraceStatus.FAILED,
+            error=storable_text(error)[:2000],
+            finish_reason="error",
+            updated_at=timezone.now(),
+        )
+        trace = Trace.objects.get(pk=trace_id)
+        trace_status_event(trace)
+        _tell_queue(trace)
+    except Exception:
+        log.exception("could not record the failure of trace %s", trace_id)
+
+
+def _generate(trace_id: int) -> None:
     trace = Trace.objects.select_related("prompt", "project", "model_version").get(pk=trace_id)
     prefix_steps = list(trace.steps.order_by("index").values_list("text", flat=True))
     segmenter = StepSegmenter(trace.project.step_rule, prefix_steps=prefix_steps)
@@ -297,7 +367,11 @@ def trace_generate(*, trace_id: int) -> None:
     def should_stop() -> bool:
         now = time.monotonic()
         if now - last_poll[0] >= STOP_POLL_S:
-            last_poll[0], last_poll[1] = now, flags.stop_requested(trace_id)
+            last_poll[0] = now
+            try:
+                last_poll[1] = last_poll[1] or flags.stop_requested(trace_id)
+            except Exception:  # Redis away for a moment (a restart): keep generating, ask again later
+                log.warning("stop flag of trace %s unreadable; asking again", trace_id, exc_info=True)
         return last_poll[1]
 
     finish_reason, prompt_tokens, completion_tokens = "stop", 0, 0
@@ -308,24 +382,14 @@ def trace_generate(*, trace_id: int) -> None:
         backend = backend_for(model)
         for delta in backend.stream(_request_for(trace, prefix_steps), should_stop=should_stop):
             if delta.text:
-                for step in batcher.push(delta.text):
+                for step in batcher.push(storable_text(delta.text)):
                     _save_step(trace, step.index, step.text)
             if delta.finish_reason:
                 finish_reason = delta.finish_reason
                 prompt_tokens = delta.prompt_tokens or 0
                 completion_tokens = delta.completion_tokens or 0
-        batcher.flush()
-    except Exception as exc:
-        batcher.flush()
-        log.exception("generation of trace %s failed", trace_id)
-        # A backend's error says what failed without what a remote server answered (see GenerationError).
-        error = exc.public if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
-        Trace.objects.filter(pk=trace_id).update(
-            status=TraceStatus.FAILED, error=error[:2000], finish_reason="error", updated_at=timezone.now()
-        )
-        trace.refresh_from_db()
-        trace_status_event(trace)
-        return
+    finally:
+        batcher.flush()  # what the model wrote before an error still reaches the viewers
 
     if finish_reason == "cancelled":
         # The step being written when the stop came is dropped: only closed steps are kept.
@@ -335,7 +399,7 @@ def trace_generate(*, trace_id: int) -> None:
         for step in remaining:
             _save_step(trace, step.index, step.text)
         status = TraceStatus.FINISHED
-    Trace.objects.filter(pk=trace_id).update(
+    Trace.objects.filter(pk=trace_id, status__in=GENERATING).update(
         status=status,
         finish_reason=finish_reason,
         final_answer=answer,
@@ -343,7 +407,69 @@ def trace_generate(*, trace_id: int) -> None:
         completion_tokens=trace.completion_tokens + completion_tokens,
         updated_at=timezone.now(),
     )
-    flags.clear_stop(trace_id)
     trace.refresh_from_db()
     trace_status_event(trace)
     _tell_queue(trace)
+
+
+# --- lost generations -----------------------------------------------------------------------------
+
+
+class TraceSweep:
+    """Ends traces whose generating process is gone: ``running`` or ``stopping`` with no heartbeat.
+
+    A trace is ended only after its heartbeat has been missing for ``grace_s`` on checks this
+    sweep made itself: a live owner sets its key again every third of its lifetime, so a key that
+    Redis lost (a restart) comes back before then. Idempotent and safe to run in several processes:
+    each trace is re-read under a row lock and ended once. A ``stopping`` trace ends ``stopped`` (its
+    supervisor asked for that; the closed steps are kept), a ``running`` one ``failed``."""
+
+    def __init__(self, *, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.missing_since: dict[int, float] = {}
+
+    def run_once(self, now: float | None = None) -> list[int]:
+        now = time.monotonic() if now is None else now
+        ids = list(Trace.objects.filter(status__in=GENERATING).values_list("pk", flat=True))
+        alive = flags.trace_owners_alive(ids)
+        self.missing_since = {pk: self.missing_since.get(pk, now) for pk in ids if not alive[pk]}
+        due = [pk for pk, since in self.missing_since.items() if now - since >= self.grace_s]
+        ended = [pk for pk in due if _end_lost(pk, self.grace_s)]
+        for pk in due:
+            self.missing_since.pop(pk, None)
+        return ended
+
+
+def _end_lost(trace_id: int, grace_s: float) -> bool:
+    with transaction.atomic():
+        trace = Trace.objects.select_for_update().filter(pk=trace_id, status__in=GENERATING).first()
+        if trace is None or flags.trace_owners_alive([trace_id])[trace_id]:
+            return False
+        kept = trace.steps.count()
+        if trace.status == TraceStatus.STOPPING:
+            trace.status, trace.finish_reason = TraceStatus.STOPPED, "cancelled"
+        else:
+            trace.status, trace.finish_reason = TraceStatus.FAILED, "worker_lost"
+        trace.error = (
+            f"The generate worker of this trace was lost (its heartbeat stopped); its {kept} closed step(s) are kept."
+        )
+        trace.save(update_fields=["status", "finish_reason", "error", "updated_at"])
+        transaction.on_commit(partial(trace_status_event, trace))
+        transaction.on_commit(partial(_tell_queue, trace))
+    log.warning("trace %s: its generate worker was lost; ended %s", trace_id, trace.status)
+    return True
+
+
+def traces_sweep_forever(*, interval_s: float, grace_s: float, stop: threading.Event | None = None) -> None:
+    """The sweep as a loop (a daemon thread of every generate and default worker): a round every
+    ``interval_s``; a round that fails (database or Redis away) is logged and the next one tries."""
+    from django.db import close_old_connections
+
+    sweep = TraceSweep(grace_s=grace_s)
+    stop = stop or threading.Event()
+    while not stop.wait(interval_s):
+        try:
+            close_old_connections()
+            sweep.run_once()
+        except Exception:
+            log.warning("sweep of lost generations failed; trying again in %.0f s", interval_s, exc_info=True)

@@ -28,6 +28,12 @@ from typing import Any
 class FakeVLLMState:
     completion: str = "<think>\nStep one.\nStep two.\n</think>\nDone."
     chunk_size: int = 3  # characters per streamed "token"
+    # The streamed pieces exactly (overrides completion/chunk_size), e.g. the two halves of a
+    # surrogate pair, as a server that cuts text in UTF-16 units sends them.
+    pieces: list[str] | None = None
+    # Send JSON as raw UTF-8 (as vLLM does) with every event cut in two HTTP chunks in the middle of
+    # its first multi-byte character: a client must decode the byte stream incrementally.
+    split_utf8: bool = False
     delay_s: float = 0.0  # pause before each chunk
     prompt_tokens: int = 11
     error_status: int | None = None  # answer every chat request with this HTTP error
@@ -97,6 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text = state.completion
         pieces = [text[i : i + state.chunk_size] for i in range(0, len(text), state.chunk_size)]
+        if state.pieces is not None:
+            pieces = list(state.pieces)
         finish = "stop"
         if len(pieces) > body.get("max_tokens", len(pieces)):
             pieces, finish = pieces[: body["max_tokens"]], "length"
@@ -123,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
             for i, event in enumerate(events):
                 if 0 < i <= len(pieces) and state.delay_s:
                     time.sleep(state.delay_s)
-                self._send_event(json.dumps(event))
+                self._send_event(json.dumps(event, ensure_ascii=not state.split_utf8))
                 if 0 < i <= len(pieces):
                     state.chunks_sent += 1
             self._send_event("[DONE]")
@@ -134,9 +142,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _send_event(self, payload: str) -> None:
-        data = f"data: {payload}\n\n".encode()
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+        data = f"data: {payload}\n\n".encode("utf-8", "surrogatepass")
+        cut = next((i for i, byte in enumerate(data) if byte & 0xC0 == 0x80), None)  # inside a character
+        for part in [data] if cut is None or not self.server.state.split_utf8 else [data[:cut], data[cut:]]:
+            self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.flush()
 
 
 class _Server(ThreadingHTTPServer):

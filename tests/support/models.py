@@ -19,15 +19,26 @@ SCRIPT_STEPS = [
 SCRIPT_ANSWER = "44"
 
 
-def build_scripted_lm(out_dir: Path, *, steps: int = 160) -> Path:
+def build_scripted_lm(
+    out_dir: Path,
+    *,
+    steps: int = 160,
+    script: list[str] | None = None,
+    answer: str = SCRIPT_ANSWER,
+    corpus_has_script: bool = True,
+) -> Path:
+    """``script``/``answer``: the chain of thought it learns (default SCRIPT_STEPS). With
+    ``corpus_has_script=False`` the tokenizer never sees the script, so characters outside the
+    ASCII corpus stay split into byte tokens (a multi-byte character takes several tokens)."""
     import torch
 
     from trainer_worker.training import tiny
     from trainer_worker.vocabulary.format import render_completion
 
-    target = render_completion(SCRIPT_STEPS, SCRIPT_ANSWER)
+    target = render_completion(script or SCRIPT_STEPS, answer)
     prompt = [{"role": "user", "content": "Compute 12 + 30 - 5 + 8."}]
-    tokenizer = tiny.train_tokenizer([*tiny.default_corpus(200), target] * 2, vocab_size=400)
+    corpus = [*tiny.default_corpus(200), target] if corpus_has_script else tiny.default_corpus(200)
+    tokenizer = tiny.train_tokenizer(corpus * 2, vocab_size=400)
     model = tiny.build_causal_lm(tokenizer, hidden_size=64, layers=2, heads=4, max_positions=256, seed=0)
     prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     full = prefix + target + tokenizer.eos_token

@@ -925,7 +925,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** @description Stop generation (within half a second); the step being written is dropped. */
+        /**
+         * @description Stop generation (within half a second); the step being written is dropped. The answer is the
+         *     trace as the stop leaves it: `stopping` while its worker winds down (then `stopped`, or
+         *     `finished` if the model had finished first), or `stopped` for a trace that had not started.
+         */
         post: operations["projects_traces_stop_create"];
         delete?: never;
         options?: never;
@@ -2001,12 +2005,13 @@ export interface components {
         /**
          * @description * `queued` - Queued
          *     * `running` - Running
+         *     * `stopping` - Stopping
          *     * `stopped` - Stopped
          *     * `finished` - Finished
          *     * `failed` - Failed
          * @enum {string}
          */
-        TraceStatusEnum: "queued" | "running" | "stopped" | "finished" | "failed";
+        TraceStatusEnum: "queued" | "running" | "stopping" | "stopped" | "finished" | "failed";
         TrainingRun: {
             readonly id: number;
             readonly stage: components["schemas"]["StageEnum"];
@@ -5520,7 +5525,7 @@ export interface operations {
                 prompt?: number;
                 /** @description Username of who started the generation */
                 started_by?: string;
-                status?: "failed" | "finished" | "queued" | "running" | "stopped";
+                status?: "failed" | "finished" | "queued" | "running" | "stopped" | "stopping";
             };
             header?: never;
             path: {
@@ -7258,7 +7263,7 @@ export const pathsApiProjectsProject_idPromptsGetParametersQueryCategoryValues: 
 export const pathsApiProjectsProject_idQueueGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idQueueGetParametersQueryVerdictValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["verdict"]> = ["accept", "reject"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
-export const pathsApiProjectsProject_idTracesGetParametersQueryStatusValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["status"]> = ["failed", "finished", "queued", "running", "stopped"];
+export const pathsApiProjectsProject_idTracesGetParametersQueryStatusValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["status"]> = ["failed", "finished", "queued", "running", "stopped", "stopping"];
 export const backendEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["BackendEnum"]> = ["local", "vllm"];
 export const blankEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["BlankEnum"]> = [""];
 export const categoriesEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CategoriesEnum"]> = ["safety", "value", "knowledge", "general"];
@@ -7279,7 +7284,7 @@ export const stageEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["s
 export const stateEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StateEnum"]> = ["open", "used", "expired"];
 export const stepRuleEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StepRuleEnum"]> = ["line", "blank_line", "numbered"];
 export const strategyEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["StrategyEnum"]> = ["round_robin", "weighted", "category"];
-export const traceStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["TraceStatusEnum"]> = ["queued", "running", "stopped", "finished", "failed"];
+export const traceStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["TraceStatusEnum"]> = ["queued", "running", "stopping", "stopped", "finished", "failed"];
 export const valueLabelEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ValueLabelEnum"]> = ["good", "bad"];
 export const verdictEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["VerdictEnum"]> = ["accept", "reject"];
 export const webhookDeliveryStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["WebhookDeliveryStatusEnum"]> = ["pending", "delivered", "failed"];
