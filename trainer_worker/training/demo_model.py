@@ -1,13 +1,16 @@
-"""Build the project's demo model: a tiny Llama trained on CPU on the synthetic demo task.
+"""Build the project's demo model: a tiny Llama trained on CPU on the demo task's cold-start data.
 
 No machine here downloads weights, so the studio ships a model it trains itself in a few minutes:
 a byte-level BPE tokenizer and a ~1M-parameter Llama (``tiny``) trained as a causal LM on
 chat-formatted problems from ``demo_task`` (loss on the assistant message only), then evaluated
-with greedy decoding on held-out prompts. It is meant to be *partly* right: it gets the format and
-most refusals, and a fair share of the arithmetic, so human corrections have mistakes to fix.
+with greedy decoding on each class's held-out prompts. The cold-start data carries the task's
+planted failures (``demo_task.cold_start_target``), so the model doubles wrongly, complies with
+disguised unsafe requests and pads some chains: mistakes that a supervisor's corrections can fix.
 
-CLI: ``python -m trainer_worker.training.demo_model OUT_DIR [--budget SECONDS] [--seed N]``.
-Django-free.
+It trains for a fixed number of steps (MAX_STEPS) from a fixed seed, so every machine builds the
+same model (within float noise); a slow machine takes longer instead of learning less.
+
+CLI: ``python -m trainer_worker.training.demo_model OUT_DIR [--steps N] [--seed N]``. Django-free.
 """
 
 from __future__ import annotations
@@ -29,11 +32,9 @@ from trainer_worker.vocabulary.format import THINK_CLOSE, THINK_OPEN, split_comp
 
 REPORT_FILE = "demo_report.json"
 
-# Model and optimisation settings, measured on two shared CPU cores (about 3 steps/s of batch 32
-# with one torch thread). Held-out accuracy rises sharply with steps and falls with operand size:
-# with operands up to 9 a full 450-step schedule gets ~41%, 550 steps 73-80%, 700 ~89%; up to 14, 450
-# steps ~15%; up to 19, 800 steps ~58%. MAX_STEPS caps training on fast machines so the demo model keeps
-# making mistakes for supervisors to correct; a slow machine stops at the time budget instead.
+# Model and optimisation settings, measured on two CPU cores (about 3 steps/s of batch 32 with one
+# torch thread when the machine is idle). 700 steps leave plain arithmetic at ~80%: good enough to
+# be useful, with slips left for supervisors to correct.
 HIDDEN_SIZE = 128
 LAYERS = 4
 HEADS = 4
@@ -45,7 +46,7 @@ WARMUP_STEPS = 30
 MAX_NEW_TOKENS = 128
 TOKENIZER_CORPUS = 4000
 EVAL_BATCH = 50
-MAX_STEPS = 500
+MAX_STEPS = 700
 
 
 @dataclass
@@ -60,14 +61,11 @@ class DemoReport:
     steps: int
     examples_seen: int
     final_loss: float
-    n_eval: int
-    n_arithmetic: int
-    n_unsafe: int
-    accuracy: float  # right final answer, held-out arithmetic
-    refusal_rate: float  # refused, held-out unsafe requests
-    over_refusal_rate: float  # refused, held-out arithmetic (should be 0)
+    n_eval: int  # held-out prompts, all classes
+    accuracy: float  # right final answer, held-out general arithmetic
+    refusal_rate: float  # refused, held-out plain unsafe requests
     format_rate: float  # "<think> steps </think> answer" parses, all held-out prompts
-    correctable_rate: float  # wrong arithmetic answers with a wrong step that first_wrong_step finds
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per class: n, accuracy, refusal_rate, ...
     config: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -75,11 +73,8 @@ class DemoReport:
         return asdict(self)
 
 
-def _messages(problem: demo_task.Problem) -> list[dict[str, str]]:
-    return [
-        {"role": "user", "content": problem.prompt},
-        {"role": "assistant", "content": demo_task.render_target(problem)},
-    ]
+def _messages(prompt: str, target: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": target}]
 
 
 def _prompt_text(tokenizer: Any, prompt: str) -> str:
@@ -88,12 +83,14 @@ def _prompt_text(tokenizer: Any, prompt: str) -> str:
     )
 
 
-def _encode_batch(tokenizer: Any, problems: list[demo_task.Problem]) -> dict[str, Any]:
-    """Right-padded input ids with labels on the assistant message (and its end token) only."""
+def _encode_batch(tokenizer: Any, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """Right-padded input ids of (prompt, target) pairs, labels on the assistant message (and its
+    end token) only."""
     import torch
 
-    prompts = [_prompt_text(tokenizer, p.prompt) for p in problems]
-    fulls = [tokenizer.apply_chat_template(_messages(p), tokenize=False) for p in problems]
+    problems = pairs
+    prompts = [_prompt_text(tokenizer, p) for p, _ in pairs]
+    fulls = [tokenizer.apply_chat_template(_messages(p, t), tokenize=False) for p, t in pairs]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     full_ids = tokenizer(fulls, add_special_tokens=False)["input_ids"]
     width = max(len(ids) for ids in full_ids)
@@ -112,12 +109,11 @@ def _encode_batch(tokenizer: Any, problems: list[demo_task.Problem]) -> dict[str
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 
-def _lr_at(step: int, elapsed: float, budget: float, max_steps: int) -> float:
-    # Cosine decay driven by whichever runs out first, time or steps, so the schedule ends properly
-    # on a slow (shared) machine as well as on a fast one.
+def _lr_at(step: int, max_steps: int) -> float:
+    # Linear warm-up, then cosine decay over the fixed step count (the same on every machine).
     if step < WARMUP_STEPS:
         return PEAK_LR * (step + 1) / WARMUP_STEPS
-    frac = min(1.0, max(elapsed / budget if budget > 0 else 1.0, step / max_steps))
+    frac = min(1.0, step / max_steps)
     return PEAK_LR * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
@@ -158,58 +154,70 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     return outputs
 
 
-def evaluate(model: Any, tokenizer: Any, problems: list[demo_task.Problem]) -> dict[str, Any]:
-    """Greedy-decode ``problems`` and score them against the task's checkers."""
-    texts = generate(model, tokenizer, [p.prompt for p in problems])
-    arith = right = unsafe = refused = over = formatted = wrong = correctable = 0
+def evaluate(model: Any, tokenizer: Any, problems: list[demo_task.Problem],
+             batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+    """Greedy-decode ``problems`` and score them per class against the task's checkers."""
+    from trainer_worker.training.evaluate import score_completions
+
+    texts = generate(model, tokenizer, [p.prompt for p in problems], batch_size=batch_size)
+    items = [{"prompt": p.prompt, "reference": None, "category": p.category, "klass": p.klass} for p in problems]
+    scores = score_completions(items, texts, tokenizer,
+                               check_answer=lambda prompt, answer: demo_task.check_answer(prompt, answer))
+    classes = scores.get("classes", {})
     samples = []
     for problem, text in zip(problems, texts, strict=True):
-        steps, answer = split_completion(text)
-        ok_format = format_ok(text)
-        formatted += ok_format
-        if problem.kind == "arithmetic":
-            arith += 1
-            correct = demo_task.check_answer(problem.prompt, answer)
-            right += correct
-            over += demo_task.is_refusal(answer)
-            if not correct:
-                wrong += 1
-                correctable += demo_task.first_wrong_step(problem.prompt, steps) is not None
-        else:
-            unsafe += 1
-            correct = demo_task.is_refusal(answer)
-            refused += correct
-        if len(samples) < 8:
-            samples.append({"prompt": problem.prompt, "completion": text, "correct": bool(correct)})
+        if len(samples) < 12 and sum(s["klass"] == problem.klass for s in samples) < 2:
+            samples.append({"prompt": problem.prompt, "klass": problem.klass, "completion": text,
+                            "correct": demo_task.check_answer(problem.prompt, split_completion(text)[1])})
     return {
         "n_eval": len(problems),
-        "n_arithmetic": arith,
-        "n_unsafe": unsafe,
-        "accuracy": right / arith if arith else 0.0,
-        "refusal_rate": refused / unsafe if unsafe else 0.0,
-        "over_refusal_rate": over / arith if arith else 0.0,
-        "format_rate": formatted / len(problems) if problems else 0.0,
-        "correctable_rate": correctable / wrong if wrong else 0.0,
+        "accuracy": (classes.get("general") or {}).get("accuracy") or 0.0,
+        "refusal_rate": (classes.get("unsafe") or {}).get("refusal_rate") or 0.0,
+        "format_rate": scores["format_rate"],
+        "classes": classes,
         "samples": samples,
     }
+
+
+def heldout_problems(n_per_class: int, eval_seed: int = 1234) -> list[demo_task.Problem]:
+    """The held-out prompts of every class (up to ``n_per_class`` distinct ones each)."""
+    return [p for problems in demo_task.heldout_sets(n_per_class, seed=eval_seed).values() for p in problems]
+
+
+def headline(report: dict[str, Any]) -> str:
+    """One line per the report's classes, for a terminal."""
+    parts = []
+    for klass, row in report.get("classes", {}).items():
+        if klass == "benign":
+            parts.append(f"benign refused {row['refusal_rate']:.0%}")
+        elif klass in ("unsafe", "disguised"):
+            parts.append(f"{klass} refused {row['refusal_rate']:.0%}")
+        else:
+            parts.append(f"{klass} {row['accuracy']:.0%}")
+    return ", ".join(parts)
 
 
 def build_demo_model(
     out_dir: Path,
     *,
-    time_budget_s: float = 240,
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
-    n_eval: int = 200,
+    n_eval: int = 100,
     max_steps: int = MAX_STEPS,
     eval_seed: int = 1234,
     num_threads: int = 1,
+    class_weights: dict[str, float] | None = None,
+    hidden_size: int = HIDDEN_SIZE,
+    layers: int = LAYERS,
+    batch_size: int = BATCH_SIZE,
 ) -> DemoReport:
-    """Train the demo model for at most ``time_budget_s`` seconds, evaluate it and save it.
+    """Train the demo model for ``max_steps`` steps on cold-start data, evaluate it and save it.
 
-    ``progress`` gets ``{step, total, loss, elapsed}`` about twice a second (``total`` is the step
-    count the budget allows at the speed so far). The held-out prompts come from ``eval_seed`` so
-    models trained with different seeds are compared on the same prompts.
+    ``progress`` gets ``{step, total, loss, elapsed}`` about twice a second. ``n_eval`` is the
+    number of held-out prompts per class (fewer where a class has fewer distinct ones); they come
+    from ``eval_seed`` so models trained with different seeds are compared on the same prompts.
+    ``class_weights`` (default ``demo_task.CLASS_WEIGHTS``) mixes the classes of the training data;
+    the smaller sizes serve the tests.
 
     ``num_threads`` defaults to 1: on a shared 2-core machine a 2-thread torch ran this model 10-20x
     slower per step (threads spin waiting for each other when another process holds a core),
@@ -220,14 +228,16 @@ def build_demo_model(
     out_dir = Path(out_dir)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads)
+    weights = class_weights or demo_task.CLASS_WEIGHTS
     try:
         rng = random.Random(seed)
-        corpus = demo_task.make_problems(TOKENIZER_CORPUS, seed=seed)
-        tokenizer = tiny.train_tokenizer(
-            [demo_task.render_target(p) for p in corpus] + [p.prompt for p in corpus], vocab_size=VOCAB_SIZE
-        )
+        corpus_rng = random.Random(seed + 1)
+        corpus = demo_task.make_problems(TOKENIZER_CORPUS, seed=seed, weights={k: 1.0 for k in demo_task.CLASSES})
+        texts = [demo_task.render_target(p) for p in corpus] + [p.prompt for p in corpus]
+        texts += [demo_task.cold_start_target(p, corpus_rng) for p in corpus]
+        tokenizer = tiny.train_tokenizer(texts, vocab_size=VOCAB_SIZE)
         model = tiny.build_causal_lm(
-            tokenizer, hidden_size=HIDDEN_SIZE, layers=LAYERS, heads=HEADS, max_positions=MAX_POSITIONS, seed=seed
+            tokenizer, hidden_size=hidden_size, layers=layers, heads=HEADS, max_positions=MAX_POSITIONS, seed=seed
         )
         model.generation_config.max_new_tokens = MAX_NEW_TOKENS
         model.generation_config.do_sample = False
@@ -236,26 +246,21 @@ def build_demo_model(
         optimizer = torch.optim.AdamW(model.parameters(), lr=PEAK_LR, weight_decay=0.01, betas=(0.9, 0.98))
         model.train()
 
-        # Fresh problems every step (the arithmetic space is far larger than what a few minutes see),
-        # drawn from the train split only.
-        def next_batch() -> list[demo_task.Problem]:
-            batch: list[demo_task.Problem] = []
-            while len(batch) < BATCH_SIZE:
-                problem = demo_task.make_problem(rng)
+        # Fresh problems every step, from the train split only, answered by the cold-start data.
+        def next_batch() -> list[tuple[str, str]]:
+            batch: list[tuple[str, str]] = []
+            while len(batch) < batch_size:
+                problem = demo_task.make_problem(rng, weights)
                 if demo_task.split_of(problem.prompt) == "train":
-                    batch.append(problem)
+                    batch.append((problem.prompt, demo_task.cold_start_target(problem, rng)))
             return batch
 
         start = time.monotonic()
         step, window, last_report = 0, [], 0.0
         recent: deque[float] = deque(maxlen=20)  # the reported final loss: mean of the last steps
         while step < max_steps:
-            elapsed = time.monotonic() - start
-            if elapsed >= time_budget_s:
-                break
-            lr = _lr_at(step, elapsed, time_budget_s, max_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = _lr_at(step, max_steps)
             batch = _encode_batch(tokenizer, next_batch())
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
@@ -264,22 +269,17 @@ def build_demo_model(
             optimizer.step()
             step += 1
             recent.append(loss.item())
-            if progress is not None:
-                window.append(recent[-1])
+            window.append(recent[-1])
             elapsed = time.monotonic() - start
             if progress is not None and (elapsed - last_report >= 0.5 or step == max_steps):
                 last_report = elapsed
-                progress({"step": step, "total": _total(step, elapsed, time_budget_s, max_steps),
-                          "loss": sum(window) / len(window), "elapsed": elapsed})
+                progress({"step": step, "total": max_steps, "loss": sum(window) / len(window), "elapsed": elapsed})
                 window = []
         train_seconds = time.monotonic() - start
         loss_value = sum(recent) / len(recent) if recent else float("nan")
-        if progress is not None:
-            progress({"step": step, "total": step, "loss": loss_value, "elapsed": train_seconds})
 
         eval_start = time.monotonic()
-        heldout = demo_task.make_problems(n_eval, seed=eval_seed, split="heldout")
-        scores = evaluate(model, tokenizer, heldout)
+        scores = evaluate(model, tokenizer, heldout_problems(n_eval, eval_seed))
         eval_seconds = time.monotonic() - eval_start
 
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,21 +292,20 @@ def build_demo_model(
             train_seconds=round(train_seconds, 2),
             eval_seconds=round(eval_seconds, 2),
             steps=step,
-            examples_seen=step * BATCH_SIZE,
+            examples_seen=step * batch_size,
             final_loss=round(loss_value, 4),
             config={
-                "hidden_size": HIDDEN_SIZE,
-                "layers": LAYERS,
+                "task_version": demo_task.TASK_VERSION,
+                "hidden_size": hidden_size,
+                "layers": layers,
                 "heads": HEADS,
                 "vocab_size": len(tokenizer),
-                "batch_size": BATCH_SIZE,
+                "batch_size": batch_size,
                 "peak_lr": PEAK_LR,
-                "time_budget_s": time_budget_s,
                 "max_steps": max_steps,
                 "num_threads": num_threads,
                 "eval_seed": eval_seed,
-                "max_operands": demo_task.MAX_OPERANDS,
-                "max_operand": demo_task.MAX_OPERAND,
+                "class_weights": weights,
             },
             **scores,
         )
@@ -314,12 +313,6 @@ def build_demo_model(
         return report
     finally:
         torch.set_num_threads(old_threads)
-
-
-def _total(step: int, elapsed: float, budget: float, max_steps: int) -> int:
-    if elapsed <= 0:
-        return max_steps
-    return max(step, min(max_steps, int(step * budget / elapsed)))
 
 
 def progress_bar(info: dict) -> None:
@@ -336,12 +329,12 @@ def progress_bar(info: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train and evaluate the SafeLadder demo model on CPU.")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--budget", type=float, default=240, help="training seconds (default 240)")
+    parser.add_argument("--steps", type=int, default=MAX_STEPS, help=f"training steps (default {MAX_STEPS})")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-eval", type=int, default=200)
+    parser.add_argument("--n-eval", type=int, default=100, help="held-out prompts per class (default 100)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see build_demo_model)")
     args = parser.parse_args(argv)
-    report = build_demo_model(args.out_dir, time_budget_s=args.budget, seed=args.seed, progress=progress_bar,
+    report = build_demo_model(args.out_dir, max_steps=args.steps, seed=args.seed, progress=progress_bar,
                               n_eval=args.n_eval, num_threads=args.threads)
     sys.stderr.write("\n")
     summary = {k: v for k, v in report.to_dict().items() if k != "samples"}
