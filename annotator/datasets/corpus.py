@@ -21,6 +21,10 @@ Filters (``CorpusFilter``; JSON shape in docs/datasets.md "Snapshots"):
 - ``adjudicated_only``: keep only what a reviewer resolved: adjudicated traces, and the traces of
   approved corrections (with their corrections); pending corrections are left out.
 
+Held-out prompts (``metadata["split"]`` in ``HELDOUT_SPLITS``: the trained model is evaluated on
+them) are never read, whatever the filter and the kind; a prompt without a ``split`` is not held
+out here.
+
 Adjudications always win over the reviews (``TraceRec.adjudication``), and corrections a reviewer
 rejected never become training data, with or without ``adjudicated_only``.
 """
@@ -65,6 +69,7 @@ from annotator.models import (
     Trace,
     TraceReview,
 )
+from trainer_worker.training.heldout import HELDOUT_SPLITS
 
 REVIEW_STATUSES = ("any", "accepted", "rejected")
 FILTER_KEYS = (
@@ -218,8 +223,18 @@ def _verdict(reviews: list[ReviewRec], adjudication: ReviewRec | None = None) ->
     return verdicts.pop() if len(verdicts) == 1 else None
 
 
+def _training_prompts(project: Project) -> QuerySet[Prompt]:
+    """The project's prompts that may become training data: all but the held-out ones.
+
+    The held-out set is selected positively and excluded by id: a negated JSON key lookup
+    (``NOT metadata->'split' IN (…)``) is NULL, so it would drop the prompts without a split too.
+    """
+    heldout = Prompt.objects.filter(project=project, metadata__split__in=HELDOUT_SPLITS)
+    return Prompt.objects.filter(project=project).exclude(pk__in=heldout.values("pk"))
+
+
 def _traces(project: Project, f: CorpusFilter) -> QuerySet[Trace]:
-    qs = Trace.objects.filter(project=project)
+    qs = Trace.objects.filter(project=project, prompt__in=_training_prompts(project))
     if f.categories:
         qs = qs.filter(prompt__category__in=f.categories)
     if f.created_from:
@@ -264,7 +279,7 @@ def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = 
     f = filters or CorpusFilter()
     if kind == "rl_prompts":
         # Prompts only: no trace is read, and the date range applies to the prompts themselves.
-        prompts = Prompt.objects.filter(project=project)
+        prompts = _training_prompts(project)
         if f.categories:
             prompts = prompts.filter(category__in=f.categories)
         if f.created_from:
