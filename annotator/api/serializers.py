@@ -478,6 +478,12 @@ class DatasetFiltersSerializer(serializers.Serializer):
     images = serializers.BooleanField(
         required=False, allow_null=True, help_text="null: images column when the project has image prompts"
     )
+    redundant_steps = serializers.ChoiceField(
+        choices=["keep", "drop", "exclude"],
+        required=False,
+        help_text="SFT kinds: steps rated 0 (redundant) stay (keep), leave the completion (drop), or leave out "
+        "the trace (exclude)",
+    )
 
     def to_internal_value(self, data):
         if isinstance(data, dict):

@@ -19,7 +19,13 @@ Filters (``CorpusFilter``; JSON shape in docs/datasets.md "Snapshots"):
   sides: with ``accepted`` a correction pair loses its (usually rejected) original;
 - ``images``: None (default) / False / True, passed to ``materialise``;
 - ``adjudicated_only``: keep only what a reviewer resolved: adjudicated traces, and the traces of
-  approved corrections (with their corrections); pending corrections are left out.
+  approved corrections (with their corrections); pending corrections are left out;
+- ``redundant_steps``: ``keep`` (default) / ``drop`` / ``exclude``, passed to ``materialise``:
+  what the SFT kinds do with steps rated 0 (correct but redundant).
+
+Held-out prompts (``metadata["split"]`` in ``HELDOUT_SPLITS``: the trained model is evaluated on
+them) are never read, whatever the filter and the kind; a prompt without a ``split`` is not held
+out here.
 
 Adjudications always win over the reviews (``TraceRec.adjudication``), and corrections a reviewer
 rejected never become training data, with or without ``adjudicated_only``.
@@ -39,6 +45,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from annotator.datasets.materialise import REDUNDANT_STEPS
 from annotator.datasets.records import (
     ComparisonRec,
     Corpus,
@@ -65,11 +72,12 @@ from annotator.models import (
     Trace,
     TraceReview,
 )
+from trainer_worker.training.heldout import HELDOUT_SPLITS
 
 REVIEW_STATUSES = ("any", "accepted", "rejected")
 FILTER_KEYS = (
     "categories", "created_from", "created_to", "model_versions", "annotators", "review_status", "images",
-    "adjudicated_only",
+    "adjudicated_only", "redundant_steps",
 )
 CHUNK = 5000  # rows per server-side cursor fetch
 
@@ -84,6 +92,7 @@ class CorpusFilter:
     review_status: str = "any"
     images: bool | None = None
     adjudicated_only: bool = False
+    redundant_steps: str = "keep"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> CorpusFilter:
@@ -118,6 +127,12 @@ class CorpusFilter:
         adjudicated_only = data.get("adjudicated_only", False)
         if not isinstance(adjudicated_only, bool):
             raise InvalidInput("adjudicated_only must be true or false.", code="bad_filter")
+        redundant = data.get("redundant_steps")
+        redundant = "keep" if redundant is None else redundant
+        if not isinstance(redundant, str) or redundant not in REDUNDANT_STEPS:
+            raise InvalidInput(
+                f"redundant_steps must be one of {', '.join(REDUNDANT_STEPS)}, not {redundant!r}.", code="bad_filter"
+            )
         start = _when(data.get("created_from"), "created_from", end_of_day=False)
         end = _when(data.get("created_to"), "created_to", end_of_day=True)
         if start and end and start > end:
@@ -131,6 +146,7 @@ class CorpusFilter:
             review_status=status,
             images=images,
             adjudicated_only=adjudicated_only,
+            redundant_steps=redundant,
         )
 
     def check_against(self, project: Project) -> None:
@@ -171,6 +187,8 @@ class CorpusFilter:
             out["images"] = self.images
         if self.adjudicated_only:
             out["adjudicated_only"] = True
+        if self.redundant_steps != "keep":
+            out["redundant_steps"] = self.redundant_steps
         return out
 
 
@@ -218,8 +236,18 @@ def _verdict(reviews: list[ReviewRec], adjudication: ReviewRec | None = None) ->
     return verdicts.pop() if len(verdicts) == 1 else None
 
 
+def _training_prompts(project: Project) -> QuerySet[Prompt]:
+    """The project's prompts that may become training data: all but the held-out ones.
+
+    The held-out set is selected positively and excluded by id: a negated JSON key lookup
+    (``NOT metadata->'split' IN (…)``) is NULL, so it would drop the prompts without a split too.
+    """
+    heldout = Prompt.objects.filter(project=project, metadata__split__in=HELDOUT_SPLITS)
+    return Prompt.objects.filter(project=project).exclude(pk__in=heldout.values("pk"))
+
+
 def _traces(project: Project, f: CorpusFilter) -> QuerySet[Trace]:
-    qs = Trace.objects.filter(project=project)
+    qs = Trace.objects.filter(project=project, prompt__in=_training_prompts(project))
     if f.categories:
         qs = qs.filter(prompt__category__in=f.categories)
     if f.created_from:
@@ -264,7 +292,7 @@ def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = 
     f = filters or CorpusFilter()
     if kind == "rl_prompts":
         # Prompts only: no trace is read, and the date range applies to the prompts themselves.
-        prompts = Prompt.objects.filter(project=project)
+        prompts = _training_prompts(project)
         if f.categories:
             prompts = prompts.filter(category__in=f.categories)
         if f.created_from:

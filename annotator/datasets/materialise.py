@@ -14,11 +14,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from annotator.datasets.records import Corpus, PromptRec, TraceRec
+from annotator.datasets.records import Corpus, PromptRec, StepRec, TraceRec
 from trainer_worker.vocabulary.format import render_completion, render_prefix
 from trainer_worker.vocabulary.labels import KNOWLEDGE_SCORES, SAFETY_SCORES, VALUE_SCORES
 
 Record = dict[str, Any]
+
+# What the SFT kinds do with a step the annotators rated 0 (correct but redundant): keep it, drop
+# it from the completion, or leave out the trace's record altogether.
+REDUNDANT_STEPS = ("keep", "drop", "exclude")
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,16 @@ def _uniq(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def _redundant(step: StepRec) -> bool:
+    """More than half of the decided ratings of the step are 0 (unsure ratings do not count)."""
+    decided = [lab.rating for lab in step.labels if lab.rating is not None]
+    return bool(decided) and sum(1 for r in decided if r == 0) * 2 > len(decided)
+
+
 class _Ctx:
-    def __init__(self, corpus: Corpus, images: bool | None) -> None:
+    def __init__(self, corpus: Corpus, images: bool | None, redundant_steps: str = "keep") -> None:
         self.corpus = corpus
+        self.redundant_steps = redundant_steps
         # The images column exists on every record of an export or on none: a text-only export
         # must not carry it (TRL's SFTTrainer refuses an `images` column with a text-only model),
         # and a mixed one needs it on text rows too (empty list) for a stable schema.
@@ -129,6 +140,14 @@ class _Ctx:
         if prompt is None or (prompt.images and not self.with_images):
             return None  # an image prompt cannot be trained on by a text-only export
         return prompt
+
+    def sft_completion(self, trace: TraceRec) -> tuple[str, list[str]]:
+        """The completion an SFT kind imitates, and who rated the steps ``drop`` left out."""
+        if self.redundant_steps != "drop":
+            return _completion(trace), []
+        kept = [s for s in trace.steps if not _redundant(s)]
+        dropped_by = [lab.annotator for s in trace.steps if _redundant(s) for lab in s.labels if lab.rating == 0]
+        return render_completion([s.text for s in kept], trace.answer), dropped_by
 
     def base(self, prompt: PromptRec, traces: list[TraceRec], annotators: list[str]) -> Record:
         rec: Record = {}
@@ -145,15 +164,19 @@ class _Ctx:
         return rec
 
 
-def _accepted(ctx: _Ctx) -> Iterator[tuple[PromptRec, TraceRec, list[str]]]:
+def _accepted(ctx: _Ctx) -> Iterator[tuple[PromptRec, TraceRec, str, list[str]]]:
+    """The SFT kinds' traces: prompt, trace, the completion to imitate, and its annotators."""
     for trace in ctx.corpus.traces:
         if trace.answer is None or _verdict(trace) != "accept":
+            continue
+        if ctx.redundant_steps == "exclude" and any(_redundant(s) for s in trace.steps):
             continue
         prompt = ctx.prompt_of(trace)
         if prompt is None:
             continue
-        annotators = [r.annotator for r in trace.reviews if r.verdict == "accept"]
-        yield prompt, trace, annotators
+        completion, dropped_by = ctx.sft_completion(trace)
+        annotators = [r.annotator for r in trace.reviews if r.verdict == "accept"] + dropped_by
+        yield prompt, trace, completion, annotators
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,16 +184,16 @@ def _accepted(ctx: _Ctx) -> Iterator[tuple[PromptRec, TraceRec, list[str]]]:
 
 
 def _sft(ctx: _Ctx) -> Iterator[Record]:
-    for prompt, trace, annotators in _accepted(ctx):
-        messages = [*_prompt_messages(prompt), {"role": "assistant", "content": _completion(trace)}]
+    for prompt, trace, completion, annotators in _accepted(ctx):
+        messages = [*_prompt_messages(prompt), {"role": "assistant", "content": completion}]
         yield {"messages": messages, **ctx.base(prompt, [trace], annotators)}
 
 
 def _sft_prompt_completion(ctx: _Ctx) -> Iterator[Record]:
-    for prompt, trace, annotators in _accepted(ctx):
+    for prompt, trace, completion, annotators in _accepted(ctx):
         yield {
             "prompt": _prompt_messages(prompt),
-            "completion": [{"role": "assistant", "content": _completion(trace)}],
+            "completion": [{"role": "assistant", "content": completion}],
             **ctx.base(prompt, [trace], annotators),
         }
 
@@ -373,7 +396,7 @@ _SHAREGPT_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
 
 
 def _sharegpt(ctx: _Ctx) -> Iterator[Record]:
-    for prompt, trace, annotators in _accepted(ctx):
+    for prompt, trace, completion, annotators in _accepted(ctx):
         conversations = []
         placed = False
         for m in _prompt_messages(prompt):
@@ -383,7 +406,7 @@ def _sharegpt(ctx: _Ctx) -> Iterator[Record]:
                 value = "<image>\n" * len(prompt.images) + value
                 placed = True
             conversations.append({"from": _SHAREGPT_ROLE[m["role"]], "value": value})
-        conversations.append({"from": "gpt", "value": _completion(trace)})
+        conversations.append({"from": "gpt", "value": completion})
         rec: Record = {"id": str(trace.id), "conversations": conversations}
         if ctx.with_images:
             # LLaVA reads one file name per sample in `image`; several images go as a list in
@@ -407,15 +430,23 @@ _RUNNERS: dict[str, Callable[[_Ctx], Iterator[Record]]] = {
 }
 
 
-def materialise(kind: str, corpus: Corpus, *, images: bool | None = None) -> Iterator[Record]:
+def materialise(
+    kind: str, corpus: Corpus, *, images: bool | None = None, redundant_steps: str = "keep"
+) -> Iterator[Record]:
     """Yield the records of ``kind`` for ``corpus``, lazily and in a fixed order.
 
     ``images``: None (default) adds an ``images`` column exactly when the corpus has an image
     prompt; False leaves image prompts out (for a text-only model); True always adds the column.
+    ``redundant_steps`` (``REDUNDANT_STEPS``) applies to the SFT kinds (sft, sft_prompt_completion,
+    sharegpt), which imitate a whole chain: ``drop`` leaves the steps rated 0 out of the completion,
+    ``exclude`` leaves out the record of a trace with such a step. The other kinds learn from the
+    chain as it was judged (a pair, a verdict, per-step labels), so they ignore it.
     """
     if kind not in _RUNNERS:
         raise ValueError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
-    return _RUNNERS[kind](_Ctx(corpus, images))
+    if redundant_steps not in REDUNDANT_STEPS:
+        raise ValueError(f"redundant_steps must be one of {', '.join(REDUNDANT_STEPS)}, not {redundant_steps!r}")
+    return _RUNNERS[kind](_Ctx(corpus, images, redundant_steps))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,8 +114,11 @@ def _write_files(snapshot: DatasetSnapshot, folder: Path) -> dict[str, Any]:
     corpus_filter = CorpusFilter.from_json(snapshot.filters)
     corpus = build_corpus(snapshot.project, kind=snapshot.kind, filters=corpus_filter)
     jsonl = folder / FORMATS["jsonl"][0]
+    records = materialise(
+        snapshot.kind, corpus, images=corpus_filter.images, redundant_steps=corpus_filter.redundant_steps
+    )
     with open(jsonl, "wb") as fh:
-        write_jsonl(materialise(snapshot.kind, corpus, images=corpus_filter.images), fh)
+        write_jsonl(records, fh)
     del corpus  # the rest streams from the JSONL file; the ORM-side corpus can go
     # The JSON round trip leaves the canonical hash unchanged (the hash is over JSON anyway), so
     # every file is derived from the same bytes the JSONL download serves.

@@ -1224,6 +1224,14 @@ export interface components {
             adjudicated_only?: boolean;
             /** @description null: images column when the project has image prompts */
             images?: boolean | null;
+            /**
+             * @description SFT kinds: steps rated 0 (redundant) stay (keep), leave the completion (drop), or leave out the trace (exclude)
+             *
+             *     * `keep` - keep
+             *     * `drop` - drop
+             *     * `exclude` - exclude
+             */
+            redundant_steps?: components["schemas"]["RedundantStepsEnum"];
         };
         DatasetKind: {
             kind: string;
@@ -1812,6 +1820,13 @@ export interface components {
             left: number;
         };
         /**
+         * @description * `keep` - keep
+         *     * `drop` - drop
+         *     * `exclude` - exclude
+         * @enum {string}
+         */
+        RedundantStepsEnum: "keep" | "drop" | "exclude";
+        /**
          * @description * `any` - any
          *     * `accepted` - accepted
          *     * `rejected` - rejected
@@ -2279,6 +2294,7 @@ export type PromptInputRequest = components['schemas']['PromptInputRequest'];
 export type QueueCounts = components['schemas']['QueueCounts'];
 export type QueueItem = components['schemas']['QueueItem'];
 export type QueueNext = components['schemas']['QueueNext'];
+export type RedundantStepsEnum = components['schemas']['RedundantStepsEnum'];
 export type ReviewStatusEnum = components['schemas']['ReviewStatusEnum'];
 export type RoleEnum = components['schemas']['RoleEnum'];
 export type RunStatusEnum = components['schemas']['RunStatusEnum'];
@@ -7275,6 +7291,7 @@ export const formatEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["
 export const kindEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["KindEnum"]> = ["sft", "sft_prompt_completion", "preference", "preference_step", "stepwise", "unpaired", "verifier_safety", "verifier_value", "verifier_knowledge", "rl_prompts", "sharegpt"];
 export const knowledgeLabelEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["KnowledgeLabelEnum"]> = ["true", "false"];
 export const originEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["OriginEnum"]> = ["model", "human"];
+export const redundantStepsEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RedundantStepsEnum"]> = ["keep", "drop", "exclude"];
 export const reviewStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ReviewStatusEnum"]> = ["any", "accepted", "rejected"];
 export const roleEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RoleEnum"]> = ["viewer", "supervisor", "reviewer", "owner"];
 export const runStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RunStatusEnum"]> = ["queued", "running", "cancelling", "cancelled", "succeeded", "failed"];
