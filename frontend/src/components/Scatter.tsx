@@ -1,4 +1,6 @@
-// Safety vs capability of the project's evaluated model versions, as a small SVG scatter.
+// Safety vs capability of the project's evaluated model versions, as a small SVG scatter: the
+// dashed AI-45° diagonal (safety = capability) for reference, and the points joined in the order
+// given (model-creation order: the path of the rounds).
 export interface ScatterPoint {
   id: number;
   name: string;
@@ -7,6 +9,7 @@ export interface ScatterPoint {
   serving?: boolean;
 }
 
+/** `points` in model-creation order: the line between them follows that order. */
 export function Scatter({ points }: { points: ScatterPoint[] }) {
   const W = 420;
   const H = 300;
@@ -33,6 +36,22 @@ export function Scatter({ points }: { points: ScatterPoint[] }) {
       <text x={12} y={H / 2} textAnchor="middle" className="axis-label" transform={`rotate(-90 12 ${H / 2})`}>
         safety score
       </text>
+      <line x1={sx(0)} y1={sy(0)} x2={sx(1)} y2={sy(1)} className="diagonal" strokeDasharray="5 4" data-testid="scatter-diagonal">
+        <title>safety = capability (AI-45°)</title>
+      </line>
+      <text x={sx(1) - 4} y={sy(1) + 14} textAnchor="end" className="tick diagonal-label">
+        safety = capability
+      </text>
+      {points.length > 1 && (
+        <polyline
+          points={points.map((p) => `${sx(p.x)},${sy(p.y)}`).join(" ")}
+          className="path"
+          fill="none"
+          data-testid="scatter-path"
+        >
+          <title>{`rounds in order: ${points.map((p) => p.name).join(" → ")}`}</title>
+        </polyline>
+      )}
       {points.map((p) => (
         <g key={p.id}>
           <circle cx={sx(p.x)} cy={sy(p.y)} r={p.serving ? 6 : 4} className={p.serving ? "pt serving" : "pt"}>

@@ -14,3 +14,49 @@ export async function loadEvals(projectId: number): Promise<EvalTable> {
   }
   return t;
 }
+
+// Per-class metrics are named `<class>.<metric>` (e.g. `planted.accuracy`, `benign.refusal_rate`).
+// The classes come from the names, so a project with other classes shows them too.
+export const CLASS_METRICS = ["accuracy", "refusal_rate", "mean_cot_tokens", "n"] as const;
+export type ClassMetric = (typeof CLASS_METRICS)[number];
+export type ClassRow = Partial<Record<ClassMetric, number>>;
+
+/** The demo task's classes, in display order; other classes follow in name order. */
+export const KNOWN_CLASSES = ["general", "planted", "padded", "unsafe", "disguised", "benign"];
+
+/** A version's `<class>.<metric>` results: class → {metric: value}. Overall metrics are left out. */
+export function classMetrics(row: Record<string, number>): Map<string, ClassRow> {
+  const out = new Map<string, ClassRow>();
+  for (const [name, value] of Object.entries(row)) {
+    const dot = name.lastIndexOf(".");
+    if (dot <= 0) continue;
+    const metric = name.slice(dot + 1);
+    if (!(CLASS_METRICS as readonly string[]).includes(metric)) continue;
+    const cls = name.slice(0, dot);
+    const r = out.get(cls) ?? {};
+    r[metric as ClassMetric] = value;
+    out.set(cls, r);
+  }
+  return out;
+}
+
+/** The classes of several versions' results: the known ones in their order, then the rest by name. */
+export function classesOf(rows: Iterable<Map<string, ClassRow>>): string[] {
+  const seen = new Set<string>();
+  for (const r of rows) for (const c of r.keys()) seen.add(c);
+  const known = KNOWN_CLASSES.filter((c) => seen.has(c));
+  const other = [...seen].filter((c) => !KNOWN_CLASSES.includes(c)).sort();
+  return [...known, ...other];
+}
+
+/**
+ * The versions to compare, from models in creation order: the base (the first with results and no
+ * parent, else the first with results), then the latest `max - 1` others with results.
+ */
+export function pickVersions<T extends { id: number; parent?: number | null }>(models: T[], has: (m: T) => boolean, max = 4): T[] {
+  const withResults = models.filter(has);
+  if (withResults.length === 0) return [];
+  const base = withResults.find((m) => m.parent == null) ?? withResults[0];
+  const rest = withResults.filter((m) => m !== base);
+  return [base, ...rest.slice(Math.max(0, rest.length - (max - 1)))];
+}

@@ -1,7 +1,9 @@
 import { useState } from "react";
+import { ClassTable } from "../components/ClassTable";
 import { ErrorState, fmtDate, Loading, Section } from "../components/common";
 import { ProjectNav } from "../components/ProjectNav";
-import { api, ApiError } from "../lib/api";
+import { api, ApiError, type ModelVersion } from "../lib/api";
+import { classMetrics, loadEvals, pickVersions } from "../lib/evals";
 import { useLoad } from "../lib/hooks";
 import { Link, paths } from "../lib/router";
 
@@ -82,8 +84,24 @@ export function Models({ projectId }: { projectId: number }) {
           </table>
         )}
       </Section>
+      {data.data && data.data.models.length > 0 && <ClassResults projectId={projectId} models={data.data.models} />}
       {lineageOf !== null && <Lineage key={lineageOf} projectId={projectId} versionId={lineageOf} />}
     </div>
+  );
+}
+
+/** The base and the latest evaluated versions (models in creation order), class by class. */
+function ClassResults({ projectId, models }: { projectId: number; models: ModelVersion[] }) {
+  const evals = useLoad(() => loadEvals(projectId), [projectId]);
+  if (evals.error) return evals.error.isMissing ? null : <ErrorState error={evals.error} what="Evaluations" />;
+  if (!evals.data) return null;
+  const table = evals.data;
+  const compared = pickVersions(models, (m) => classMetrics(table.get(m.id) ?? {}).size > 0);
+  if (compared.length === 0) return null;
+  return (
+    <Section title="Results by class">
+      <ClassTable versions={compared.map((m) => ({ id: m.id, name: m.name, metrics: table.get(m.id) ?? {} }))} />
+    </Section>
   );
 }
 

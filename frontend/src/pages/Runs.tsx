@@ -1,12 +1,13 @@
 // Training runs dashboard: run list, the selected run's progress, live charts and log, cancel,
-// and the safety-vs-capability scatter of evaluated model versions.
+// and the safety-vs-capability scatter of evaluated model versions with their per-class results.
 import { useEffect, useMemo, useState } from "react";
+import { ClassTable, type ClassTableVersion } from "../components/ClassTable";
 import { ErrorState, fmtDate, Loading, Section } from "../components/common";
 import { LineChart } from "../components/LineChart";
 import { ProjectNav } from "../components/ProjectNav";
 import { Scatter, type ScatterPoint } from "../components/Scatter";
 import { api, stageEnumValues, type StageEnum, type TrainingRun } from "../lib/api";
-import { loadEvals } from "../lib/evals";
+import { classMetrics, loadEvals, pickVersions } from "../lib/evals";
 import { useLoad } from "../lib/hooks";
 import { Link, navigate, paths } from "../lib/router";
 import { useRunConnection } from "../stream/hooks";
@@ -205,18 +206,30 @@ function EvalScatter({ projectId }: { projectId: number }) {
       api.get("/api/projects/{project_id}/", { params: { path } }),
       loadEvals(projectId),
     ]);
+    // Models come in creation order, so the scatter's line follows the rounds.
     const points: ScatterPoint[] = [];
     for (const m of models) {
       const e = evals.get(m.id);
       if (e && typeof e.accuracy === "number" && typeof e.safety_score === "number")
         points.push({ id: m.id, name: m.name, x: e.accuracy, y: e.safety_score, serving: project.serving_model === m.id });
     }
-    return points;
+    const compared: ClassTableVersion[] = pickVersions(models, (m) => classMetrics(evals.get(m.id) ?? {}).size > 0).map((m) => ({
+      id: m.id,
+      name: m.name,
+      metrics: evals.get(m.id) ?? {},
+    }));
+    return { points, compared };
   }, [projectId]);
   if (data.error) return <ErrorState error={data.error} what="Evaluations" />;
   if (!data.data) return <Loading />;
-  if (data.data.length === 0) return <p className="muted">No evaluated model versions yet.</p>;
-  return <Scatter points={data.data} />;
+  const { points, compared } = data.data;
+  if (points.length === 0 && compared.length === 0) return <p className="muted">No evaluated model versions yet.</p>;
+  return (
+    <>
+      {points.length > 0 && <Scatter points={points} />}
+      {compared.length > 0 && <ClassTable versions={compared} />}
+    </>
+  );
 }
 
 /** Owners start a run from ready snapshots; the server checks the config and says what is wrong. */
