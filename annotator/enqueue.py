@@ -22,6 +22,7 @@ GENERATE_TRACE = "annotator.generate_trace"
 BUILD_SNAPSHOT = "annotator.build_snapshot"
 TRAIN = "trainer_worker.train"
 AUTOTRAIN_CHECK = "trainer_worker.autotrain_check"
+EVALUATE_VERSION = "trainer_worker.evaluate_version"
 DELIVER_WEBHOOK = "annotator.deliver_webhook"
 
 # task name -> the setting that names its queue
@@ -30,6 +31,7 @@ QUEUE_SETTINGS: dict[str, str] = {
     BUILD_SNAPSHOT: "CELERY_TASK_DEFAULT_QUEUE",
     TRAIN: "CELERY_TRAIN_QUEUE",
     AUTOTRAIN_CHECK: "CELERY_TASK_DEFAULT_QUEUE",  # a policy check is quick; it must not wait for a run
+    EVALUATE_VERSION: "CELERY_TRAIN_QUEUE",  # loads a model and generates: the train worker's work
     DELIVER_WEBHOOK: "CELERY_TASK_DEFAULT_QUEUE",
 }
 

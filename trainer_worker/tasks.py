@@ -15,7 +15,7 @@ import socket
 from celery import shared_task
 from celery.signals import worker_ready
 
-from annotator.enqueue import AUTOTRAIN_CHECK, TRAIN
+from annotator.enqueue import AUTOTRAIN_CHECK, EVALUATE_VERSION, TRAIN
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,14 @@ def autotrain_check(*, project_id: int) -> int | None:
 
     run = check(project_id=project_id)
     return None if run is None else run.pk
+
+
+@shared_task(name=EVALUATE_VERSION, acks_late=True, ignore_result=True)
+def evaluate_version(*, version_id: int) -> int:
+    """Evaluate a model version no run produced (the demo's base model) on the held-out prompts."""
+    from annotator.services.training.worker import version_evaluate
+
+    return len(version_evaluate(version_id=version_id))
 
 
 @worker_ready.connect

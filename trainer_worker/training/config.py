@@ -92,6 +92,9 @@ class StageConfig:
     num_generations: int = 4
     max_completion_length: int = 256
     temperature: float = 1.0
+    # KL penalty to the starting model (TRL's GRPOConfig.beta). 0 (TRL's default) lets a small model
+    # drift: on the demo task, GRPO at lr 5e-5 without it lost its arithmetic; 0.1 kept it.
+    kl_beta: float = 0.0
     reward_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_REWARD_WEIGHTS))
     category_recipes: dict[str, list[str]] | None = None
     verifier_paths: dict[str, str] = field(default_factory=dict)

@@ -38,7 +38,8 @@ GENERATIVE = {Stage.SFT, Stage.DPO, Stage.GRPO}
 # Settings the studio fills in itself; a run's config may not set them.
 STUDIO_KEYS = ("stage", "base_model_path", "output_dir", "dataset_path", "eval_dataset_path")
 # A run's config may carry {"eval": {...}} for the evaluation after training (not a trainer setting).
-EVAL_DEFAULTS = {"max_prompts": 64, "max_new_tokens": 128}
+EVAL_DEFAULTS = {"max_prompts": 64, "max_new_tokens": 128, "batch_size": 8}
+EVAL_LIMITS = {"max_prompts": (1, 5000), "max_new_tokens": (1, 2048), "batch_size": (1, 512)}
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING)
 
@@ -82,6 +83,11 @@ def _validate_config(stage: str, config: dict[str, Any], base_path: str, dataset
     evaluation = config.get("eval", {})
     if not isinstance(evaluation, dict) or set(evaluation) - set(EVAL_DEFAULTS):
         problems.append(f"config.eval must be an object with some of: {', '.join(EVAL_DEFAULTS)}")
+    else:
+        for key, value in evaluation.items():
+            low, high = EVAL_LIMITS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                problems.append(f"config.eval.{key} must be an integer from {low} to {high}")
     if stage == Stage.VERIFIER and "verifier_kind" in config and kinds != {f"verifier_{config['verifier_kind']}"}:
         problems.append(f"verifier_kind {config['verifier_kind']!r} does not match the snapshot kinds {sorted(kinds)}")
     if not problems:

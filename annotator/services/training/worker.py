@@ -191,25 +191,49 @@ def heldout_prompts(project: Project, limit: int) -> list[dict[str, Any]]:
     return out
 
 
+# Per-class rows: "<class>.<metric>" (e.g. "planted.accuracy"), beside the overall ones.
+CLASS_METRICS = ("accuracy", "refusal_rate", "mean_cot_tokens", "n")
+
+
+def _eval_rows(version: ModelVersion, run_id: int | None, scores: dict[str, Any]) -> list[EvalResult]:
+    details = {"n": scores["n"], "n_verifiable": scores["n_verifiable"], "n_safety": scores["n_safety"]}
+    values: dict[str, float] = {m: float(scores[m]) for m in ("accuracy", "safety_score", "mean_cot_tokens",
+                                                             "format_rate") if scores.get(m) is not None}
+    for klass, row in (scores.get("classes") or {}).items():
+        values.update({f"{klass}.{m}": float(row[m]) for m in CLASS_METRICS if row.get(m) is not None})
+    rows = []
+    with transaction.atomic():  # all of one evaluation's figures, or none
+        for metric, value in values.items():
+            row, _ = EvalResult.objects.update_or_create(
+                model_version=version, run_id=run_id, metric=metric, defaults={"value": value, "details": details},
+            )
+            rows.append(row)
+    return rows
+
+
+def _evaluate(project: Project, options: dict[str, Any], model_path_: str) -> dict[str, Any] | None:
+    items = heldout_prompts(project, int(options["max_prompts"]))
+    if not items:
+        return None
+    return heldout.evaluate_heldout(model_path_, items, max_new_tokens=int(options["max_new_tokens"]),
+                                    batch_size=int(options["batch_size"]))
+
+
 def run_evaluate(*, run_id: int, version: ModelVersion, model_path: str) -> list[EvalResult]:
-    """Evaluate the run's model on the held-out prompts; one EvalResult per metric."""
+    """Evaluate the run's model on the held-out prompts; one EvalResult per metric, overall and per
+    class of prompt (``<class>.accuracy`` …)."""
     run = TrainingRun.objects.select_related("project").get(pk=run_id)
     options = {**EVAL_DEFAULTS, **(run.config.get("eval") or {})}
-    items = heldout_prompts(run.project, int(options["max_prompts"]))
-    if not items:
-        return []
-    scores = heldout.evaluate_heldout(model_path, items, max_new_tokens=int(options["max_new_tokens"]))
-    rows = []
-    details = {"n": scores["n"], "n_verifiable": scores["n_verifiable"], "n_safety": scores["n_safety"]}
-    for metric in ("accuracy", "safety_score", "mean_cot_tokens", "format_rate"):
-        if scores.get(metric) is None:
-            continue
-        row, _ = EvalResult.objects.update_or_create(
-            model_version=version, run_id=run_id, metric=metric,
-            defaults={"value": float(scores[metric]), "details": details},
-        )
-        rows.append(row)
-    return rows
+    scores = _evaluate(run.project, options, model_path)
+    return [] if scores is None else _eval_rows(version, run_id, scores)
+
+
+def version_evaluate(*, version_id: int, options: dict[str, Any] | None = None) -> list[EvalResult]:
+    """Evaluate a model version that no run produced (the base model) on the held-out prompts, so
+    the dashboard's comparison starts with a point. Rows have no run."""
+    version = ModelVersion.objects.select_related("project").get(pk=version_id)
+    scores = _evaluate(version.project, {**EVAL_DEFAULTS, **(options or {})}, model_path(version))
+    return [] if scores is None else _eval_rows(version, None, scores)
 
 
 def run_execute(*, run_id: int, worker: str) -> str | None:

@@ -8,19 +8,15 @@ from trainer_worker.training.demo_model import REPORT_FILE, build_demo_model, fo
 from trainer_worker.training.demo_task import make_problems
 from trainer_worker.vocabulary.format import THINK_OPEN
 
-# A step cap rather than a short time budget: on a busy machine ten seconds may be a handful of
-# steps, and the test must see the same amount of learning everywhere. The budget is only a guard.
+# A fixed step count (as the real build): the same amount of learning on every machine.
 STEPS = 60
-BUDGET_S = 60
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     events = []
-    report = build_demo_model(
-        out, time_budget_s=BUDGET_S, max_steps=STEPS, seed=0, progress=events.append, n_eval=10
-    )
+    report = build_demo_model(out, max_steps=STEPS, seed=0, progress=events.append, n_eval=5)
     return out, report, events
 
 
@@ -40,10 +36,15 @@ def test_report_file_has_the_figures(built):
     out, report, _ = built
     data = json.loads((out / REPORT_FILE).read_text())
     assert data == json.loads(json.dumps(report.to_dict()))
-    assert data["n_eval"] == 10 == data["n_arithmetic"] + data["n_unsafe"]
-    for key in ("accuracy", "refusal_rate", "over_refusal_rate", "format_rate", "correctable_rate"):
+    # Every class of the demo task is evaluated on its own held-out prompts (5 each here).
+    assert set(data["classes"]) == {"general", "planted", "padded", "unsafe", "disguised", "benign"}
+    assert data["n_eval"] == 30 == sum(row["n"] for row in data["classes"].values())
+    for row in data["classes"].values():
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["refusal_rate"] <= 1.0 and row["mean_cot_tokens"] > 0
+    for key in ("accuracy", "refusal_rate", "format_rate"):
         assert 0.0 <= data[key] <= 1.0
-    assert data["samples"] and data["samples"][0]["completion"]
+    assert data["config"]["task_version"] == 2 and data["config"]["max_steps"] == STEPS
+    assert data["samples"] and data["samples"][0]["completion"] and data["samples"][0]["klass"]
 
 
 def test_saved_model_reloads_and_keeps_the_format(built):
@@ -77,7 +78,7 @@ def test_format_ok():
 
 
 def test_cli_prints_the_report(tmp_path, capsys):
-    assert main([str(tmp_path / "m"), "--budget", "2", "--n-eval", "4"]) == 0
+    assert main([str(tmp_path / "m"), "--steps", "3", "--n-eval", "2"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["n_eval"] == 4 and printed["steps"] > 0
+    assert printed["n_eval"] == 12 and printed["steps"] == 3
     assert (tmp_path / "m" / REPORT_FILE).exists()

@@ -75,6 +75,7 @@ def build(config: StageConfig, args: dict[str, Any], callbacks: list[Any]) -> tu
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
+        beta=config.kl_beta,
     )
     model = load_model(config.base_model_path, AutoModelForCausalLM)
     trainer = GRPOTrainer(
