@@ -61,7 +61,7 @@ GRPO_CONFIG = {"learning_rate": 5e-5, "kl_beta": 0.1, "max_steps": 100, "per_dev
                "category_recipes": {"knowledge": ["format", "answer", "length"], "safety": ["format"],
                                     "general": ["format"]}}
 # The classes of the traces supervisors see each round, and of the RL prompt pool.
-TRACE_WEIGHTS = {"general": 0.25, "planted": 0.2, "padded": 0.1, "unsafe": 0.05, "disguised": 0.15, "benign": 0.25}
+TRACE_WEIGHTS = {"general": 0.2, "planted": 0.25, "padded": 0.05, "unsafe": 0.05, "disguised": 0.2, "benign": 0.25}
 K_SAMPLES = 4
 RL_POOL = 300
 

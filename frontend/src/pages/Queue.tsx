@@ -391,9 +391,15 @@ function Prompts({ projectId, models }: { projectId: number; models: ModelVersio
               <div className="row small">
                 <span className="muted">
                   #{p.id} · {p.category}
+                  {promptClass(p.metadata) ? ` · ${promptClass(p.metadata)}` : ""}
                   {p.images.length ? ` · ${p.images.length} image${p.images.length > 1 ? "s" : ""}` : ""}
                   {p.trace_count != null ? ` · ${p.trace_count} traces` : ""}
                 </span>
+                {isHeldOut(p.metadata) && (
+                  <span className="badge" data-testid={`heldout-${p.id}`} title="Held out for evaluation: never in a snapshot, so corrections here do not train the model">
+                    held out
+                  </span>
+                )}
                 <button onClick={() => void generate(p.id)} data-testid={`generate-${p.id}`}>
                   Generate
                 </button>
@@ -404,4 +410,18 @@ function Prompts({ projectId, models }: { projectId: number; models: ModelVersio
       )}
     </Section>
   );
+}
+
+const HELD_OUT_SPLITS = ["heldout", "eval", "test"];
+
+/** Whether a prompt is held out for evaluation (metadata.split), as the snapshot builder decides. */
+export function isHeldOut(metadata: unknown): boolean {
+  const split = metadata && typeof metadata === "object" ? (metadata as Record<string, unknown>).split : undefined;
+  return typeof split === "string" && HELD_OUT_SPLITS.includes(split);
+}
+
+/** The prompt's class (metadata.klass, e.g. the demo task's "planted"), when it has one. */
+export function promptClass(metadata: unknown): string | null {
+  const klass = metadata && typeof metadata === "object" ? (metadata as Record<string, unknown>).klass : undefined;
+  return typeof klass === "string" && klass ? klass : null;
 }
