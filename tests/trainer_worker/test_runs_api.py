@@ -67,6 +67,17 @@ def test_bad_config_lists_every_problem(client_for, project, base_version, corpu
     assert not TrainingRun.objects.exists()
 
 
+@pytest.mark.parametrize("evaluation", [{"max_prompts": 0}, {"batch_size": 10**12}, {"max_new_tokens": "many"},
+                                        {"batch_size": True}, {"beam": 4}, [1]])
+def test_bad_eval_options_are_refused(client_for, project, base_version, corpus, evaluation):
+    body = {"stage": "sft", "base_model": base_version.pk, "snapshots": [corpus["sft"].pk],
+            "config": {**TINY_CONFIG, "eval": evaluation}}
+    response = client_for("owner").post(f"/api/projects/{project.pk}/runs/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert any("config.eval" in e for e in response.json()["errors"])
+    assert not TrainingRun.objects.exists()
+
+
 def test_snapshot_must_be_ready_and_fit_the_stage(client_for, project, users, base_version, corpus, other_project):
     from annotator.services.snapshots import snapshot_create
 

@@ -73,6 +73,9 @@ def test_every_stage_trains_through_a_worker(transactional_db, studio, train_wor
         assert {"accuracy", "mean_cot_tokens", "format_rate"} <= set(by_metric), (stage, evals)
         assert 0.0 <= by_metric["accuracy"]["value"] <= 1.0
         assert by_metric["accuracy"]["details"]["n_verifiable"] == 2
+        # And per class of prompt: the two held-out prompts are demo-task prompts with a class each.
+        counts = {m.split(".")[0]: e["value"] for m, e in by_metric.items() if m.endswith(".n")}
+        assert sum(counts.values()) == 2 and all(f"{k}.accuracy" in by_metric for k in counts), by_metric
     for stage in ("reward", "verifier", "prm"):
         assert not EvalResult.objects.filter(run_id=runs[stage]).exists()
 
@@ -232,3 +235,21 @@ def test_autotrain_fires_once_at_the_threshold(transactional_db, studio, train_w
     # No new corrections since that run: a later check starts nothing.
     assert autotrain_check(project_id=project.pk) is None
     assert TrainingRun.objects.filter(project=project).count() == 1
+
+
+def test_a_base_model_is_evaluated_by_the_train_worker(transactional_db, studio, train_worker, project, users,
+                                                       base_version, owner_api):
+    """The demo project queues its base model's evaluation, so the comparison starts with a point."""
+    from django.db import transaction
+
+    from annotator.enqueue import EVALUATE_VERSION, enqueue_on_commit
+
+    build_corpus(project, users["owner"])
+    with transaction.atomic():
+        enqueue_on_commit(EVALUATE_VERSION, version_id=base_version.pk)
+    rows = wait_for(lambda: list(EvalResult.objects.filter(model_version=base_version, run__isnull=True)),
+                    timeout=120, what="the base model's evaluation")
+    answer = owner_api.get(f"/api/projects/{project.pk}/models/{base_version.pk}/evals/").json()
+    evals = {e["metric"]: e for e in answer}
+    assert {"accuracy", "mean_cot_tokens", "format_rate"} <= set(evals) and rows
+    assert sum(e["value"] for m, e in evals.items() if m.endswith(".n")) == 2
