@@ -7,16 +7,20 @@ trace's sequenced events. ORM work happens only through database_sync_to_async h
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from annotator import events, flags
+from annotator import input as untrusted
 from annotator.access import access_project
 from annotator.errors import InvalidInput, NotFound, StudioError
 from annotator.models import Role, Trace
 
+# Far below the web server's own cap (settings.WEBSOCKET_MAX_MESSAGE_BYTES), so that a frame over
+# this gets an error frame instead of a dropped connection.
 MAX_FRAME_BYTES = 64 * 1024
 # Actions that steer the generation: each needs the trace's claim (annotator/services/claims.py).
 # A new steering action is added here and gets the same check.
@@ -24,6 +28,8 @@ CONTROL_ACTIONS = {"start", "stop", "continue", "edit"}
 ACTIONS = CONTROL_ACTIONS | {"label", "unlabel", "review", "unreview", "claim", "release", "request_control"}
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+
+log = logging.getLogger(__name__)
 
 
 def _snapshot(trace_id: int) -> dict[str, Any]:
@@ -78,6 +84,21 @@ async def accept_member(consumer: AsyncWebsocketConsumer, model: type, id_kwarg:
     except (NotFound, ValueError):
         await consumer.close(code=CLOSE_NOT_FOUND)
         return None
+
+
+def _validated(serializer_class: type, message: dict[str, Any]) -> dict[str, Any]:
+    """A frame's fields through the REST input serializer for the same action, so that both refuse the
+    same input; its errors become InvalidInput with REST's code and shape."""
+    from rest_framework.exceptions import ValidationError
+
+    from annotator.api.errors import summary
+
+    serializer = serializer_class(data={k: v for k, v in message.items() if k not in ("action", "request_id")})
+    try:
+        serializer.is_valid(raise_exception=True)
+    except ValidationError as exc:
+        raise InvalidInput(summary(exc.detail), details=exc.detail) from None
+    return dict(serializer.validated_data)
 
 
 class TraceConsumer(AsyncWebsocketConsumer):
@@ -181,38 +202,57 @@ class TraceConsumer(AsyncWebsocketConsumer):
     # --- actions from the client --------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
         request_id = None
+        action: Any = None
         try:
-            if len(raw.encode()) > MAX_FRAME_BYTES:
-                raise InvalidInput(f"Messages are limited to {MAX_FRAME_BYTES} bytes.", code="too_large")
-            try:
-                message = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"Not valid JSON: {exc.msg}.", code="bad_json") from None
-            if not isinstance(message, dict):
-                raise InvalidInput("A message is a JSON object with an 'action'.", code="bad_message")
+            if text_data is None:
+                # The protocol is JSON text; a binary frame is refused, not decoded and acted on.
+                raise InvalidInput("Frames are JSON text; binary frames are not accepted.", code="bad_frame")
+            message = self._parse(text_data)
             request_id = message.get("request_id")
-            if request_id is not None and not isinstance(request_id, str | int):
-                request_id = None
-                raise InvalidInput("request_id must be a string or an integer.", code="bad_message")
+            if request_id is not None and (isinstance(request_id, bool) or not isinstance(request_id, str | int)):
+                request_id = None  # not echoed: it is not one the client can match
+                raise InvalidInput("request_id must be a string or an integer.", code="bad_request_id")
             action = message.get("action")
-            if action not in ACTIONS:
+            if not isinstance(action, str) or action not in ACTIONS:
                 raise InvalidInput(
-                    f"Unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}.", code="unknown_action"
+                    f"Unknown action {action!r:.80}; known: {', '.join(sorted(ACTIONS))}.", code="unknown_action"
                 )
             result = await self._act(action, message)
         except StudioError as exc:
             await self._send({"type": "error", **exc.as_dict(), "request_id": request_id})
             return
+        except Exception:
+            # A bug, not the client's input: say so without details, log it, and keep the socket (an
+            # exception escaping here would close it with 1011).
+            log.exception("trace socket %s: action %r failed", getattr(self, "trace_id", None), action)
+            await self._send({"type": "error", "code": "internal", "detail": "The server failed to do this (a bug; "
+                              "it has been logged).", "request_id": request_id})
+            return
         await self._send({"type": "ack", "action": action, "request_id": request_id, **result})
+
+    @staticmethod
+    def _parse(text: str) -> dict[str, Any]:
+        """A text frame through the same checks as a REST body (annotator/input.py)."""
+        # len(text) is at most the UTF-8 length, 4 * len(text) at least: encode only when in doubt.
+        if len(text) > MAX_FRAME_BYTES or (
+            4 * len(text) > MAX_FRAME_BYTES and len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES
+        ):
+            raise InvalidInput(f"Messages are limited to {MAX_FRAME_BYTES} bytes.", code="too_large")
+        message = untrusted.loads(text, what="The message")
+        if not isinstance(message, dict):
+            raise InvalidInput("A message is a JSON object with an 'action'.", code="bad_message")
+        return message
 
     @database_sync_to_async
     def _act(self, action: str, message: dict[str, Any]) -> dict[str, Any]:
+        from annotator.api.serializers import StepLabelInputSerializer, TraceReviewInputSerializer
         from annotator.services import claims, corrections, generation, labels
 
         user = self.scope["user"]
-        trace = Trace.objects.select_related("project").get(pk=self.trace_id)
+        trace = Trace.objects.select_related("project").filter(pk=self.trace_id).first()
+        if trace is None:
+            raise NotFound(f"Trace {self.trace_id} no longer exists.")
         # Roles can change while a socket is open: check on every action, not once at connect.
         access_project(user, trace.project_id, role=Role.SUPERVISOR)
         if action in CONTROL_ACTIONS:
@@ -246,13 +286,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
             }
         elif action == "label":
             step = labels.step_get(trace=trace, index=message.get("step_index"))
-            label = labels.step_label_set(
-                step=step,
-                annotator=user,
-                rating=message.get("rating"),
-                safety_tags=message.get("safety_tags"),
-                note=message.get("note", ""),
-            )
+            fields = _validated(StepLabelInputSerializer, message)  # as REST's PUT .../label/
+            label = labels.step_label_set(step=step, annotator=user, **fields)
             return {"label": labels.label_payload(label)}
         elif action == "unlabel":
             step = labels.step_get(trace=trace, index=message.get("step_index"))
@@ -260,15 +295,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
         elif action == "unreview":
             return {"removed": labels.trace_review_clear(trace=trace, annotator=user)}
         elif action == "review":
-            review = labels.trace_review_set(
-                trace=trace,
-                annotator=user,
-                verdict=message.get("verdict"),
-                safety_label=message.get("safety_label", ""),
-                value_label=message.get("value_label", ""),
-                knowledge_label=message.get("knowledge_label", ""),
-                note=message.get("note", ""),
-                lead_time_s=message.get("lead_time_s"),
-            )
+            fields = _validated(TraceReviewInputSerializer, message)  # as REST's PUT .../reviews/
+            review = labels.trace_review_set(trace=trace, annotator=user, **fields)
             return {"review": labels.review_payload(review)}
         return {}

@@ -13,6 +13,9 @@
    they pass it): their bytes are dropped as they arrive instead of being kept, and the answer is 413
    in the API's JSON error shape. Without this, Daphne hands the whole body to the application at once,
    in memory, however large.
+3. Websocket messages up to settings.WEBSOCKET_MAX_MESSAGE_BYTES (Daphne's default: 1 MiB), so that a
+   frame over the trace socket's own, lower limit gets its `too_large` error frame instead of a
+   dropped connection. Options given on the command line still win.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from typing import Any
 
 import daphne.server  # installs Twisted's asyncio reactor: import before anything that imports the reactor
@@ -113,6 +117,11 @@ def main() -> None:
     # Daphne's Server builds its factory by this module-level name; there is no option to pass one.
     daphne.server.HTTPFactory = StudioHTTPFactory
     from daphne.cli import CommandLineInterface
+    from django.conf import settings
+
+    # Defaults first: argparse keeps the last value, so the command line's own options win.
+    cap = str(settings.WEBSOCKET_MAX_MESSAGE_BYTES)
+    sys.argv[1:1] = ["--websocket-max-message-size", cap, "--websocket-max-frame-size", cap]
 
     CommandLineInterface.entrypoint()
 

@@ -165,6 +165,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("SAFELADDER_MAX_JSON_BYTES", 2 
 # A whole multipart body (an import's JSONL and its images). Refused by Content-Length before it is read,
 # in the web server (webapp/server.py) and again in webapp.middleware.ApiGuardMiddleware.
 MAX_REQUEST_BYTES = int(os.environ.get("SAFELADDER_MAX_REQUEST_BYTES", MAX_IMPORT_BYTES + 16 * 1024 * 1024))
+# A websocket message, in the web server: over it Daphne closes the connection (1009). The trace
+# socket's own limit is far lower (annotator.consumers.MAX_FRAME_BYTES) and answers an error frame, so
+# this only needs to be large enough that an ordinary oversize frame reaches the consumer; it is a
+# per-connection buffer, so not much larger.
+WEBSOCKET_MAX_MESSAGE_BYTES = int(os.environ.get("SAFELADDER_WEBSOCKET_MAX_MESSAGE_BYTES", 4 * 1024 * 1024))
 # Uploads above this go to a temporary file, not memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 

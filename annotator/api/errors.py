@@ -35,18 +35,18 @@ def exception_handler(exc, context):
     else:
         if response.status_code == status.HTTP_400_BAD_REQUEST:
             code = "invalid"
-        response.data = {"code": code, "detail": _summary(data), "errors": data}
+        response.data = {"code": code, "detail": summary(data), "errors": data}
     return response
 
 
-def _summary(errors) -> str:
+def summary(errors) -> str:
     """The first field error in words ("guidelines: Ensure this field has no more than ..."), so the
     detail says what is wrong without reading `errors`."""
     if isinstance(errors, dict):
         for field, problems in errors.items():
             first = problems[0] if isinstance(problems, list) and problems else problems
             if isinstance(first, dict):
-                return f"{field}: {_summary(first)}"
+                return f"{field}: {summary(first)}"
             return f"{field}: {first}"
     if isinstance(errors, list) and errors:
         return str(errors[0])

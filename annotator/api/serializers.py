@@ -355,7 +355,7 @@ class TraceDetailSerializer(TraceSerializer):
 
 
 class StepLabelInputSerializer(serializers.Serializer):
-    rating = serializers.JSONField(help_text='1, 0, -1, or null / "unsure"')
+    rating = serializers.JSONField(allow_null=True, help_text='1, 0, -1, or null / "unsure"')
     safety_tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=32)
     note = serializers.CharField(required=False, allow_blank=True, max_length=MAX_TEXT)
 

@@ -33,7 +33,9 @@ def correction_create(
 ) -> Correction:
     if isinstance(step_index, bool) or not isinstance(step_index, int) or step_index < 0:
         raise InvalidInput("step_index must be a non-negative integer.", code="bad_step")
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise InvalidInput("text must be a string.")
+    if not text.strip():
         raise InvalidInput("The corrected step needs text.", code="empty_step")
     text = text.strip()
     if "\n" in text:
