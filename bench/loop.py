@@ -60,7 +60,7 @@ GRPO_CONFIG = {"learning_rate": 5e-5, "kl_beta": 0.1, "max_steps": 100, "per_dev
                "reward_weights": {"format": 0.5, "answer": 1.0, "verifier": 0.0, "prm": 0.0, "length": 1.0},
                "category_recipes": {"knowledge": ["format", "answer", "length"], "safety": ["format"],
                                     "general": ["format"]}}
-# The classes of the traces supervisors see each round, and of the RL prompt pool.
+# The classes of the traces supervisors see each round (--mix changes it; BENCHMARKS.md compares three).
 TRACE_WEIGHTS = {"general": 0.2, "planted": 0.25, "padded": 0.05, "unsafe": 0.05, "disguised": 0.2, "benign": 0.25}
 K_SAMPLES = 4
 RL_POOL = 300
@@ -108,7 +108,7 @@ class Seed:
         for i, arm in enumerate(("corrections", "outcome")):
             # Distinct training prompts per arm and seed; the outcome arm needs K samples' worth fewer.
             train = demo_task.make_problems(need * 3, seed=1000 * self.seed + 17 + i, split="train",
-                                            weights=TRACE_WEIGHTS, distinct=True)
+                                            weights=self.args.mix_weights, distinct=True)
             rl = demo_task.make_problems(RL_POOL, seed=1000 * self.seed + 500,
                                          weights={"general": 0.4, "planted": 0.2, "padded": 0.4}, split="train",
                                          distinct=True) if arm == "corrections" else []
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-eval", type=int, default=100, help="held-out prompts per class (default 100)")
     parser.add_argument("--jobs", type=int, default=2, help="seeds run side by side (default 2: one per core)")
     parser.add_argument("--no-grpo", action="store_true")
+    parser.add_argument("--mix", default=",".join(f"{k}={v}" for k, v in TRACE_WEIGHTS.items()),
+                        help="class shares of the supervised traces, e.g. general=0.2,planted=0.3,...")
     parser.add_argument("--demo-model", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child-seed", type=int, help=argparse.SUPPRESS)
@@ -389,6 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.rounds, args.n_eval = "0", 1, 50
+    from trainer_worker.training.demo_task import CLASSES
+
+    try:
+        args.mix_weights = {k: float(v) for k, v in (item.split("=") for item in args.mix.split(","))}
+    except ValueError:
+        parser.error(f"--mix must look like general=0.2,planted=0.3 (got {args.mix!r})")
+    if set(args.mix_weights) - set(CLASSES) or not any(v > 0 for v in args.mix_weights.values()):
+        parser.error(f"--mix names classes of {', '.join(CLASSES)} with a positive share")
     if args.child_seed is not None:
         return _child(args)
 
@@ -416,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
         signal.signal(signal.SIGTERM, stop)
         forwarded = ["--rounds", str(args.rounds), "--traces", str(args.traces), "--n-eval", str(args.n_eval),
-                     "--tag", args.tag] + (["--no-grpo"] if args.no_grpo else [])
+                     "--tag", args.tag, "--mix", args.mix] + (["--no-grpo"] if args.no_grpo else [])
         while pending or procs:
             while pending and len(procs) < max(1, args.jobs):
                 seed = pending.pop(0)
@@ -436,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_report = json.loads((demo_dir / "demo_report.json").read_text())
     report = {"command": " ".join(["bench/loop.py", *(argv if argv is not None else sys.argv[1:])]),
               "seeds": seeds, "rounds": args.rounds, "traces_per_round": args.traces, "n_eval_per_class": args.n_eval,
-              "sft_config": SFT_CONFIG, "sft_filters": SFT_FILTERS, "grpo_config": GRPO_CONFIG,
+              "mix": args.mix_weights, "sft_config": SFT_CONFIG, "sft_filters": SFT_FILTERS, "grpo_config": GRPO_CONFIG,
               "demo_model": {"path": str(demo_dir), "steps": demo_report.get("steps"),
                              "config": demo_report.get("config")},
               "seconds": round(time.monotonic() - t0, 1), "load_avg": os.getloadavg(),
