@@ -80,6 +80,10 @@ def test_two_supervisors_review_the_same_items(browser, live, settings):  # noqa
         # A reviews the same item the other way, with the mouse: now they disagree.
         a.get_by_test_id("open-next").click()
         a.wait_for_url(re.compile(rf".*/traces/{first.pk}/$"))
+        # As a person would, A waits for the page to be live (on a loaded machine the click came
+        # before the trace and its socket were there, and the rating went nowhere).
+        a.get_by_test_id("step-2").wait_for()
+        a.get_by_test_id("conn-status").filter(has_text="live").wait_for()
         a.get_by_test_id("rate-0-+1").click()
         a.get_by_test_id("rate-0-+1").and_(a.locator("[aria-pressed=true]")).wait_for()
         a.get_by_test_id("review-verdict-accept").click()
