@@ -114,7 +114,6 @@ class DatasetDownloadView(ProjectScoped):
             (200, "application/jsonl"): OpenApiResponse(OpenApiTypes.BINARY, description="JSON Lines"),
             (200, "application/vnd.apache.parquet"): OpenApiResponse(OpenApiTypes.BINARY, description="Parquet"),
             (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="Hugging Face dataset folder"),
-            (400, "application/json"): s.ErrorSerializer,
             (404, "application/json"): s.ErrorSerializer,
             (409, "application/json"): s.ErrorSerializer,
         },
