@@ -19,6 +19,7 @@ from annotator import selectors
 from annotator.api import serializers as s
 from annotator.api.views import ProjectScoped
 from annotator.datasets.materialise import KINDS
+from annotator.datasets.writers import SPLITS
 from annotator.errors import Conflict, NotFound
 from annotator.models import Role, SnapshotStatus
 from annotator.services import snapshots
@@ -90,14 +91,25 @@ class DatasetDetailView(ProjectScoped):
 
 class DatasetDownloadView(ProjectScoped):
     """A ready snapshot's frozen file, streamed from disk: `jsonl` (JSON Lines), `parquet`, or `hf`
-    (a zipped folder that `datasets.load_dataset(folder)` reads). 409 while it is not ready."""
+    (a zipped folder that `datasets.load_dataset(folder)` reads). Every record has a `split` column
+    (`train` or `eval`); `?split=train` or `?split=eval` downloads that split only (jsonl and
+    parquet; without it, all records). 409 while it is not ready."""
 
     serializer_class = s.DatasetSnapshotSerializer
     read_role = Role.OWNER
     content_negotiation_class = _FirstRenderer
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", str, enum=list(snapshots.FORMATS), default="jsonl")],
+        parameters=[
+            OpenApiParameter("format", str, enum=list(snapshots.FORMATS), default="jsonl"),
+            OpenApiParameter(
+                "split",
+                str,
+                enum=list(SPLITS),
+                required=False,
+                description="Only this split's records (jsonl and parquet); absent: all records",
+            ),
+        ],
         responses={
             (200, "application/jsonl"): OpenApiResponse(OpenApiTypes.BINARY, description="JSON Lines"),
             (200, "application/vnd.apache.parquet"): OpenApiResponse(OpenApiTypes.BINARY, description="Parquet"),
@@ -111,7 +123,8 @@ class DatasetDownloadView(ProjectScoped):
             selectors.snapshot_list(self.project), self.project, snapshot_id, what="Dataset"
         )
         fmt = request.query_params.get("format", "jsonl")
-        file_path, filename, content_type = snapshots.snapshot_file(snapshot, fmt)
+        split = request.query_params.get("split") or None
+        file_path, filename, content_type = snapshots.snapshot_file(snapshot, fmt, split)
         if snapshot.status != SnapshotStatus.READY:
             raise Conflict(
                 f"Dataset {snapshot.pk} is {snapshot.status}; it can be downloaded once it is ready.",
@@ -121,12 +134,20 @@ class DatasetDownloadView(ProjectScoped):
         try:
             handle = open(file_path, "rb")  # noqa: SIM115 - FileResponse closes it when the stream ends
         except FileNotFoundError:
+            if split and snapshots.snapshot_file(snapshot, fmt)[0].exists():
+                raise NotFound(
+                    f"Dataset {snapshot.pk} was built before per-split downloads; download it whole, "
+                    "or create a new snapshot to download one split."
+                ) from None
             raise NotFound(f"The files of dataset {snapshot.pk} are missing on the server.") from None
         # FileResponse streams in blocks (constant memory) and sets Content-Length.
         response = FileResponse(handle, as_attachment=True, filename=filename, content_type=content_type)
         response.block_size = 256 * 1024  # Django's 4 KiB default costs a Python round trip per page
-        response["ETag"] = f'"{snapshot.sha256}-{fmt}"'  # frozen: same snapshot and format, same bytes
-        response["X-Dataset-SHA256"] = snapshot.sha256
+        # frozen: same snapshot, format and split, same bytes
+        response["ETag"] = f'"{snapshot.sha256}-{fmt}-{split}"' if split else f'"{snapshot.sha256}-{fmt}"'
+        response["X-Dataset-SHA256"] = snapshot.sha256  # of the whole snapshot, also for one split
+        if split:
+            response["X-Dataset-Split"] = split
         response["X-Content-Type-Options"] = "nosniff"
         return response
 

@@ -487,11 +487,14 @@ for _k in ("verifier_safety", "verifier_value", "verifier_knowledge"):
     ]
 
 
-def arrow_schema(kind: str, *, with_images: bool) -> pa.Schema:
-    """The Arrow schema of ``kind``'s records (column order as materialise yields them)."""
+def arrow_schema(kind: str, *, with_images: bool, with_split: bool = False) -> pa.Schema:
+    """The Arrow schema of ``kind``'s records (column order as materialise yields them).
+
+    ``with_split`` appends the ``split`` column ("train" or "eval") that ``writers.with_split``
+    adds last to every record of a snapshot file."""
     fields = list(_FIELDS[kind])
     if with_images and kind == "sharegpt":
         fields.append(("image", pa.string()))
     if with_images:
         fields.append(("images", _STRS))
-    return pa.schema(fields + _PROVENANCE)
+    return pa.schema(fields + _PROVENANCE + ([("split", pa.string())] if with_split else []))

@@ -52,6 +52,19 @@ def split_of(prompt_id: Any, *, eval_fraction: float, seed: int) -> str:
     return "eval" if int.from_bytes(h[:8], "big") / 2**64 < eval_fraction else "train"
 
 
+SPLITS = ("train", "eval")
+
+
+def with_split(records: Iterable[Record], *, eval_fraction: float, seed: int) -> Iterator[Record]:
+    """``records`` with a last key ``split`` ("train" or "eval", by ``split_of`` their prompt). A
+    record that already has one keeps it, so this is safe to apply twice."""
+    for record in records:
+        if "split" in record:
+            yield record
+        else:
+            yield {**record, "split": split_of(record.get("prompt_id"), eval_fraction=eval_fraction, seed=seed)}
+
+
 def iter_jsonl_chunks(records: Iterable[Record], *, chunk_bytes: int = 64 * 1024) -> Iterator[bytes]:
     """JSON Lines as byte chunks of about ``chunk_bytes`` (for a StreamingHttpResponse)."""
     buf: list[bytes] = []
@@ -203,9 +216,11 @@ def write_hf_zip(
     """Zip a folder that ``datasets.load_dataset(folder)`` reads: ``README.md`` (dataset card with
     configs, features, split counts, provenance) and ``data/{train,eval}-00000-of-00001.parquet``.
 
-    Records are split by prompt (``split_of``), spooled per split to temporary files (disk, not
-    memory), then copied into the zip, which may be an unseekable stream. Returns
-    ``{"sha256", "count", "splits": {split: n}}``.
+    Records are split by prompt (``with_split``: a record's own ``split`` key wins, else
+    ``split_of``), spooled per split to temporary files (disk, not memory), then copied into the
+    zip, which may be an unseekable stream. Every row keeps its ``split`` column, and the hash is
+    over the records with that key, so it equals ``canonical_hash`` of the snapshot's JSONL.
+    Returns ``{"sha256", "count", "splits": {split: n}}``.
     """
     from datasets import Features, Image, List  # heavy import, only for the card's feature types
 
@@ -230,21 +245,23 @@ def write_hf_zip(
                 writers[split] = pq.ParquetWriter(os.path.join(tmp, f"{split}.parquet"), file_schema)
             writers[split].write_table(pa.Table.from_pylist(batch, schema=file_schema))
 
-        for record in records:
+        for record in with_split(records, eval_fraction=eval_fraction, seed=seed):
             if schema is None:
-                schema = arrow_schema(kind, with_images="images" in record)
+                schema = arrow_schema(kind, with_images="images" in record, with_split=True)
                 file_schema = schema
                 if "images" in schema.names:
                     idx = schema.get_field_index("images")
                     file_schema = schema.set(idx, pa.field("images", pa.list_(_IMAGE_STRUCT)))
             digest.update(_canonical(record).encode("utf-8") + b"\n")
-            split = split_of(record.get("prompt_id"), eval_fraction=eval_fraction, seed=seed)
+            split = record["split"]
+            if split not in SPLITS:
+                raise ValueError(f"record split {split!r} is not one of {', '.join(SPLITS)}")
             counts[split] = counts.get(split, 0) + 1
             pending.setdefault(split, []).append(record)
             if len(pending[split]) >= batch_size:
                 flush(split)
         if schema is None:  # empty export: an empty train split with the kind's columns
-            schema = file_schema = arrow_schema(kind, with_images=False)
+            schema = file_schema = arrow_schema(kind, with_images=False, with_split=True)
         for split in list(pending):
             flush(split)
         if "train" not in writers:

@@ -2,8 +2,10 @@
 
 ``snapshot_create`` validates and records the request, then enqueues the build on commit (ids
 only). ``snapshot_build`` (run by the Celery task ``annotator.build_snapshot``) materialises the
-records once, writes ``data.jsonl`` → ``data.parquet`` and ``dataset.zip`` (both re-read from the
-JSONL, so the corpus is read and materialised a single time), and marks the snapshot ready. A
+records once, writes ``data.jsonl`` → ``data.parquet``, the per-split ``data.{train,eval}.jsonl`` /
+``.parquet`` and ``dataset.zip`` (all re-read from the JSONL, so the corpus is read and materialised
+a single time), and marks the snapshot ready. Every record has a ``split`` key ("train" / "eval");
+``sha256`` is the canonical hash of the records of ``data.jsonl``, that key included. A
 ready snapshot is never written again; new labels show up in a new snapshot with a new hash.
 
 Files live under ``settings.EXPORT_ROOT/<project id>/<snapshot id>/``. A build writes into a
@@ -19,6 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from django.utils.text import slugify
 
 from annotator.datasets.corpus import CorpusFilter, build_corpus
 from annotator.datasets.materialise import KINDS, arrow_schema, materialise
-from annotator.datasets.writers import write_hf_zip, write_jsonl, write_parquet
+from annotator.datasets.writers import SPLITS, with_split, write_hf_zip, write_jsonl, write_parquet
 from annotator.enqueue import BUILD_SNAPSHOT, enqueue_on_commit
 from annotator.errors import InvalidInput
 from annotator.models import DatasetSnapshot, Project, SnapshotStatus
@@ -43,6 +46,9 @@ FORMATS: dict[str, tuple[str, str, str]] = {
     "parquet": ("data.parquet", ".parquet", "application/vnd.apache.parquet"),
     "hf": ("dataset.zip", ".zip", "application/zip"),
 }
+# Formats that also have one file per split (``data.train.jsonl``, ``data.eval.parquet``, ...): the
+# hf zip already holds each split as its own file.
+SPLIT_FORMATS = ("jsonl", "parquet")
 
 
 def snapshot_dir(snapshot: DatasetSnapshot) -> Path:
@@ -55,12 +61,28 @@ def snapshot_dataset_name(snapshot: DatasetSnapshot) -> str:
     return f"{base}-{snapshot.kind}-{snapshot.pk}"
 
 
-def snapshot_file(snapshot: DatasetSnapshot, fmt: str) -> tuple[Path, str, str]:
-    """(path, download file name, content type) of a ready snapshot's file in ``fmt``."""
+def _split_name(name: str, split: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{split}{dot}{ext}"
+
+
+def snapshot_file(snapshot: DatasetSnapshot, fmt: str, split: str | None = None) -> tuple[Path, str, str]:
+    """(path, download file name, content type) of a ready snapshot's file in ``fmt``: all records,
+    or with ``split`` ("train" / "eval") the file of that split only (jsonl and parquet)."""
     if fmt not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}.", code="bad_format")
+    if split is not None:
+        if split not in SPLITS:
+            raise InvalidInput(f"split must be one of {', '.join(SPLITS)} (or absent for all).", code="bad_split")
+        if fmt not in SPLIT_FORMATS:
+            raise InvalidInput(
+                f"split applies to {' and '.join(SPLIT_FORMATS)}; the {fmt} file holds every split.", code="bad_split"
+            )
     name, suffix, content_type = FORMATS[fmt]
-    return snapshot_dir(snapshot) / name, snapshot_dataset_name(snapshot) + suffix, content_type
+    stem = snapshot_dataset_name(snapshot)
+    if split is None:
+        return snapshot_dir(snapshot) / name, stem + suffix, content_type
+    return snapshot_dir(snapshot) / _split_name(name, split), f"{stem}-{split}{suffix}", content_type
 
 
 @transaction.atomic
@@ -118,13 +140,28 @@ def _write_files(snapshot: DatasetSnapshot, folder: Path) -> dict[str, Any]:
         snapshot.kind, corpus, images=corpus_filter.images, redundant_steps=corpus_filter.redundant_steps
     )
     with open(jsonl, "wb") as fh:
-        write_jsonl(records, fh)
-    del corpus  # the rest streams from the JSONL file; the ORM-side corpus can go
+        # Every record carries its `split`, so the hash, the zip and every file agree on it.
+        write_jsonl(with_split(records, eval_fraction=snapshot.eval_fraction, seed=snapshot.seed), fh)
+    del corpus, records  # the rest streams from the JSONL file; the ORM-side corpus can go
     # The JSON round trip leaves the canonical hash unchanged (the hash is over JSON anyway), so
     # every file is derived from the same bytes the JSONL download serves.
     first = next(_read_jsonl(jsonl), None)
-    schema = arrow_schema(snapshot.kind, with_images=bool(first and "images" in first))
+    schema = arrow_schema(snapshot.kind, with_images=bool(first and "images" in first), with_split=True)
     write_parquet(_read_jsonl(jsonl), folder / FORMATS["parquet"][0], schema=schema)
+    # Per-split files, written once here rather than filtered per download: each download is then a
+    # frozen file like the others (FileResponse, Content-Length, ETag), Parquet included. A split's
+    # JSONL holds the very lines of data.jsonl, byte for byte.
+    with ExitStack() as stack:
+        outs = {s: stack.enter_context(open(folder / _split_name(FORMATS["jsonl"][0], s), "wb")) for s in SPLITS}
+        with open(jsonl, "rb") as src:
+            for line in src:
+                outs[json.loads(line)["split"]].write(line)
+    for split in SPLITS:
+        write_parquet(
+            _read_jsonl(folder / _split_name(FORMATS["jsonl"][0], split)),
+            folder / _split_name(FORMATS["parquet"][0], split),
+            schema=schema,
+        )
     with open(folder / FORMATS["hf"][0], "wb") as fh:
         info = write_hf_zip(
             _read_jsonl(jsonl),
@@ -135,7 +172,15 @@ def _write_files(snapshot: DatasetSnapshot, folder: Path) -> dict[str, Any]:
             eval_fraction=snapshot.eval_fraction,
             provenance={"project": snapshot.project_id, "snapshot": snapshot.pk, "filters": snapshot.filters},
         )
-    files = {fmt: {"name": name, "bytes": (folder / name).stat().st_size} for fmt, (name, _, _) in FORMATS.items()}
+    files: dict[str, Any] = {
+        fmt: {"name": name, "bytes": (folder / name).stat().st_size} for fmt, (name, _, _) in FORMATS.items()
+    }
+    for fmt in SPLIT_FORMATS:
+        files[fmt]["splits"] = {
+            split: {"name": n, "bytes": (folder / n).stat().st_size}
+            for split in SPLITS
+            for n in [_split_name(FORMATS[fmt][0], split)]
+        }
     return {
         "sha256": info["sha256"],
         "record_count": info["count"],

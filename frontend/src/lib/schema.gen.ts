@@ -325,7 +325,9 @@ export interface paths {
         };
         /**
          * @description A ready snapshot's frozen file, streamed from disk: `jsonl` (JSON Lines), `parquet`, or `hf`
-         *     (a zipped folder that `datasets.load_dataset(folder)` reads). 409 while it is not ready.
+         *     (a zipped folder that `datasets.load_dataset(folder)` reads). Every record has a `split` column
+         *     (`train` or `eval`); `?split=train` or `?split=eval` downloads that split only (jsonl and
+         *     parquet; without it, all records). 409 while it is not ready.
          */
         get: operations["projects_datasets_download_retrieve"];
         put?: never;
@@ -3700,6 +3702,8 @@ export interface operations {
         parameters: {
             query?: {
                 format?: "hf" | "jsonl" | "parquet";
+                /** @description Only this split's records (jsonl and parquet); absent: all records */
+                split?: "eval" | "train";
             };
             header?: never;
             path: {
@@ -7275,6 +7279,7 @@ type ReadonlyArray<T> = [
 ] ? Readonly<Exclude<T, undefined>> : Readonly<Exclude<T, undefined>[]>;
 export const pathsApiProjectsProject_idAgreementGetParametersQueryBucketValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/agreement/"]["get"]["parameters"]["query"]["bucket"]> = ["day", "week"];
 export const pathsApiProjectsProject_idDatasetsSnapshot_idDownloadGetParametersQueryFormatValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/datasets/{snapshot_id}/download/"]["get"]["parameters"]["query"]["format"]> = ["hf", "jsonl", "parquet"];
+export const pathsApiProjectsProject_idDatasetsSnapshot_idDownloadGetParametersQuerySplitValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/datasets/{snapshot_id}/download/"]["get"]["parameters"]["query"]["split"]> = ["eval", "train"];
 export const pathsApiProjectsProject_idPromptsGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/prompts/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idQueueGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idQueueGetParametersQueryVerdictValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["verdict"]> = ["accept", "reject"];

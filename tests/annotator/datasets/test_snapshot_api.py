@@ -10,15 +10,18 @@ import time
 import zipfile
 from datetime import timedelta
 
+import pyarrow.parquet as pq
 import pytest
 from django.conf import settings
 from django.utils import timezone
 
 from annotator.datasets.corpus import CorpusFilter, build_corpus
+from annotator.datasets.materialise import arrow_schema
+from annotator.datasets.writers import canonical_hash, split_of
 from annotator.errors import InvalidInput
 from annotator.models import AuditEvent, DatasetSnapshot, ModelVersion, Role, Trace
 from annotator.services.labels import step_label_set, trace_review_set
-from annotator.services.snapshots import snapshot_build, snapshot_create
+from annotator.services.snapshots import snapshot_build, snapshot_create, snapshot_dataset_name
 from tests.annotator.api.test_role_matrix import Case, _call, _expected
 from tests.conftest import ROLES
 from tests.factories import make_prompt, make_trace
@@ -265,3 +268,101 @@ def test_snapshot_is_built_by_the_celery_worker(default_worker, project, prompt,
         assert record["completion"][0]["content"].endswith("</think>\n45")
     finally:
         shutil.rmtree(settings.EXPORT_ROOT / str(project.pk), ignore_errors=True)
+
+
+# --- splits -----------------------------------------------------------------------------------------
+
+
+def _half_split_snapshot(project, users) -> DatasetSnapshot:
+    """A ready sft snapshot, eval_fraction 0.5, over six prompts, with a seed that puts records in both
+    splits."""
+    prompts = [make_prompt(project, actor=users["owner"], text=f"Question {i}?") for i in range(6)]
+    for p in prompts:
+        reviewed_trace(project, p, users)
+    seed = next(
+        s for s in range(1000) if len({split_of(str(p.pk), eval_fraction=0.5, seed=s) for p in prompts}) == 2
+    )
+    snapshot = build(create(project, users, kind="sft", seed=seed, eval_fraction=0.5))
+    assert snapshot.status == "ready" and snapshot.counts["train"] and snapshot.counts["eval"]
+    return snapshot
+
+
+def _parquet_rows(response) -> list[dict]:
+    return pq.read_table(io.BytesIO(b"".join(response.streaming_content))).to_pylist()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_every_record_has_its_split_and_split_downloads_partition_them(fmt, project, users, client_for, exports):
+    snapshot = _half_split_snapshot(project, users)
+    owner = client_for("owner")
+    url = f"/api/projects/{project.pk}/datasets/{snapshot.pk}/download/?format={fmt}"
+    read = lines if fmt == "jsonl" else _parquet_rows
+
+    everything = read(owner.get(url))
+    assert len(everything) == snapshot.record_count == 6
+    assert {r["split"] for r in everything} == {"train", "eval"}
+    for record in everything:  # the split is the prompt's, by the snapshot's seed and fraction
+        assert record["split"] == split_of(record["prompt_id"], eval_fraction=0.5, seed=snapshot.seed)
+
+    by_split = {}
+    for split in ("train", "eval"):
+        response = owner.get(f"{url}&split={split}")
+        assert response.status_code == 200 and response["X-Dataset-Split"] == split
+        assert response["Content-Disposition"].endswith(f'-{split}.{fmt}"')
+        assert response["ETag"] == f'"{snapshot.sha256}-{fmt}-{split}"'
+        by_split[split] = read(response)
+        assert by_split[split] and {r["split"] for r in by_split[split]} == {split}
+        assert len(by_split[split]) == snapshot.counts[split]
+    # No overlap, and together exactly the whole download, in its order.
+    train_ids = {r["trace_ids"][0] for r in by_split["train"]}
+    assert not train_ids & {r["trace_ids"][0] for r in by_split["eval"]}
+    assert sorted(by_split["train"] + by_split["eval"], key=everything.index) == everything
+
+
+def test_parquet_has_a_stable_schema_with_the_split_column(project, users, client_for, exports):
+    snapshot = _half_split_snapshot(project, users)
+    owner = client_for("owner")
+    url = f"/api/projects/{project.pk}/datasets/{snapshot.pk}/download/?format=parquet"
+    expected = arrow_schema("sft", with_images=False, with_split=True)
+    for suffix in ("", "&split=train", "&split=eval"):
+        table = pq.read_table(io.BytesIO(b"".join(owner.get(url + suffix).streaming_content)))
+        assert table.schema.remove_metadata() == expected and table.schema.names[-1] == "split"
+
+
+def test_stored_hash_is_the_hash_of_the_served_records_with_their_split(project, users, client_for, exports):
+    snapshot = _half_split_snapshot(project, users)
+    owner = client_for("owner")
+    base = f"/api/projects/{project.pk}/datasets/{snapshot.pk}/download/"
+    assert canonical_hash(lines(owner.get(base)))[0] == snapshot.sha256
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(owner.get(base + "?format=hf").streaming_content)))
+    card = archive.read(f"{snapshot_dataset_name(snapshot)}/README.md").decode()
+    assert f"sha256: {snapshot.sha256}" in card
+    eval_file = f"{snapshot_dataset_name(snapshot)}/data/eval-00000-of-00001.parquet"
+    assert set(pq.read_table(io.BytesIO(archive.read(eval_file))).column("split").to_pylist()) == {"eval"}
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("format=jsonl&split=bogus", "split must be one of train, eval"),
+        ("format=parquet&split=EVAL", "split must be one of train, eval"),
+        ("format=hf&split=eval", "split applies to jsonl and parquet"),
+    ],
+)
+def test_bad_split_answers_400_with_the_error_shape(query, reason, project, prompt, users, client_for, exports):
+    reviewed_trace(project, prompt, users)
+    snapshot = build(create(project, users))
+    response = client_for("owner").get(f"/api/projects/{project.pk}/datasets/{snapshot.pk}/download/?{query}")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "bad_split" and reason in body["detail"]
+
+
+def test_empty_split_is_an_empty_file(project, prompt, users, client_for, exports):
+    reviewed_trace(project, prompt, users)
+    snapshot = build(create(project, users, eval_fraction=0))  # no eval split at all
+    owner = client_for("owner")
+    base = f"/api/projects/{project.pk}/datasets/{snapshot.pk}/download/"
+    assert b"".join(owner.get(base + "?split=eval").streaming_content) == b""
+    assert _parquet_rows(owner.get(base + "?format=parquet&split=eval")) == []
+    assert [r["split"] for r in lines(owner.get(base + "?split=train"))] == ["train"]

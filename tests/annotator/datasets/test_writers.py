@@ -17,6 +17,7 @@ from annotator.datasets.writers import (
     canonical_hash,
     iter_jsonl_chunks,
     split_of,
+    with_split,
     write_hf_zip,
     write_jsonl,
     write_parquet,
@@ -135,7 +136,9 @@ def test_hf_zip_loads_with_datasets_with_splits_images_and_card(tmp_path: Path, 
         provenance={"snapshot_id": 7, "project": "demo"},
     )
     assert info["count"] == 2 and info["splits"] == {"train": 1, "eval": 1}
-    assert info["sha256"] == canonical_hash(materialise("sft", image_corpus))[0]
+    # The hash is over the records as written, each with its `split` key.
+    split_records = with_split(materialise("sft", image_corpus), eval_fraction=0.5, seed=seed)
+    assert info["sha256"] == canonical_hash(split_records)[0]
     names = _unzip(buf, tmp_path)
     assert names == [
         "fix-sft/README.md",
@@ -149,6 +152,7 @@ def test_hf_zip_loads_with_datasets_with_splits_images_and_card(tmp_path: Path, 
     image = ds["eval"][0]["images"][0]  # embedded: the folder is usable without our media files
     assert image.size == (32, 32)
     assert ds["eval"][0]["messages"][0] == {"role": "user", "content": "Is this safe?"}
+    assert ds["train"]["split"] == ["train"] and ds["eval"]["split"] == ["eval"]
 
     card = (tmp_path / "fix-sft" / "README.md").read_text()
     import yaml
