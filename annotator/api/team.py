@@ -8,6 +8,7 @@ owners) adjudicate, approve or reject corrections and keep gold items.
 from __future__ import annotations
 
 from django.db.models import Count, OuterRef, Subquery
+from django.http import JsonResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -186,6 +187,7 @@ class AdjudicationView(ProjectScoped):
         adj = adjudication.adjudication_set(trace=self.get_trace(trace_id), actor=request.user, **data.validated_data)
         return Response(self.get_serializer(adj).data)
 
+    @extend_schema(responses={204: None, 409: s.ErrorSerializer})  # 409: the trace has no adjudication
     def delete(self, request, project_id, trace_id):
         adjudication.adjudication_clear(trace=self.get_trace(trace_id), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -232,6 +234,7 @@ class GoldView(ProjectScoped):
         gold = adjudication.gold_set(trace=self.get_trace(trace_id), actor=request.user, **data.validated_data)
         return Response(self.get_serializer(gold).data)
 
+    @extend_schema(responses={204: None, 409: s.ErrorSerializer})  # 409: the trace is not a gold item
     def delete(self, request, project_id, trace_id):
         adjudication.gold_clear(trace=self.get_trace(trace_id), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -246,7 +249,10 @@ class ControllerView(ProjectScoped):
     def get(self, request, project_id, trace_id):
         trace = self.get_trace(trace_id, Trace.objects)
         current = claims.controller_of(trace.pk)
-        return Response(None if current is None else self.get_serializer(current).data)
+        if current is None:
+            # DRF renders a None body as an empty one with no content type; the schema says JSON null.
+            return JsonResponse(None, safe=False)
+        return Response(self.get_serializer(current).data)
 
 
 P = "projects/<int:project_id>"

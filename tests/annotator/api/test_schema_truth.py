@@ -60,3 +60,19 @@ def test_every_operation_documents_its_errors(schema):
                 assert "404" in codes, (method, path)
             if method in ("post", "put", "patch"):
                 assert {"400", "413"} <= codes, (method, path)
+
+
+@pytest.mark.parametrize("path", ["adjudication", "gold"])
+def test_clearing_what_is_not_there_is_a_documented_409(client_for, project, trace, schema, path):
+    """Found by tests/annotator/api/test_schema_fuzz.py: the 409 was answered but not in the schema."""
+    op = schema["paths"][f"/api/projects/{{project_id}}/traces/{{trace_id}}/{path}/"]["delete"]
+    assert "409" in op["responses"]
+    response = client_for("owner").delete(f"/api/projects/{project.pk}/traces/{trace.pk}/{path}/")
+    assert response.status_code == 409 and response.json()["code"] == "bad_state"
+
+
+def test_no_controller_is_a_json_null(client_for, project, trace):
+    """Found by the schema fuzz: nobody in control answered an empty body with no content type."""
+    response = client_for("viewer").get(f"/api/projects/{project.pk}/traces/{trace.pk}/controller/")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    assert response.json() is None
