@@ -1,38 +1,11 @@
-import { act, cleanup, render, screen } from "@testing-library/react";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { render, screen } from "@testing-library/react";
+import { describe, expect, it } from "vitest";
+import { routes, settle, stubApiForEachTest } from "../stubApi";
 import { Datasets } from "./Datasets";
 import { Projects } from "./Projects";
 import { Runs } from "./Runs";
 
-let routes: Record<string, [number, unknown]> = {};
-
-beforeEach(() => {
-  routes = {};
-  vi.stubGlobal(
-    "fetch",
-    vi.fn(async (request: Request) => {
-      const path = new URL(request.url).pathname;
-      const [status, body] = routes[path] ?? [404, { code: "not_found", detail: "Not found." }];
-      return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
-    }),
-  );
-  // No live socket in these tests: a socket that never opens.
-  vi.stubGlobal(
-    "WebSocket",
-    class {
-      close() {}
-    },
-  );
-});
-afterEach(() => {
-  cleanup();
-  vi.unstubAllGlobals();
-});
-
-const settle = () =>
-  act(async () => {
-    await new Promise((r) => setTimeout(r, 20));
-  });
+stubApiForEachTest();
 
 describe("pages against missing or refused endpoints", () => {
   it("shows a calm 'not available yet' when the datasets API does not exist", async () => {

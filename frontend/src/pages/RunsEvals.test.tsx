@@ -1,35 +1,9 @@
-import { act, cleanup, render, screen, within } from "@testing-library/react";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { render, screen, within } from "@testing-library/react";
+import { describe, expect, it } from "vitest";
+import { routes, settle, stubApiForEachTest } from "../stubApi";
 import { Runs } from "./Runs";
 
-let routes: Record<string, [number, unknown]> = {};
-
-beforeEach(() => {
-  routes = {};
-  vi.stubGlobal(
-    "fetch",
-    vi.fn(async (request: Request) => {
-      const path = new URL(request.url).pathname;
-      const [status, body] = routes[path] ?? [404, { code: "not_found", detail: "Not found." }];
-      return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
-    }),
-  );
-  vi.stubGlobal(
-    "WebSocket",
-    class {
-      close() {}
-    },
-  );
-});
-afterEach(() => {
-  cleanup();
-  vi.unstubAllGlobals();
-});
-
-const settle = () =>
-  act(async () => {
-    await new Promise((r) => setTimeout(r, 20));
-  });
+stubApiForEachTest();
 
 function model(id: number, parent: number | null) {
   return { id, name: `v${id}`, base_model: "demo", parent, produced_by: null, created_at: "2025-01-01T00:00:00Z" };
