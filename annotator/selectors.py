@@ -208,10 +208,21 @@ def queue_next(project: Project, user, *, after: int | None = None) -> tuple[Tra
     return None, prompt
 
 
+def _mine_counts(project: Project, user) -> dict[str, int]:
+    mine = Trace.objects.filter(project=project).filter(_assigned_to(user)).exclude(status=TraceStatus.FAILED)
+    return mine.aggregate(assigned=Count("id"), done=Count("id", filter=Q(_reviewed_by(user))))
+
+
+def queue_left(project: Project, user) -> int:
+    """How many of the user's assigned traces are left to review (the next item's counter: only
+    this, not the project's totals, which cost a scan of every trace)."""
+    counts = _mine_counts(project, user)
+    return counts["assigned"] - counts["done"]
+
+
 def queue_counts(project: Project, user) -> dict[str, int]:
     """Counters for the queue page: the user's assigned / done / left, and the project's totals."""
-    mine = Trace.objects.filter(project=project).filter(_assigned_to(user)).exclude(status=TraceStatus.FAILED)
-    mine_counts = mine.aggregate(assigned=Count("id"), done=Count("id", filter=Q(_reviewed_by(user))))
+    mine_counts = _mine_counts(project, user)
     totals = Trace.objects.filter(project=project).aggregate(
         traces=Count("id"),
         unreviewed=Count("id", filter=Q(review_count=0)),

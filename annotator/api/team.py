@@ -94,7 +94,7 @@ class QueueNextView(ProjectScoped):
             )
         if prompt is not None:
             prompt = selectors.prompt_list(self.project).get(pk=prompt.pk)
-        left = selectors.queue_counts(self.project, request.user)["left"]
+        left = selectors.queue_left(self.project, request.user)
         return Response(self.get_serializer({"trace": trace, "prompt": prompt, "left": left}).data)
 
 
