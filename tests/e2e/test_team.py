@@ -77,6 +77,11 @@ def test_two_supervisors_review_the_same_items(browser, live, settings):  # noqa
         b.wait_for_url(re.compile(rf".*/traces/{other.pk}/$"))
         b.screenshot(path=str(SHOTS / "08-team-next-item.png"))
 
+        # B opens the queue of disagreements (empty so far) and keeps it open, live.
+        b.goto(f"/app/projects/{live.project.pk}/?view=disagreement")
+        b.get_by_test_id("queue-live").and_(b.get_by_text("live")).wait_for()
+        assert b.get_by_test_id(f"trace-{first.pk}").count() == 0
+
         # A reviews the same item the other way, with the mouse: now they disagree.
         a.get_by_test_id("open-next").click()
         a.wait_for_url(re.compile(rf".*/traces/{first.pk}/$"))
@@ -90,8 +95,7 @@ def test_two_supervisors_review_the_same_items(browser, live, settings):  # noqa
         a.get_by_test_id("review-submit").click()
         a.wait_for_url(re.compile(rf".*/traces/{other.pk}/$"))
 
-        # B's queue of disagreements shows the item without a reload.
-        b.goto(f"/app/projects/{live.project.pk}/?view=disagreement")
+        # B's open queue of disagreements shows the item without a reload.
         b.get_by_test_id(f"trace-{first.pk}").wait_for()
         assert "disagreement" in b.get_by_test_id(f"verdict-{first.pk}").inner_text()
 
