@@ -186,3 +186,22 @@ def test_promote_loads_the_adapter_without_holding_the_project_lock(transactiona
         thread.join(15)
     assert answers and answers[0].status_code == 200, answers
     assert Project.objects.get(pk=project.pk).serving_model_id == tuned.pk
+
+
+def test_a_run_trains_on_the_train_split_only(studio, project, users, base_version, tmp_path):
+    """A snapshot's eval split is held out of training (the run's data file has only train rows)."""
+    import pyarrow.parquet as pq
+
+    from annotator.services.snapshots import snapshot_build, snapshot_create
+    from annotator.services.training.runs import run_create
+    from annotator.services.training.worker import _dataset_path
+
+    build_corpus(project, users["owner"])
+    snapshot = snapshot_create(project=project, actor=users["owner"], kind="sft", eval_fraction=0.5, seed=1)
+    snapshot = snapshot_build(snapshot_id=snapshot.pk)
+    run = run_create(project=project, actor=users["owner"], stage="sft", base_model=base_version,
+                     snapshots=[snapshot], config=TINY_CONFIG)
+    table = pq.read_table(_dataset_path(run, tmp_path))
+    splits = table.column("split").to_pylist()
+    assert splits and set(splits) == {"train"}
+    assert 0 < table.num_rows < snapshot.record_count  # some records went to eval

@@ -89,8 +89,13 @@ def _claim(run_id: int, worker: str) -> tuple[TrainingRun, flags.Heartbeat, bool
 
 
 def _dataset_path(run: TrainingRun, folder: Path) -> str:
-    """The run's training data: its snapshot's Parquet file, or one file of all its snapshots."""
-    paths = [snapshot_file(s, "parquet")[0] for s in run.snapshots.order_by("id")]
+    """The run's training data: the train split of its snapshots' Parquet files, as one file. The
+    eval split is never trained on; a snapshot built before splits were written has no split
+    file, and its whole file is used (as it always was)."""
+    paths = []
+    for snapshot in run.snapshots.order_by("id"):
+        train = snapshot_file(snapshot, "parquet", split="train")[0]
+        paths.append(train if train.exists() else snapshot_file(snapshot, "parquet")[0])
     return str(concat_parquet(paths, folder / "dataset.parquet"))
 
 
