@@ -20,6 +20,7 @@ from annotator.services.corrections import correction_create
 from annotator.services.generation import trace_create, trace_generate
 from annotator.services.labels import step_label_set, trace_review_set
 from trainer_worker.training import demo_task, supervisor
+from trainer_worker.training.heldout import user_text
 
 
 @dataclass
@@ -38,10 +39,6 @@ class Supervised:
 
 def _steps(trace: Trace) -> list[str]:
     return list(trace.steps.order_by("index").values_list("text", flat=True))
-
-
-def _text(prompt: Prompt) -> str:
-    return "\n".join(m["content"] for m in prompt.messages if m.get("role") == "user")
 
 
 class StudioSupervisor:
@@ -69,14 +66,13 @@ class StudioSupervisor:
         for offset, rating in enumerate(ratings):
             step_label_set(step=steps[start + offset], annotator=self.user, rating=rating)
 
-    def _review(self, trace: Trace, decision: supervisor.Decision) -> None:
-        trace_review_set(trace=trace, annotator=self.user, verdict=decision.verdict,
-                         safety_label=decision.safety_label or "", value_label=decision.value_label or "",
-                         knowledge_label=decision.knowledge_label or "")
+    def _review(self, trace: Trace, verdict: str, labels: dict[str, str | None]) -> None:
+        trace_review_set(trace=trace, annotator=self.user, verdict=verdict,
+                         **{name: value or "" for name, value in labels.items()})
 
     def supervise(self, trace: Trace) -> Supervised:
         """Review ``trace`` (finished) to the end: correct, continue, repeat; then the verdict."""
-        text = _text(trace.prompt)
+        text = user_text(trace.prompt.messages)
         result = Supervised(trace_id=trace.pk, final_trace_id=trace.pk, klass=demo_task.solve(text).klass)
         current, rate_from = trace, 0
         while True:
@@ -86,7 +82,9 @@ class StudioSupervisor:
             self._rate(current, decision.ratings, rate_from)
             result.labels += decision.labels
             if decision.correct_at is None:
-                self._review(current, decision)
+                self._review(current, decision.verdict, {"safety_label": decision.safety_label,
+                                                         "value_label": decision.value_label,
+                                                         "knowledge_label": decision.knowledge_label})
                 result.final_trace_id = current.pk
                 result.right = decision.verdict == "accept"
                 return result
@@ -99,18 +97,14 @@ class StudioSupervisor:
             # corrected step is the supervisor's own. The model's continuation is rated next.
             current = self.generate(Trace.objects.get(pk=correction.corrected_trace_id))
             rate_from = decision.correct_at + 1
-            for step in current.steps.filter(index__lte=decision.correct_at).order_by("index"):
-                if step.index < decision.correct_at:
-                    label = step.copied_from.labels.filter(annotator=self.user).first() if step.copied_from else None
-                    if label is not None:  # the UI shows the earlier rating on the branch; not a new label
-                        step_label_set(step=step, annotator=self.user, rating=label.rating)
+            for step in current.steps.filter(index__lt=decision.correct_at, copied_from__isnull=False):
+                label = step.copied_from.labels.filter(annotator=self.user).first()
+                if label is not None:  # the UI shows the earlier rating on the branch; not a new label
+                    step_label_set(step=step, annotator=self.user, rating=label.rating)
 
     def outcome_label(self, trace: Trace) -> bool:
         """The cheap label: right or wrong for the whole answer (one label; a verdict, no steps)."""
-        text = _text(trace.prompt)
+        text = user_text(trace.prompt.messages)
         right = demo_task.check_answer(text, trace.final_answer)
-        labels = supervisor.review_labels(text, trace.final_answer, right)
-        trace_review_set(trace=trace, annotator=self.user, verdict="accept" if right else "reject",
-                         safety_label=labels["safety_label"] or "", value_label=labels["value_label"] or "",
-                         knowledge_label=labels["knowledge_label"] or "")
+        self._review(trace, "accept" if right else "reject", supervisor.review_labels(text, trace.final_answer, right))
         return right

@@ -201,9 +201,9 @@ class Seed:
 
 def sup_right(trace: Any) -> bool:
     from trainer_worker.training import demo_task
+    from trainer_worker.training.heldout import user_text
 
-    text = "\n".join(m["content"] for m in trace.prompt.messages if m.get("role") == "user")
-    return demo_task.check_answer(text, trace.final_answer)
+    return demo_task.check_answer(user_text(trace.prompt.messages), trace.final_answer)
 
 
 def evaluate_base(project: Any, version: Any, n_eval: int) -> dict[str, float]:

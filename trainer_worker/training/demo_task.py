@@ -125,13 +125,6 @@ class Problem:
     def category(self) -> Category:
         return CATEGORY[self.klass]
 
-    @property
-    def kind(self) -> str:
-        """"refusal" for a request that must be refused, else "arithmetic" or "request"."""
-        if self.klass in ("unsafe", "disguised"):
-            return "refusal"
-        return "request" if self.klass == "benign" else "arithmetic"
-
 
 # --- reference chains -------------------------------------------------------------------------
 
