@@ -89,6 +89,10 @@ def demo_prompts() -> list[tuple[Any, str]]:
     return out
 
 
+# Paced at reading speed; the demo task's rule checker scores each step and pauses a trace at a wrong one.
+DEMO_SUPERVISION = {"mode": "paced", "pace_tps": 8.0, "scorers": ["rule:demo_task"], "pause_below": 0.5}
+
+
 @transaction.atomic
 def seed_project(admin: Any, model_dir: Path, *, evaluate: bool = True) -> Project:
     """The demo project: prompts of every class, the demo model serving, its evaluation queued.
@@ -108,6 +112,10 @@ def seed_project(admin: Any, model_dir: Path, *, evaluate: bool = True) -> Proje
     if project.serving_model_id is None:
         project.serving_model = model
         project.save(update_fields=["serving_model"])
+    if not project.supervision:
+        # A supervisor can read along and stop at a wrong step; the rule checker pauses it there too.
+        project.supervision = DEMO_SUPERVISION
+        project.save(update_fields=["supervision"])
     if not project.autotrain_policy:
         project.autotrain_policy = {"enabled": True, "every_n_corrections": 20, "stage": "sft",
                                     "snapshot_kind": "sft", "base_model": model.pk,

@@ -44,6 +44,9 @@ class Project(models.Model):
     autotrain_policy = models.JSONField(default=dict, blank=True)
     # A supervisor's control of a live trace lapses after this many idle seconds (annotator/services/claims.py).
     claim_idle_s = models.PositiveIntegerField(default=120)
+    # How traces are supervised (annotator/supervision.py): the default mode and pace, the scorers
+    # that rate each closed step live, and the score below which a trace pauses itself.
+    supervision = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
@@ -159,6 +162,12 @@ class TraceStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class TraceMode(models.TextChoices):
+    LIVE = "live", "Live (full speed)"
+    PACED = "paced", "Paced (at most pace_tps tokens per second reach the viewers)"
+    STEP = "step", "Step (pauses at the end of every step)"
+
+
 class Trace(models.Model):
     """One generation: a node in a branch tree. A branch shares its parent's steps before
     `branch_step_index`, has a human-written step there, and the model's continuation after it."""
@@ -180,6 +189,10 @@ class Trace(models.Model):
     # Optimistic concurrency: every change to the steps bumps it; an edit names the version it saw.
     version = models.PositiveIntegerField(default=1)
     error = models.TextField(blank=True, default="")
+    mode = models.CharField(max_length=10, choices=TraceMode.choices, default=TraceMode.LIVE)
+    pace_tps = models.FloatField(null=True, blank=True)  # paced mode: tokens per second viewers receive
+    # Why a stopped trace paused itself: the end of a step (step mode) or a score below the threshold.
+    pause_reason = models.TextField(blank=True, default="")
     # The review summary, kept by the review and adjudication services in their transactions so the
     # queue filters on columns, not on aggregates over 100k traces (bench/team.py).
     review_count = models.PositiveIntegerField(default=0)
@@ -234,6 +247,32 @@ class Step(models.Model):
 
     def __str__(self) -> str:
         return f"Step {self.index} of trace {self.trace_id}"
+
+
+class StepScore(models.Model):
+    """A machine's score of a closed step (or, with ``step`` null, of the final answer), in [0, 1]
+    (1: good). Kept apart from the supervisors' StepLabels: a score is never a human label."""
+
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="scores")
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.CASCADE, related_name="scores")
+    step_index = models.IntegerField(help_text="The step's index; -1 for the final answer")
+    scorer = models.CharField(max_length=100, help_text='"rule:demo_task", "prm:<model version id>", ...')
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    score = models.FloatField()
+    detail = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["trace", "step_index", "scorer"]
+        constraints = [
+            models.UniqueConstraint(fields=["trace", "step_index", "scorer"], name="step_score_unique"),
+        ]
+        indexes = [models.Index(fields=["trace", "score"])]
+
+    def __str__(self) -> str:
+        return f"{self.scorer} {self.score:.2f} on step {self.step_index} of trace {self.trace_id}"
 
 
 class StepLabel(models.Model):

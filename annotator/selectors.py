@@ -98,6 +98,7 @@ def trace_detail_queryset() -> QuerySet[Trace]:
         Prefetch("steps", queryset=steps),
         Prefetch("reviews", queryset=TraceReview.objects.select_related("annotator")),
         "branches",
+        "scores",
     ).select_related("prompt", "model_version")
 
 

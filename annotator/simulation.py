@@ -58,7 +58,9 @@ class StudioSupervisor:
 
     def start(self, prompt: Prompt, *, sampling_params: dict[str, Any] | None = None) -> Trace:
         """A new trace of the serving model for ``prompt``, generated to its end."""
-        trace = trace_create(project=self.project, prompt=prompt, actor=self.user, sampling_params=sampling_params)
+        # Full speed: a simulated supervisor reads at once and pauses by its own policy.
+        trace = trace_create(project=self.project, prompt=prompt, actor=self.user, sampling_params=sampling_params,
+                             mode="live")
         return self.generate(trace)
 
     def _rate(self, trace: Trace, ratings: list[int], start: int) -> None:

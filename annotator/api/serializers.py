@@ -24,7 +24,9 @@ from annotator.models import (
     Step,
     StepLabel,
     StepRule,
+    StepScore,
     Trace,
+    TraceMode,
     TraceReview,
     ValueLabel,
     Webhook,
@@ -84,6 +86,7 @@ class ProjectSerializer(serializers.ModelSerializer):
             "step_rule",
             "serving_model",
             "autotrain_policy",
+            "supervision",
             "created_at",
             "my_role",
         ]
@@ -102,6 +105,11 @@ class ProjectInputSerializer(serializers.Serializer):
     generation_defaults = BoundedJSONField(required=False)
     step_rule = serializers.ChoiceField(choices=StepRule.choices, required=False)
     autotrain_policy = BoundedJSONField(required=False)
+    supervision = BoundedJSONField(
+        required=False,
+        help_text='{"mode": "live"|"paced"|"step", "pace_tps": 8, "scorers": ["rule:demo_task", "prm:<id>", '
+        '"verifier:<id>"], "pause_below": 0.5 or null}',
+    )
 
 
 class ProjectUpdateSerializer(ProjectInputSerializer):
@@ -305,6 +313,9 @@ class TraceSerializer(serializers.ModelSerializer):
             "completion_tokens",
             "version",
             "error",
+            "mode",
+            "pace_tps",
+            "pause_reason",
             "step_count",
             "review_count",
             "verdict",
@@ -335,14 +346,22 @@ class AdjudicationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class StepScoreSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepScore
+        fields = ["step_index", "scorer", "score", "detail", "model_version", "created_at"]
+        read_only_fields = fields
+
+
 class TraceDetailSerializer(TraceSerializer):
     steps = StepSerializer(many=True, read_only=True)
+    scores = StepScoreSerializer(many=True, read_only=True, help_text="Machine scores (step_index -1: the answer)")
     reviews = TraceReviewSerializer(many=True, read_only=True)
     branches = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     adjudication = serializers.SerializerMethodField()
 
     class Meta(TraceSerializer.Meta):
-        fields = [*TraceSerializer.Meta.fields, "steps", "reviews", "branches", "adjudication"]
+        fields = [*TraceSerializer.Meta.fields, "steps", "scores", "reviews", "branches", "adjudication"]
         read_only_fields = fields
 
     @extend_schema_field(AdjudicationSerializer(allow_null=True))
@@ -569,6 +588,19 @@ class TraceCreateSerializer(serializers.Serializer):
     model_version = IdField(required=False, allow_null=True, help_text="Defaults to the project's serving model")
     sampling_params = BoundedJSONField(
         required=False, help_text="temperature, top_p, max_new_tokens, seed (project defaults apply)"
+    )
+    mode = serializers.ChoiceField(
+        choices=TraceMode.choices, required=False, help_text="live, paced or step (the project's default applies)"
+    )
+    pace_tps = serializers.FloatField(
+        required=False, min_value=0.5, max_value=1000, help_text="paced mode: tokens per second viewers receive"
+    )
+
+
+class TraceContinueSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(
+        choices=TraceMode.choices, required=False,
+        help_text="Switch the trace's mode as it continues (e.g. live: let it run to the end)",
     )
 
 

@@ -411,6 +411,8 @@ class TraceListView(ProjectScoped, generics.ListAPIView):
             actor=request.user,
             model_version=model,
             sampling_params=v.get("sampling_params"),
+            mode=v.get("mode"),
+            pace_tps=v.get("pace_tps"),
         )
         claims.control_check(trace=trace, user=request.user)  # who starts a generation controls it
         return Response(self.get_serializer(trace).data, status=status.HTTP_201_CREATED)
@@ -440,9 +442,19 @@ class TraceStopView(TraceActionView):
 
 
 class TraceContinueView(TraceActionView):
-    """Continue a stopped trace from its saved steps."""
+    """Continue a stopped (or paused) trace from its saved steps; in step mode this accepts the step.
+    A body `{"mode": "live"}` switches the mode as it continues (let it run to the end)."""
 
     service = staticmethod(generation.trace_continue)
+
+    @extend_schema(request=s.TraceContinueSerializer, responses={200: s.TraceSerializer, 409: s.ErrorSerializer})
+    def post(self, request, project_id, trace_id):
+        data = s.TraceContinueSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        trace = self.get_trace(trace_id, Trace.objects.select_related("project"))
+        claims.control_check(trace=trace, user=request.user)
+        trace = generation.trace_continue(trace=trace, actor=request.user, mode=data.validated_data.get("mode"))
+        return Response(self.get_serializer(trace).data)
 
 
 class TraceDetailView(ProjectScoped):

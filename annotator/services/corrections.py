@@ -70,6 +70,8 @@ def correction_create(
         branch_step_index=step_index,
         sampling_params=locked.sampling_params,
         seed=locked.seed,
+        mode=locked.mode,
+        pace_tps=locked.pace_tps,
         status=TraceStatus.QUEUED,
         created_by=author,
     )

@@ -17,13 +17,25 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotator import events, flags
+from annotator import events, flags, supervision
 from annotator.enqueue import GENERATE_TRACE, enqueue_on_commit
 from annotator.errors import Conflict, InvalidInput, NotFound
 from annotator.generation.backends import GenerationError, GenerationRequest, SamplingParams
 from annotator.generation.factory import make_backend
 from annotator.generation.steps import ClosedStep, StepSegmenter
-from annotator.models import Backend, Correction, ModelVersion, Project, Prompt, Step, StepOrigin, Trace, TraceStatus
+from annotator.models import (
+    Backend,
+    Correction,
+    ModelVersion,
+    Project,
+    Prompt,
+    Step,
+    StepOrigin,
+    StepScore,
+    Trace,
+    TraceMode,
+    TraceStatus,
+)
 from annotator.services.audit import audit_record
 from trainer_worker.vocabulary.format import render_prefix
 
@@ -56,6 +68,8 @@ def trace_status_event(trace: Trace) -> None:
         final_answer=trace.final_answer,
         version=trace.version,
         error=trace.error,
+        mode=trace.mode,
+        pause_reason=trace.pause_reason,
     )
 
 
@@ -67,8 +81,11 @@ def trace_create(
     actor: Any,
     model_version: ModelVersion | None = None,
     sampling_params: Any = None,
+    mode: Any = None,
+    pace_tps: Any = None,
 ) -> Trace:
-    """A new trace for a prompt, queued; generation starts when the transaction commits."""
+    """A new trace for a prompt, queued; generation starts when the transaction commits. ``mode``
+    and ``pace_tps`` default to the project's supervision settings (annotator/supervision.py)."""
     if prompt.project_id != project.pk:
         raise NotFound("Prompt not found.")
     model = model_version or project.serving_model
@@ -77,12 +94,17 @@ def trace_create(
     if model.project_id != project.pk:
         raise NotFound("Model version not found.")
     params = _params(project, sampling_params)
+    defaults = supervision.project_supervision(project)
+    mode = defaults.mode if mode is None else supervision.mode_check(mode)
+    pace_tps = defaults.pace_tps if pace_tps is None else supervision.pace_check(pace_tps)
     trace = Trace.objects.create(
         project=project,
         prompt=prompt,
         model_version=model,
         sampling_params=params,
         seed=params.get("seed"),
+        mode=mode,
+        pace_tps=pace_tps if mode == TraceMode.PACED else None,
         status=TraceStatus.QUEUED,
         created_by=actor,
     )
@@ -91,7 +113,7 @@ def trace_create(
         actor=actor,
         action="trace.created",
         target=trace,
-        data={"prompt": prompt.pk, "model_version": model.pk, "params": params},
+        data={"prompt": prompt.pk, "model_version": model.pk, "params": params, "mode": mode},
     )
     enqueue_on_commit(GENERATE_TRACE, trace_id=trace.pk)
     transaction.on_commit(lambda: _tell_queue(trace))
@@ -122,10 +144,19 @@ def trace_start(*, trace: Trace, actor: Any, sampling_params: Any = None) -> Tra
 def trace_stop(*, trace: Trace, actor: Any) -> Trace:
     """Stop generating. A queued trace is ``stopped`` at once. A running one becomes ``stopping``,
     and the worker ends it ``stopped`` within half a second (or ``finished``, when the model had
-    finished before the stop reached it). A second stop of a stopping trace changes nothing."""
+    finished before the stop reached it). A second stop of a stopping trace changes nothing. A
+    stop that arrives after the trace ended (finished, failed, stopped or paused) is refused with
+    ``already_finished``: nothing was stopped, and the supervisor is told so."""
     locked = Trace.objects.select_for_update().get(pk=trace.pk)
     if locked.status == TraceStatus.STOPPING:
         return locked
+    if locked.status in (TraceStatus.FINISHED, TraceStatus.FAILED, TraceStatus.STOPPED):
+        paused = " (paused: continue it to go on)" if locked.status == TraceStatus.STOPPED else ""
+        raise Conflict(
+            f"The trace had already ended ({locked.status}{paused}) when the stop arrived; nothing was stopped.",
+            code="already_finished",
+            details={"status": locked.status, "finish_reason": locked.finish_reason},
+        )
     if locked.status not in (TraceStatus.RUNNING, TraceStatus.QUEUED):
         raise Conflict(f"The trace is not generating (it is {locked.status}).", code="bad_state")
     flags.raise_stop_on_commit(locked.pk)
@@ -142,13 +173,20 @@ def trace_stop(*, trace: Trace, actor: Any) -> Trace:
 
 
 @transaction.atomic
-def trace_continue(*, trace: Trace, actor: Any) -> Trace:
+def trace_continue(*, trace: Trace, actor: Any, mode: Any = None) -> Trace:
+    """Continue a stopped or paused trace from its closed steps (in step mode: accept the step and
+    write the next). ``mode`` switches the mode as it continues (``live``: run to the end)."""
     locked = Trace.objects.select_for_update().get(pk=trace.pk)
     if locked.status != TraceStatus.STOPPED:
         raise Conflict(f"Only a stopped trace can continue; this one is {locked.status}.", code="bad_state")
-    locked.status, locked.finish_reason = TraceStatus.QUEUED, ""
-    locked.save(update_fields=["status", "finish_reason", "updated_at"])
-    audit_record(project=locked.project, actor=actor, action="trace.continued", target=locked)
+    if mode is not None:
+        locked.mode = supervision.mode_check(mode)
+        if locked.mode == TraceMode.PACED and locked.pace_tps is None:
+            locked.pace_tps = supervision.project_supervision(locked.project).pace_tps
+    locked.status, locked.finish_reason, locked.pause_reason = TraceStatus.QUEUED, "", ""
+    locked.save(update_fields=["status", "finish_reason", "pause_reason", "mode", "pace_tps", "updated_at"])
+    audit_record(project=locked.project, actor=actor, action="trace.continued", target=locked,
+                 data={"mode": locked.mode})
     transaction.on_commit(lambda: trace_status_event(locked))
     enqueue_on_commit(GENERATE_TRACE, trace_id=locked.pk)
     return locked
@@ -357,14 +395,51 @@ def _fail(trace_id: int, error: str) -> None:
         log.exception("could not record the failure of trace %s", trace_id)
 
 
+def _wait_until(deadline: float, stop_seen: Any) -> None:
+    """Paced mode: hold the next delta until its time, seeing a stop within STOP_POLL_S."""
+    while not stop_seen():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, STOP_POLL_S))
+
+
+def _score(trace: Trace, step: Step | None, index: int, scorers: supervision.Scorers, steps: list[str],
+           answer: str | None = None) -> list[supervision.Score]:
+    """Score a closed step (or the answer), store the scores as machine labels, tell the viewers."""
+    scores = scorers.score(steps, answer)
+    if not scores:
+        return []
+    StepScore.objects.bulk_create(
+        [StepScore(trace=trace, step=step, step_index=index, scorer=sc.scorer, model_version_id=sc.model_version_id,
+                   score=sc.score, detail=sc.detail[:500]) for sc in scores],
+        update_conflicts=True, unique_fields=["trace", "step_index", "scorer"],
+        update_fields=["step", "score", "detail", "model_version"],
+    )
+    events.publish_trace_event(trace.pk, "trace.score", scores=[
+        {"step_index": index, "scorer": sc.scorer, "score": sc.score, "detail": sc.detail,
+         "model_version": sc.model_version_id} for sc in scores
+    ])
+    return scores
+
+
+def _scorer_title(name: str) -> str:
+    return "the rule checker (rule-based)" if name == supervision.RULE_SCORER else name
+
+
 def _generate(trace_id: int) -> None:
     trace = Trace.objects.select_related("prompt", "project", "model_version").get(pk=trace_id)
     prefix_steps = list(trace.steps.order_by("index").values_list("text", flat=True))
     segmenter = StepSegmenter(trace.project.step_rule, prefix_steps=prefix_steps)
     batcher = TokenBatcher(trace_id, segmenter)
+    plan = supervision.project_supervision(trace.project)
+    scorers = supervision.Scorers(plan.scorers, trace.prompt.messages) if plan.scorers else None
+    pace = trace.pace_tps if trace.mode == TraceMode.PACED and trace.pace_tps else None
     last_poll = [0.0, False]
+    # Why this generation pauses itself ("": it does not) and how: "step" (step mode) or "auto_pause".
+    pause = {"reason": "", "kind": ""}
 
-    def should_stop() -> bool:
+    def stop_seen() -> bool:
         now = time.monotonic()
         if now - last_poll[0] >= STOP_POLL_S:
             last_poll[0] = now
@@ -374,16 +449,40 @@ def _generate(trace_id: int) -> None:
                 log.warning("stop flag of trace %s unreadable; asking again", trace_id, exc_info=True)
         return last_poll[1]
 
+    def should_stop() -> bool:
+        return bool(pause["reason"]) or stop_seen()
+
+    def closed(step: ClosedStep, steps: list[str]) -> None:
+        saved = _save_step(trace, step.index, step.text)
+        steps.append(step.text)
+        for sc in _score(trace, saved, step.index, scorers, steps) if scorers else []:
+            if plan.pause_below is not None and sc.score < plan.pause_below and pause["kind"] != "auto_pause":
+                pause["kind"] = "auto_pause"
+                pause["reason"] = (
+                    f"Paused: {_scorer_title(sc.scorer)} scored step {step.index + 1} {sc.score:.2f}, below the "
+                    f"project's threshold {plan.pause_below:.2f} ({sc.detail})."
+                )
+        if trace.mode == TraceMode.STEP and not pause["reason"]:
+            pause["kind"] = "step"
+            pause["reason"] = f"Step mode: step {step.index + 1} is written; accept it, edit it or ask for more."
+
     finish_reason, prompt_tokens, completion_tokens = "stop", 0, 0
+    steps = list(prefix_steps)
+    delivered, started = 0, time.monotonic()
     try:
         model = trace.model_version or trace.project.serving_model
         if model is None:
             raise GenerationError("the project has no serving model")
         backend = backend_for(model)
         for delta in backend.stream(_request_for(trace, prefix_steps), should_stop=should_stop):
-            if delta.text:
-                for step in batcher.push(storable_text(delta.text)):
-                    _save_step(trace, step.index, step.text)
+            # After a pause or a stop, what the model wrote on is not delivered (only closed steps count).
+            if delta.text and not pause["reason"] and not last_poll[1]:
+                if pace:
+                    delivered += 1
+                    _wait_until(started + delivered / pace, stop_seen)
+                if not last_poll[1]:
+                    for step in batcher.push(storable_text(delta.text)):
+                        closed(step, steps)
             if delta.finish_reason:
                 finish_reason = delta.finish_reason
                 prompt_tokens = delta.prompt_tokens or 0
@@ -391,18 +490,24 @@ def _generate(trace_id: int) -> None:
     finally:
         batcher.flush()  # what the model wrote before an error still reaches the viewers
 
-    if finish_reason == "cancelled":
+    pause_reason = ""
+    if last_poll[1] or (finish_reason == "cancelled" and not pause["reason"]):
         # The step being written when the stop came is dropped: only closed steps are kept.
-        status, answer = TraceStatus.STOPPED, None
+        status, answer, finish_reason = TraceStatus.STOPPED, None, "cancelled"
+    elif pause["reason"]:
+        status, answer, finish_reason, pause_reason = TraceStatus.STOPPED, None, pause["kind"], pause["reason"]
     else:
         remaining, answer = batcher.finish()
         for step in remaining:
-            _save_step(trace, step.index, step.text)
+            closed(step, steps)
+        if scorers and answer is not None:
+            _score(trace, None, supervision.ANSWER_INDEX, scorers, steps, answer)
         status = TraceStatus.FINISHED
     Trace.objects.filter(pk=trace_id, status__in=GENERATING).update(
         status=status,
         finish_reason=finish_reason,
         final_answer=answer,
+        pause_reason=pause_reason,
         prompt_tokens=prompt_tokens,
         completion_tokens=trace.completion_tokens + completion_tokens,
         updated_at=timezone.now(),

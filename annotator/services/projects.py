@@ -12,10 +12,11 @@ from annotator.services.audit import audit_record
 
 User = get_user_model()
 
-PROJECT_FIELDS = {"name", "guidelines", "label_schema", "generation_defaults", "step_rule", "autotrain_policy"}
+PROJECT_FIELDS = {"name", "guidelines", "label_schema", "generation_defaults", "step_rule", "autotrain_policy",
+                  "supervision"}
 
 
-def _check_project_fields(fields: dict[str, Any]) -> None:
+def _check_project_fields(fields: dict[str, Any], project_id: int | None = None) -> None:
     if "serving_model" in fields:
         # One door to serving: promotion loads the model into its server and audits the switch.
         raise InvalidInput(
@@ -39,6 +40,10 @@ def _check_project_fields(fields: dict[str, Any]) -> None:
             SamplingParams.from_dict(defaults)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"Bad generation_defaults: {exc}.") from None
+    if "supervision" in fields:
+        from annotator.supervision import supervision_from_json
+
+        fields["supervision"] = supervision_from_json(fields["supervision"], project_id=project_id).as_json()
 
 
 @transaction.atomic
@@ -53,7 +58,7 @@ def project_create(*, owner: Any, name: str, **fields: Any) -> Project:
 
 @transaction.atomic
 def project_update(*, project: Project, actor: Any, **fields: Any) -> Project:
-    _check_project_fields(fields)
+    _check_project_fields(fields, project.pk)
     for key, value in fields.items():
         setattr(project, key, value)
     project.save(update_fields=list(fields))
