@@ -270,7 +270,8 @@ class TraceConsumer(AsyncWebsocketConsumer):
         elif action == "stop":
             return {"status": generation.trace_stop(trace=trace, actor=user).status}
         elif action == "continue":
-            return {"status": generation.trace_continue(trace=trace, actor=user).status}
+            continued = generation.trace_continue(trace=trace, actor=user, mode=message.get("mode"))
+            return {"status": continued.status, "mode": continued.mode}
         elif action == "edit":
             correction = corrections.correction_create(
                 trace=trace,

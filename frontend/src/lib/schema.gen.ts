@@ -802,7 +802,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** @description Continue a stopped trace from its saved steps. */
+        /**
+         * @description Continue a stopped (or paused) trace from its saved steps; in step mode this accepts the step.
+         *     A body `{"mode": "live"}` switches the mode as it continues (let it run to the end).
+         */
         post: operations["projects_traces_continue_create"];
         delete?: never;
         options?: never;
@@ -1435,6 +1438,13 @@ export interface components {
             /** Format: double */
             value: number;
         };
+        /**
+         * @description * `live` - Live (full speed)
+         *     * `paced` - Paced (at most pace_tps tokens per second reach the viewers)
+         *     * `step` - Step (pauses at the end of every step)
+         * @enum {string}
+         */
+        ModeEnum: "live" | "paced" | "step";
         ModelVersion: {
             readonly id: number;
             name: string;
@@ -1676,6 +1686,8 @@ export interface components {
             generation_defaults?: unknown;
             step_rule?: components["schemas"]["StepRuleEnum"];
             autotrain_policy?: unknown;
+            /** @description {"mode": "live"|"paced"|"step", "pace_tps": 8, "scorers": ["rule:demo_task", "prm:<id>", "verifier:<id>"], "pause_below": 0.5 or null} */
+            supervision?: unknown;
             /**
              * Format: int64
              * @description Refused: promote a model version instead (models/{id}/promote/).
@@ -1705,6 +1717,7 @@ export interface components {
             readonly step_rule: components["schemas"]["StepRuleEnum"];
             readonly serving_model: number | null;
             readonly autotrain_policy: unknown;
+            readonly supervision: unknown;
             /** Format: date-time */
             readonly created_at: string;
             readonly my_role: (components["schemas"]["RoleEnum"] | components["schemas"]["NullEnum"]) | null;
@@ -1716,6 +1729,8 @@ export interface components {
             generation_defaults?: unknown;
             step_rule?: components["schemas"]["StepRuleEnum"];
             autotrain_policy?: unknown;
+            /** @description {"mode": "live"|"paced"|"step", "pace_tps": 8, "scorers": ["rule:demo_task", "prm:<id>", "verifier:<id>"], "pause_below": 0.5 or null} */
+            supervision?: unknown;
         };
         Promotion: {
             by: string | null;
@@ -1799,6 +1814,10 @@ export interface components {
             readonly completion_tokens: number;
             readonly version: number;
             readonly error: string;
+            readonly mode: components["schemas"]["ModeEnum"];
+            /** Format: double */
+            readonly pace_tps: number | null;
+            readonly pause_reason: string;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -1913,6 +1932,18 @@ export interface components {
          * @enum {string}
          */
         StepRuleEnum: "line" | "blank_line" | "numbered";
+        StepScore: {
+            /** @description The step's index; -1 for the final answer */
+            readonly step_index: number;
+            /** @description "rule:demo_task", "prm:<model version id>", ... */
+            readonly scorer: string;
+            /** Format: double */
+            readonly score: number;
+            readonly detail: string;
+            readonly model_version: number | null;
+            /** Format: date-time */
+            readonly created_at: string;
+        };
         /**
          * @description * `round_robin` - round_robin
          *     * `weighted` - weighted
@@ -1945,6 +1976,10 @@ export interface components {
             readonly completion_tokens: number;
             readonly version: number;
             readonly error: string;
+            readonly mode: components["schemas"]["ModeEnum"];
+            /** Format: double */
+            readonly pace_tps: number | null;
+            readonly pause_reason: string;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -1953,6 +1988,16 @@ export interface components {
             readonly created_at: string;
             /** Format: date-time */
             readonly updated_at: string;
+        };
+        TraceContinueRequest: {
+            /**
+             * @description Switch the trace's mode as it continues (e.g. live: let it run to the end)
+             *
+             *     * `live` - Live (full speed)
+             *     * `paced` - Paced (at most pace_tps tokens per second reach the viewers)
+             *     * `step` - Step (pauses at the end of every step)
+             */
+            mode?: components["schemas"]["ModeEnum"];
         };
         TraceCreateRequest: {
             /**
@@ -1967,6 +2012,19 @@ export interface components {
             model_version?: number | null;
             /** @description temperature, top_p, max_new_tokens, seed (project defaults apply) */
             sampling_params?: unknown;
+            /**
+             * @description live, paced or step (the project's default applies)
+             *
+             *     * `live` - Live (full speed)
+             *     * `paced` - Paced (at most pace_tps tokens per second reach the viewers)
+             *     * `step` - Step (pauses at the end of every step)
+             */
+            mode?: components["schemas"]["ModeEnum"];
+            /**
+             * Format: double
+             * @description paced mode: tokens per second viewers receive
+             */
+            pace_tps?: number;
         };
         TraceDetail: {
             readonly id: number;
@@ -1983,6 +2041,10 @@ export interface components {
             readonly completion_tokens: number;
             readonly version: number;
             readonly error: string;
+            readonly mode: components["schemas"]["ModeEnum"];
+            /** Format: double */
+            readonly pace_tps: number | null;
+            readonly pause_reason: string;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -1992,6 +2054,8 @@ export interface components {
             /** Format: date-time */
             readonly updated_at: string;
             readonly steps: components["schemas"]["Step"][];
+            /** @description Machine scores (step_index -1: the answer) */
+            readonly scores: components["schemas"]["StepScore"][];
             readonly reviews: components["schemas"]["TraceReview"][];
             readonly branches: number[];
             readonly adjudication: components["schemas"]["Adjudication"] | null;
@@ -2264,6 +2328,7 @@ export type Me = components['schemas']['Me'];
 export type Membership = components['schemas']['Membership'];
 export type MembershipInputRequest = components['schemas']['MembershipInputRequest'];
 export type MetricPoint = components['schemas']['MetricPoint'];
+export type ModeEnum = components['schemas']['ModeEnum'];
 export type ModelVersion = components['schemas']['ModelVersion'];
 export type ModelVersionRequest = components['schemas']['ModelVersionRequest'];
 export type NullEnum = components['schemas']['NullEnum'];
@@ -2308,10 +2373,12 @@ export type Step = components['schemas']['Step'];
 export type StepLabel = components['schemas']['StepLabel'];
 export type StepLabelInputRequest = components['schemas']['StepLabelInputRequest'];
 export type StepRuleEnum = components['schemas']['StepRuleEnum'];
+export type StepScore = components['schemas']['StepScore'];
 export type StrategyEnum = components['schemas']['StrategyEnum'];
 export type TokenRequestRequest = components['schemas']['TokenRequestRequest'];
 export type TokenResponse = components['schemas']['TokenResponse'];
 export type Trace = components['schemas']['Trace'];
+export type TraceContinueRequest = components['schemas']['TraceContinueRequest'];
 export type TraceCreateRequest = components['schemas']['TraceCreateRequest'];
 export type TraceDetail = components['schemas']['TraceDetail'];
 export type TraceReview = components['schemas']['TraceReview'];
@@ -5857,7 +5924,11 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["TraceContinueRequest"];
+            };
+        };
         responses: {
             200: {
                 headers: {
@@ -7311,6 +7382,7 @@ export const decisionEnumValues: ReadonlyArray<FlattenedDeepRequired<components>
 export const formatEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["FormatEnum"]> = ["jsonl", "parquet", "hf"];
 export const kindEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["KindEnum"]> = ["sft", "sft_prompt_completion", "preference", "preference_step", "stepwise", "unpaired", "verifier_safety", "verifier_value", "verifier_knowledge", "rl_prompts", "sharegpt"];
 export const knowledgeLabelEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["KnowledgeLabelEnum"]> = ["true", "false"];
+export const modeEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ModeEnum"]> = ["live", "paced", "step"];
 export const originEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["OriginEnum"]> = ["model", "human"];
 export const redundantStepsEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["RedundantStepsEnum"]> = ["keep", "drop", "exclude"];
 export const reviewStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ReviewStatusEnum"]> = ["any", "accepted", "rejected"];

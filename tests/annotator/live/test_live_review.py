@@ -240,7 +240,7 @@ def test_bad_input_gets_an_error_and_the_socket_stays_open(live):
         replies["bad_rating"] = await ws.act(action="label", step_index=0, rating=5)
         replies["unknown_step"] = await ws.act(action="label", step_index=99, rating=1)
         replies["edit_unknown_step"] = await ws.act(action="edit", step_index=42, text="x", expected_version=1)
-        replies["bad_state"] = await ws.act(action="stop")
+        replies["already_finished"] = await ws.act(action="stop")
         await ws.ws.send('{"action": "label", "note": "' + "x" * 70_000 + '"}')
         replies["too_large"] = await ws.until(lambda e: e["type"] == "error")
         replies["still_open"] = await ws.act(action="label", step_index=0, rating=1)
@@ -255,7 +255,7 @@ def test_bad_input_gets_an_error_and_the_socket_stays_open(live):
     assert r["bad_rating"]["code"] == "bad_rating"
     assert r["unknown_step"]["code"] == "unknown_step"
     assert r["edit_unknown_step"]["code"] == "unknown_step"
-    assert r["bad_state"]["code"] == "bad_state"
+    assert r["already_finished"]["code"] == "already_finished"
     assert r["too_large"]["code"] == "too_large"
     assert r["still_open"]["type"] == "ack" and r["still_open"]["label"]["rating"] == 1
     trace = Trace.objects.get(pk=trace_id)

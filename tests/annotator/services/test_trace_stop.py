@@ -26,7 +26,9 @@ def test_a_queued_trace_is_stopped_at_once(project, prompt, users):
     assert trace_stop(trace=trace, actor=users["supervisor"]).status == TraceStatus.STOPPED
 
 
-def test_a_finished_trace_cannot_be_stopped(project, prompt, users, trace):
+def test_a_stop_after_the_end_answers_already_finished(project, prompt, users, trace):
+    # Before: a generic bad_state, and the UI said nothing (issue 12).
     with pytest.raises(Conflict) as refused:
         trace_stop(trace=trace, actor=users["supervisor"])
-    assert refused.value.code == "bad_state"
+    assert refused.value.code == "already_finished"
+    assert refused.value.details["status"] == trace.status
