@@ -130,6 +130,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40, help="steps per trace")
     parser.add_argument("--workers", type=int, default=1, help="generate worker processes")
     parser.add_argument("--token-delay", type=float, default=0.02, help="seconds between tokens per trace")
+    parser.add_argument("--compare-scoring", action="store_true",
+                        help="run twice in the same run, without and with live step scoring (the rule checker)")
     args = parser.parse_args()
 
     import django
@@ -156,9 +158,14 @@ def main() -> int:
     Membership.objects.filter(project=project, user=user).update(role=Role.OWNER)
     model = ModelVersion.objects.create(project=project, name="fake-vllm", base_model="demo", backend="vllm",
                                         backend_options={"base_url": fake.base_url})
-    prompt = Prompt.objects.create(project=project, messages=[{"role": "user", "content": "go"}])
-    traces = [Trace.objects.create(project=project, prompt=prompt, model_version=model,
-                                   sampling_params={"seed": 1}) for _ in range(args.traces)]
+    # One of the demo task's prompts, so that the rule checker scores every step when scoring is on.
+    prompt = Prompt.objects.create(project=project, messages=[{"role": "user", "content": "Compute 12 + 30 - 5 + 8."}])
+
+    def new_traces() -> list:
+        return [Trace.objects.create(project=project, prompt=prompt, model_version=model,
+                                     sampling_params={"seed": 1}) for _ in range(args.traces)]
+
+    traces = new_traces()
     client = Client()
     client.force_login(user)
     cookie = client.cookies["sessionid"].value
@@ -182,6 +189,14 @@ def main() -> int:
         live_mod.process_env = lambda **extra: {**env, **extra}
         with daphne_server(tmp) as addr:
             results = asyncio.run(run_clients(addr, cookie, traces, args.viewers))
+            if args.compare_scoring:
+                project.supervision = {"mode": "live", "scorers": ["rule:demo_task"], "pause_below": None}
+                project.save(update_fields=["supervision"])
+                print("again, with live step scoring ...", flush=True)
+                scored = asyncio.run(run_clients(addr, cookie, new_traces(), args.viewers))
+                from annotator.models import StepScore
+
+                n_scores = StepScore.objects.filter(trace__project=project).count()
         print("baseline: reading the backend in-process ...", flush=True)
         base = baseline(fake.base_url, args.traces)
     finally:
@@ -210,6 +225,15 @@ def main() -> int:
     print(f"websocket messages delivered: {results['messages']} in {results['wall_s']:.1f}s = "
           f"{results['messages'] / results['wall_s']:.0f} msg/s; wall-time ratio websocket/in-process "
           f"{results['wall_s'] / base['wall_s']:.2f}; statuses {sorted(set(results['statuses']))}")
+    if args.compare_scoring:
+        s_lat = scored["latencies"]
+        tps, s_tps = len(lat) / results["wall_s"], len(s_lat) / scored["wall_s"]
+        d99 = (pct(s_lat, 0.99) - pct(lat, 0.99)) * 1000
+        print(f"{'websocket, scored':<28}{pct(s_lat, 0.5) * 1000:>10.1f}{pct(s_lat, 0.99) * 1000:>10.1f}"
+              f"{len(s_lat):>10}{scored['wall_s']:>9.1f}   ({n_scores} step scores stored)")
+        print(f"live scoring: delivered tokens/s ratio scored/unscored {s_tps / tps:.2f} (target >= 0.8), "
+              f"p99 {d99:+.1f} ms vs unscored (target within 10 ms): "
+              f"{'OK' if s_tps / tps >= 0.8 and d99 <= 10 else 'MISSED'}")
     return 0
 
 

@@ -34,6 +34,10 @@ def test_demo_project_is_seeded_once_with_every_class_and_the_serving_model(
     assert Project.objects.filter(name=DEMO_PROJECT).count() == 1
     assert Membership.objects.get(project=project, user=admin).role == "owner"
     assert project.serving_model.name == DEMO_MODEL and project.serving_model.path == str(tmp_path / "demo-model")
+    # A demo trace reads at human pace and pauses itself at a step the rule checker finds wrong.
+    project.refresh_from_db()
+    assert project.supervision == {"mode": "paced", "pace_tps": 8.0, "scorers": ["rule:demo_task"],
+                                   "pause_below": 0.5}
     # The base model's evaluation is queued once, so the dashboard's comparison starts with a point.
     def evaluations(callbacks):
         return [c for c in callbacks if getattr(c, "args", ())[:1] == (EVALUATE_VERSION,)]
