@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, F, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from annotator.errors import NotFound
 from annotator.models import (
@@ -22,6 +22,7 @@ from annotator.models import (
     Prompt,
     Step,
     StepLabel,
+    StepScore,
     Trace,
     TraceReview,
     TraceStatus,
@@ -161,9 +162,12 @@ def queue_list(
     verdict: str | None = None,
     disputed: bool | None = None,
     category: str | None = None,
+    order: str = "arrival",
 ) -> QuerySet[Trace]:
     """The review queue: traces, oldest first, each with ``mine`` (assigned to ``user``) and
-    ``my_verdict``. ``reviewed`` means by ``user`` when ``mine`` is set (their to-do / done), by
+    ``my_verdict``. ``order="lowest_score"`` (triage) puts the traces most likely wrong first: by the
+    lowest machine score of any step or the answer; traces nobody scored come last.
+    ``reviewed`` means by ``user`` when ``mine`` is set (their to-do / done), by
     anyone otherwise. ``verdict`` and ``disputed`` read the trace's review summary columns."""
     my_review = TraceReview.objects.filter(trace_id=OuterRef("pk"), annotator=user).values("verdict")[:1]
     qs = Trace.objects.filter(project=project).annotate(mine=_assigned_to(user), my_verdict=my_review)
@@ -179,6 +183,10 @@ def queue_list(
         qs = qs.filter(disputed=disputed)
     if category:
         qs = qs.filter(prompt__category=category)
+    if order == "lowest_score":
+        lowest = (StepScore.objects.filter(trace_id=OuterRef("pk")).order_by().values("trace_id")
+                  .annotate(m=Min("score")).values("m")[:1])
+        return qs.annotate(lowest_score=Subquery(lowest)).order_by(F("lowest_score").asc(nulls_last=True), "id")
     return qs.order_by("id")
 
 

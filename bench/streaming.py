@@ -170,7 +170,8 @@ def main() -> int:
     client.force_login(user)
     cookie = client.cookies["sessionid"].value
 
-    env = process_env(SAFELADDER_TRACE_TIMING="1")
+    # The stand-in listens on a free loopback port: allow it, as an administrator would allow vLLM's URL.
+    env = process_env(SAFELADDER_TRACE_TIMING="1", SAFELADDER_BACKEND_URLS=fake.base_url)
     env["DATABASE_URL"] = os.environ["DATABASE_URL"]
     # Generation threads of one process share its GIL; --workers spreads the traces over processes.
     per_worker = -(-args.traces // args.workers) + 1

@@ -46,6 +46,9 @@ def _step_counts(qs):
             OpenApiParameter("verdict", str, enum=Verdict.values, description="The trace's (adjudicated) verdict"),
             OpenApiParameter("disagreement", bool, description="Reviewers disagree and nobody adjudicated"),
             OpenApiParameter("category", str, enum=Category.values),
+            OpenApiParameter("order", str, enum=["arrival", "lowest_score"],
+                             description="arrival (oldest first, the default) or lowest_score: the traces "
+                             "whose step or answer the project's scorers scored lowest first (triage)"),
         ]
     )
 )
@@ -62,6 +65,9 @@ class QueueView(ProjectScoped, generics.ListAPIView):
         category = q.get("category") or None
         if category and category not in Category.values:
             raise InvalidInput(f"category must be one of {', '.join(Category.values)}.")
+        order = q.get("order") or "arrival"
+        if order not in ("arrival", "lowest_score"):
+            raise InvalidInput("order must be arrival or lowest_score.", code="bad_order")
         qs = selectors.queue_list(
             self.project,
             self.request.user,
@@ -70,6 +76,7 @@ class QueueView(ProjectScoped, generics.ListAPIView):
             verdict=verdict,
             disputed=_flag(q.get("disagreement"), "disagreement"),
             category=category,
+            order=order,
         )
         return _step_counts(qs.select_related("prompt"))
 
