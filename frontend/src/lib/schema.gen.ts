@@ -5127,6 +5127,8 @@ export interface operations {
                 mine?: boolean;
                 /** @description The initial index from which to return the results. */
                 offset?: number;
+                /** @description arrival (oldest first, the default) or lowest_score: the traces whose step or answer the project's scorers scored lowest first (triage) */
+                order?: "arrival" | "lowest_score";
                 /** @description Reviewed by you (with mine) or by anyone (without) */
                 reviewed?: boolean;
                 /** @description The trace's (adjudicated) verdict */
@@ -7369,6 +7371,7 @@ export const pathsApiProjectsProject_idDatasetsSnapshot_idDownloadGetParametersQ
 export const pathsApiProjectsProject_idDatasetsSnapshot_idDownloadGetParametersQuerySplitValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/datasets/{snapshot_id}/download/"]["get"]["parameters"]["query"]["split"]> = ["eval", "train"];
 export const pathsApiProjectsProject_idPromptsGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/prompts/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idQueueGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
+export const pathsApiProjectsProject_idQueueGetParametersQueryOrderValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["order"]> = ["arrival", "lowest_score"];
 export const pathsApiProjectsProject_idQueueGetParametersQueryVerdictValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["verdict"]> = ["accept", "reject"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryStatusValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["status"]> = ["failed", "finished", "queued", "running", "stopped", "stopping"];
