@@ -23,6 +23,7 @@ EXAMPLES = 60
 # The error codes of docs/websocket.md that bad input can get; `internal` (a bug) is not among them.
 CLIENT_ERRORS = {"bad_json", "bad_message", "bad_frame", "bad_request_id", "unknown_action", "invalid",
                  "bad_rating", "bad_step", "unknown_step", "not_found", "forbidden", "conflict", "bad_state",
+                 "already_finished", "bad_mode",
                  "unchanged", "bad_version", "stale_version", "empty_step", "too_large", "not_controller",
                  "no_model"}
 
