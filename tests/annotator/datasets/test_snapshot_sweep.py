@@ -172,3 +172,52 @@ def test_an_error_recording_the_ready_snapshot_ends_it_failed_with_its_reason(
     assert detail["error"].startswith("ProgrammingError"), detail["error"]
     # No half-written folder is left beside the snapshots.
     assert not list(snapshot_dir(snapshot).parent.glob(f".building-{snapshot.pk}-*"))
+
+
+# --- a real worker killed mid-build ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_does_not_leave_its_snapshot_building(
+    default_worker, worker_tmp, project, prompt, users, client_for, settings
+):
+    """SIGKILL the worker mid-build (its whole process group, as a crash or the OOM killer would):
+    the sweep of the session's default worker ends the snapshot `failed` within 30 s, on REST."""
+    import time
+
+    import psycopg
+
+    from tests.support.live import start_worker, test_database_url
+
+    queue = f"default-doomed-{time.monotonic_ns()}"
+    doomed = start_worker(worker_tmp, queues=queue, name="doomed-snapshots", pool="threads", concurrency=1)
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue  # this build goes to the doomed worker only
+    reviewed_trace(project, prompt, users)
+    # Hold the build mid-way, deterministically: the corpus reads prompts, and this lock keeps it
+    # waiting (with its heartbeat beating) until the worker is killed.
+    blocker = psycopg.connect(test_database_url())
+    try:
+        blocker.execute("LOCK TABLE annotator_prompt IN ACCESS EXCLUSIVE MODE")
+        snapshot = snapshot_create(project=project, actor=users["owner"], kind="sft")  # enqueued at once
+        deadline = time.monotonic() + 30
+        while not flags.snapshot_owners_alive([snapshot.pk])[snapshot.pk] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        snapshot.refresh_from_db()
+        assert snapshot.status == SnapshotStatus.BUILDING, doomed.output()[-2000:]
+        assert flags.snapshot_owners_alive([snapshot.pk])[snapshot.pk]
+        doomed.kill()
+        killed = time.monotonic()
+        blocker.rollback()  # the lock goes; nobody is left to finish the build
+        while time.monotonic() - killed < 40:
+            detail = _detail(client_for, snapshot)
+            if detail["status"] != "building":
+                break
+            time.sleep(0.25)
+        took = time.monotonic() - killed
+    finally:
+        blocker.close()
+        doomed.stop()
+    assert detail["status"] == "failed", (detail, took, default_worker.output()[-2000:])
+    assert detail["error"] == LOST_ERROR
+    assert took < 30, f"the snapshot stayed building {took:.1f} s after its worker died"
