@@ -11,6 +11,11 @@ ready snapshot is never written again; new labels show up in a new snapshot with
 Files live under ``settings.EXPORT_ROOT/<project id>/<snapshot id>/``. A build writes into a
 private temporary folder next to it and renames it into place while holding the row lock, so a
 duplicated delivery of the task (late acks) can never leave a half-written or mixed snapshot.
+
+A snapshot never stays ``building``: the build holds a heartbeat (``flags.SnapshotHeartbeat``) and
+any error in it ends the snapshot ``failed`` with its reason in ``error``; ``SnapshotSweep`` (run
+by the sweep loop of lost generations, ``generation.traces_sweep_forever``) ends one whose worker
+died.
 """
 
 from __future__ import annotations
