@@ -4,10 +4,11 @@
   generate worker polls it while streaming.
 - **Cancel** (``run:<id>:cancel``): ``run_cancel`` raises it once its transaction commits; the
   trainer polls it after every optimiser step.
-- **Heartbeat** (``run:<id>:owner``, ``trace:<id>:owner``): the process that trains a run, or
-  generates a trace, keeps this key alive; when the process dies the key expires, and a redelivery
-  (runs) or the sweep of lost generations (traces, ``annotator.services.generation``) knows the
-  owner is gone.
+- **Heartbeat** (``run:<id>:owner``, ``trace:<id>:owner``, ``snapshot:<id>:owner``): the process
+  that trains a run, generates a trace or builds a dataset snapshot keeps this key alive; when the
+  process dies the key expires, and a redelivery (runs) or the sweep of lost work (traces,
+  ``annotator.services.generation``; snapshots, ``annotator.services.snapshots``) knows the owner
+  is gone.
 - **Presence** (``trace:<id>:watchers``): a hash of the socket channels watching a trace.
 - **Claim** (``trace:<id>:claim``): who controls a live trace now; it expires after the project's
   idle time unless its holder acts again (``annotator/services/claims.py`` decides; this holds it).
@@ -96,6 +97,10 @@ def trace_owner_key(trace_id: int) -> str:
     return f"{key_prefix()}trace:{trace_id}:owner"
 
 
+def snapshot_owner_key(snapshot_id: int) -> str:
+    return f"{key_prefix()}snapshot:{snapshot_id}:owner"
+
+
 # --- stop (traces) --------------------------------------------------------------------------------
 
 
@@ -135,14 +140,24 @@ def owner_alive(run_id: int) -> bool:
     return bool(redis_client().exists(owner_key(run_id)))
 
 
-def trace_owners_alive(trace_ids: list[int]) -> dict[int, bool]:
-    """For each trace, whether a process holds its generation (one round trip for them all)."""
-    if not trace_ids:
+def _owners_alive(ids: list[int], key: Any) -> dict[int, bool]:
+    """For each id, whether its heartbeat key ``key(id)`` exists (one round trip for them all)."""
+    if not ids:
         return {}
     pipe = redis_client().pipeline(transaction=False)
-    for trace_id in trace_ids:
-        pipe.exists(trace_owner_key(trace_id))
-    return {trace_id: bool(found) for trace_id, found in zip(trace_ids, pipe.execute(), strict=True)}
+    for owned_id in ids:
+        pipe.exists(key(owned_id))
+    return {owned_id: bool(found) for owned_id, found in zip(ids, pipe.execute(), strict=True)}
+
+
+def trace_owners_alive(trace_ids: list[int]) -> dict[int, bool]:
+    """For each trace, whether a process holds its generation (one round trip for them all)."""
+    return _owners_alive(trace_ids, trace_owner_key)
+
+
+def snapshot_owners_alive(snapshot_ids: list[int]) -> dict[int, bool]:
+    """For each snapshot, whether a process is building it (one round trip for them all)."""
+    return _owners_alive(snapshot_ids, snapshot_owner_key)
 
 
 class Heartbeat:
@@ -188,6 +203,14 @@ class TraceHeartbeat(Heartbeat):
     @staticmethod
     def _key(owned_id: int) -> str:
         return trace_owner_key(owned_id)
+
+
+class SnapshotHeartbeat(Heartbeat):
+    """Keeps ``snapshot:<id>:owner`` alive while this process builds the snapshot's files."""
+
+    @staticmethod
+    def _key(owned_id: int) -> str:
+        return snapshot_owner_key(owned_id)
 
 
 # --- presence (who watches a trace) ---------------------------------------------------------------

@@ -25,12 +25,12 @@ def generate_trace(self, *, trace_id: int) -> None:
     trace_generate(trace_id=trace_id, owner=self.request.hostname or socket.gethostname())
 
 
-@shared_task(name=BUILD_SNAPSHOT, acks_late=True)
-def build_snapshot(*, snapshot_id: int) -> str | None:
-    """Build a snapshot's files; the work and its idempotency live in the service."""
+@shared_task(name=BUILD_SNAPSHOT, bind=True, acks_late=True)
+def build_snapshot(self, *, snapshot_id: int) -> str | None:
+    """Build a snapshot's files; the work, its heartbeat and its idempotency live in the service."""
     from annotator.services.snapshots import snapshot_build
 
-    snapshot = snapshot_build(snapshot_id=snapshot_id)
+    snapshot = snapshot_build(snapshot_id=snapshot_id, owner=self.request.hostname or socket.gethostname())
     return None if snapshot is None else snapshot.status
 
 
@@ -64,10 +64,11 @@ def _recover_webhooks(sender=None, **kwargs) -> None:
 
 @worker_ready.connect
 def _sweep_lost_generations(sender=None, **kwargs) -> None:
-    """Generate and default workers sweep for traces whose generate worker died (a daemon thread;
-    see ``annotator.services.generation.TraceSweep``). Several sweepers are fine: each trace is
-    ended once, under its row lock. The default worker's sweep covers a studio whose only generate
-    worker is gone."""
+    """Generate and default workers sweep for traces whose generate worker died, and for snapshots
+    whose building worker died (one daemon thread; see ``annotator.services.generation.TraceSweep``
+    and ``annotator.services.snapshots.SnapshotSweep``). Several sweepers are fine: each trace or
+    snapshot is ended once, under its row lock. The default worker's sweep covers a studio whose
+    only generate worker is gone; a generate worker's covers one whose default worker is gone."""
     from django.conf import settings
 
     app = getattr(sender, "app", None)
@@ -82,4 +83,4 @@ def _sweep_lost_generations(sender=None, **kwargs) -> None:
         name="sweep-lost-generations",
         daemon=True,
     ).start()
-    log.info("sweeping for lost generations every %.0f s", settings.GENERATE_SWEEP_S)
+    log.info("sweeping for lost generations and snapshot builds every %.0f s", settings.GENERATE_SWEEP_S)

@@ -264,6 +264,9 @@ TRAIN_HEARTBEAT_S = int(os.environ.get("TRAIN_HEARTBEAT_S", 30))
 GENERATE_HEARTBEAT_S = int(os.environ.get("GENERATE_HEARTBEAT_S", 9))
 GENERATE_SWEEP_S = float(os.environ.get("GENERATE_SWEEP_S", 3))
 GENERATE_SWEEP_GRACE_S = float(os.environ.get("GENERATE_SWEEP_GRACE_S", 6))
+# A snapshot build keeps its own heartbeat (same lifetime and renewal); the same sweep ends a
+# `building` snapshot whose heartbeat has been missing for GENERATE_SWEEP_GRACE_S as `failed`.
+SNAPSHOT_HEARTBEAT_S = int(os.environ.get("SNAPSHOT_HEARTBEAT_S", 9))
 
 # Everything the UI, the admin and the API docs load comes from this origin (Swagger UI from
 # drf-spectacular-sidecar); no inline script anywhere. Inline styles stay allowed: the server-rendered

@@ -567,14 +567,20 @@ def _end_lost(trace_id: int, grace_s: float) -> bool:
 
 def traces_sweep_forever(*, interval_s: float, grace_s: float, stop: threading.Event | None = None) -> None:
     """The sweep as a loop (a daemon thread of every generate and default worker): a round every
-    ``interval_s``; a round that fails (database or Redis away) is logged and the next one tries."""
+    ``interval_s`` ends lost generations (``TraceSweep``) and lost snapshot builds
+    (``annotator.services.snapshots.SnapshotSweep``), both with ``grace_s``; a sweep that fails
+    (database or Redis away) is logged and the next round tries again. Each sweep fails alone: a
+    snapshot sweep that fails does not keep traces from being swept, nor the other way round."""
     from django.db import close_old_connections
 
-    sweep = TraceSweep(grace_s=grace_s)
+    from annotator.services.snapshots import SnapshotSweep
+
+    sweeps = {"lost generations": TraceSweep(grace_s=grace_s), "lost snapshot builds": SnapshotSweep(grace_s=grace_s)}
     stop = stop or threading.Event()
     while not stop.wait(interval_s):
-        try:
-            close_old_connections()
-            sweep.run_once()
-        except Exception:
-            log.warning("sweep of lost generations failed; trying again in %.0f s", interval_s, exc_info=True)
+        close_old_connections()
+        for what, sweep in sweeps.items():
+            try:
+                sweep.run_once()
+            except Exception:
+                log.warning("sweep of %s failed; trying again in %.0f s", what, interval_s, exc_info=True)

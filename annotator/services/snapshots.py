@@ -11,6 +11,11 @@ ready snapshot is never written again; new labels show up in a new snapshot with
 Files live under ``settings.EXPORT_ROOT/<project id>/<snapshot id>/``. A build writes into a
 private temporary folder next to it and renames it into place while holding the row lock, so a
 duplicated delivery of the task (late acks) can never leave a half-written or mixed snapshot.
+
+A snapshot never stays ``building``: the build holds a heartbeat (``flags.SnapshotHeartbeat``) and
+any error in it ends the snapshot ``failed`` with its reason in ``error``; ``SnapshotSweep`` (run
+by the sweep loop of lost generations, ``generation.traces_sweep_forever``) ends one whose worker
+died.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,6 +37,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from annotator import flags
 from annotator.datasets.corpus import CorpusFilter, build_corpus
 from annotator.datasets.materialise import KINDS, arrow_schema, materialise
 from annotator.datasets.writers import SPLITS, with_split, write_hf_zip, write_jsonl, write_parquet
@@ -189,26 +197,58 @@ def _write_files(snapshot: DatasetSnapshot, folder: Path) -> dict[str, Any]:
     }
 
 
-def snapshot_build(*, snapshot_id: int) -> DatasetSnapshot | None:
-    """Build a pending snapshot's files. Idempotent: a snapshot that is ready or failed (or gone)
-    is returned untouched, so a redelivered task does nothing."""
+def _claim(snapshot_id: int, owner: str) -> tuple[DatasetSnapshot, flags.SnapshotHeartbeat] | DatasetSnapshot | None:
+    """Take the build of a snapshot: (snapshot, started heartbeat), or the snapshot (or None) when
+    there is nothing to build. A pending snapshot is taken; so is a ``building`` one whose builder's
+    heartbeat is gone (its worker died and the task came back); one with a live builder is not."""
     with transaction.atomic():
         snapshot = DatasetSnapshot.objects.select_for_update().select_related("project").filter(pk=snapshot_id).first()
         if snapshot is None or snapshot.status not in (SnapshotStatus.PENDING, SnapshotStatus.BUILDING):
             return snapshot
+        if snapshot.status == SnapshotStatus.BUILDING and flags.snapshot_owners_alive([snapshot_id])[snapshot_id]:
+            return snapshot  # another delivery is building it now
+        heartbeat = flags.SnapshotHeartbeat(snapshot_id, owner, ttl_s=settings.SNAPSHOT_HEARTBEAT_S)
+        heartbeat.claim()  # before the commit: the sweep never sees this snapshot building without an owner
         snapshot.status = SnapshotStatus.BUILDING
         snapshot.save(update_fields=["status"])
+    return snapshot, heartbeat.start()
 
-    final = snapshot_dir(snapshot)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".building-{snapshot.pk}-", dir=final.parent))
+
+def snapshot_build(*, snapshot_id: int, owner: str = "") -> DatasetSnapshot | None:
+    """Build a pending snapshot's files. Idempotent: a snapshot that is ready or failed (or gone),
+    or that a live process is building, is returned untouched, so a redelivered task does nothing.
+
+    Every snapshot this claims ends ``ready`` or ``failed``: any error on the way (the corpus, the
+    disk, the database, a bug) fails it with its reason in ``error``. A heartbeat says this process
+    still builds it; if the process dies, the sweep (``SnapshotSweep``) ends it ``failed``."""
+    claimed = _claim(snapshot_id, f"{owner or 'worker'}:{uuid.uuid4().hex}")
+    if not isinstance(claimed, tuple):
+        return claimed
+    snapshot, heartbeat = claimed
+    work: Path | None = None
     try:
+        final = snapshot_dir(snapshot)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".building-{snapshot.pk}-", dir=final.parent))
         result = _write_files(snapshot, work)
+        return _finish(snapshot.pk, status=SnapshotStatus.READY, work=work, **result)
     except Exception as exc:
         log.exception("snapshot %s failed", snapshot.pk)
-        shutil.rmtree(work, ignore_errors=True)
-        return _finish(snapshot.pk, status=SnapshotStatus.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000])
-    return _finish(snapshot.pk, status=SnapshotStatus.READY, work=work, **result)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+        return _fail(snapshot.pk, f"{type(exc).__name__}: {exc}")
+    finally:
+        heartbeat.release()
+
+
+def _fail(snapshot_id: int, error: str) -> DatasetSnapshot | None:
+    """End a snapshot ``failed`` with ``error``. If even this cannot reach the database, the released
+    heartbeat lets the sweep end it once the database is back."""
+    try:
+        return _finish(snapshot_id, status=SnapshotStatus.FAILED, error=error[:2000])
+    except Exception:
+        log.exception("could not record the failure of snapshot %s", snapshot_id)
+        return None
 
 
 def _finish(snapshot_id: int, *, status: str, work: Path | None = None, **fields: Any) -> DatasetSnapshot | None:
@@ -242,3 +282,59 @@ def _finish(snapshot_id: int, *, status: str, work: Path | None = None, **fields
                 "snapshot": snapshot.pk, "kind": snapshot.kind, "record_count": snapshot.record_count,
                 "sha256": snapshot.sha256, "counts": snapshot.counts})
     return snapshot
+
+
+# --- lost builds ----------------------------------------------------------------------------------
+
+LOST_ERROR = "The worker building this snapshot was lost (its heartbeat stopped); create the snapshot again."
+
+
+class SnapshotSweep:
+    """Ends snapshots whose building process is gone: ``building`` with no heartbeat, as ``failed``.
+
+    The same grace logic as ``annotator.services.generation.TraceSweep``: a snapshot is ended only
+    after its heartbeat has been missing for ``grace_s`` on checks this sweep made itself (a key
+    Redis lost comes back within a third of its lifetime). Idempotent and safe to run in several
+    processes: each snapshot is re-read under its row lock and ended once. Its half-written folder
+    (``.building-<id>-*``) is removed; a ready snapshot's files are never touched."""
+
+    def __init__(self, *, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.missing_since: dict[int, float] = {}
+
+    def run_once(self, now: float | None = None) -> list[int]:
+        now = time.monotonic() if now is None else now
+        ids = list(DatasetSnapshot.objects.filter(status=SnapshotStatus.BUILDING).values_list("pk", flat=True))
+        alive = flags.snapshot_owners_alive(ids)
+        self.missing_since = {pk: self.missing_since.get(pk, now) for pk in ids if not alive[pk]}
+        due = [pk for pk, since in self.missing_since.items() if now - since >= self.grace_s]
+        ended = [pk for pk in due if _end_lost(pk)]
+        for pk in due:
+            self.missing_since.pop(pk, None)
+        return ended
+
+
+def _end_lost(snapshot_id: int) -> bool:
+    with transaction.atomic():
+        snapshot = (
+            DatasetSnapshot.objects.select_for_update()
+            .select_related("project")
+            .filter(pk=snapshot_id, status=SnapshotStatus.BUILDING)
+            .first()
+        )
+        if snapshot is None or flags.snapshot_owners_alive([snapshot_id])[snapshot_id]:
+            return False
+        snapshot.status, snapshot.error, snapshot.finished_at = SnapshotStatus.FAILED, LOST_ERROR, timezone.now()
+        snapshot.save(update_fields=["status", "error", "finished_at"])
+        audit_record(
+            project=snapshot.project,
+            actor=None,
+            action="dataset_snapshot.failed",
+            target=snapshot,
+            data={"error": LOST_ERROR},
+        )
+        folder = snapshot_dir(snapshot)
+    for leftover in folder.parent.glob(f".building-{snapshot_id}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    log.warning("snapshot %s: its building worker was lost; ended failed", snapshot_id)
+    return True
