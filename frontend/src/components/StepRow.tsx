@@ -2,12 +2,37 @@
 import { memo, useEffect, useRef, useState } from "react";
 import type { UserBrief } from "../lib/api";
 import type { LabelDraft } from "../review/useOptimisticLabels";
-import type { LiveStep } from "../stream/protocol";
+import type { LiveScore, LiveStep } from "../stream/protocol";
 import { RATINGS } from "../lib/labels";
 import { myLabel } from "../stream/reducer";
 
+/** A scorer's short name: "rule" for the demo task's rule checker, else "prm:12" / "verifier:15". */
+export function scorerName(scorer: string): string {
+  return scorer === "rule:demo_task" ? "rule" : scorer;
+}
+
+/** Machine scores, shown apart from the supervisors' labels; a score under 0.5 is a warning. */
+export function ScoreBadges({ scores }: { scores: readonly LiveScore[] }) {
+  if (scores.length === 0) return null;
+  return (
+    <span className="scores" data-testid="scores">
+      {scores.map((s) => (
+        <span
+          key={s.scorer}
+          className={`score${s.score < 0.5 ? " low" : ""}`}
+          title={`${s.scorer === "rule:demo_task" ? "rule-based checker" : s.scorer}: ${s.detail}`}
+        >
+          {scorerName(s.scorer)} {s.score.toFixed(2)}
+        </span>
+      ))}
+    </span>
+  );
+}
+
 export interface StepRowProps {
   step: LiveStep;
+  /** The machine scores of this step (empty: none). */
+  scores?: readonly LiveScore[];
   selected: boolean;
   me: UserBrief | null;
   /** Your label as sent but not yet confirmed (optimistic): undefined none pending, null removed. */
@@ -90,7 +115,10 @@ function StepRowImpl(p: StepRowProps) {
             </div>
           </div>
         ) : (
-          <p className="step-text">{step.text}</p>
+          <>
+            <p className="step-text">{step.text}</p>
+            <ScoreBadges scores={p.scores ?? []} />
+          </>
         )}
         {p.selected && p.canAct && !p.editing && (
           <div className="tags" aria-label="Safety tags">

@@ -9,7 +9,7 @@ import { Guidelines } from "../components/Guidelines";
 import { ErrorState, Section } from "../components/common";
 import { HelpOverlay } from "../components/HelpOverlay";
 import { PromptPanel } from "../components/PromptPanel";
-import { PartialStep, StepRow } from "../components/StepRow";
+import { PartialStep, ScoreBadges, StepRow } from "../components/StepRow";
 import { VerdictPanel, type ReviewFields, type VerdictCommand } from "../components/VerdictPanel";
 import { api, LOGIN_URL, safetyTagsEnumValues, type Project } from "../lib/api";
 import { useLoad, useNow } from "../lib/hooks";
@@ -85,6 +85,8 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
 
   const stop = () => void act("stop").catch(fail);
   const cont = () => void act("continue").catch(fail);
+  const runToEnd = () => void act("continue", { mode: "live" }).catch(fail);
+  const scoresOf = (index: number) => (trace?.scores ?? []).filter((s) => s.step_index === index);
   const start = () => void act("start", {}).catch(fail);
 
   const next = () => void openNextItem(projectId, traceId, setNotice);
@@ -254,7 +256,11 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
             aside={
               trace && (
                 <span className="muted small">
-                  v{trace.version} · {trace.steps.length} steps{trace.finish_reason ? ` · ${trace.finish_reason}` : ""}
+                  v{trace.version} · {trace.steps.length} steps{trace.finish_reason ? ` · ${trace.finish_reason}` : ""} ·{" "}
+                  <span data-testid="trace-mode">
+                    {trace.mode}
+                    {trace.mode === "paced" && trace.pace_tps ? ` · ${trace.pace_tps} tok/s` : ""}
+                  </span>
                 </span>
               )
             }
@@ -267,6 +273,7 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
                   <StepRow
                     key={s.index}
                     step={s}
+                    scores={scoresOf(s.index)}
                     selected={selected === s.index}
                     me={me}
                     pending={s.index in labels.pending ? labels.pending[s.index] : undefined}
@@ -300,9 +307,26 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
               <div className="answer" data-testid="final-answer">
                 <h3>Answer</h3>
                 <p className="step-text">{state.answer || trace.final_answer}</p>
+                <ScoreBadges scores={scoresOf(-1)} />
               </div>
             )}
             {trace?.error && <div className="notice">Generation failed: {trace.error}</div>}
+            {trace?.status === "stopped" && trace.pause_reason && (
+              <div className="notice paused" role="status" data-testid="pause-reason">
+                {trace.pause_reason}
+                {canAct && (
+                  <>
+                    {" "}
+                    <button className="primary" onClick={cont} data-testid="accept-step">
+                      {trace.finish_reason === "step" ? "Accept step" : "Continue"}
+                    </button>{" "}
+                    <button onClick={runToEnd} data-testid="run-to-end">
+                      Run to the end
+                    </button>
+                  </>
+                )}
+              </div>
+            )}
           </Section>
         </main>
         <aside className="side-col">

@@ -7,6 +7,7 @@ import type {
   RoleEnum,
   Step,
   StepLabel,
+  StepScore,
   TraceDetail,
   TraceReview,
   TraceStatusEnum,
@@ -22,11 +23,14 @@ export const DENIED_CODES = new Set([4401, 4403, 4404]);
 export type LiveLabel = Omit<StepLabel, "updated_at"> & { updated_at?: string };
 export type LiveReview = Omit<TraceReview, "updated_at"> & { updated_at?: string };
 export type LiveStep = Omit<Step, "created_at" | "labels"> & { created_at?: string; labels: LiveLabel[] };
+/** A machine score of a step (step_index -1: the final answer); never a human label. */
+export type LiveScore = Omit<StepScore, "created_at"> & { created_at?: string };
 export type LiveCorrection = Pick<Correction, "id" | "step_index" | "old_text" | "new_text" | "author">;
 
 /** A trace as the live view holds it: the snapshot's REST detail, updated by events. */
-export type LiveTrace = Omit<TraceDetail, "steps" | "reviews" | "step_count"> & {
+export type LiveTrace = Omit<TraceDetail, "steps" | "reviews" | "step_count" | "scores"> & {
   steps: LiveStep[];
+  scores: LiveScore[];
   reviews: LiveReview[];
   step_count?: number;
   /** Why generation failed, from `trace.status`. */
@@ -80,6 +84,14 @@ export interface StatusMsg {
   final_answer?: string | null;
   version?: number;
   error?: string;
+  mode?: LiveTrace["mode"];
+  /** Why the trace paused itself (step mode, or a score under the project's threshold). */
+  pause_reason?: string;
+}
+export interface ScoreMsg {
+  type: "trace.score";
+  seq: number;
+  scores: LiveScore[];
 }
 export interface LabelMsg {
   type: "label.updated";
@@ -157,6 +169,7 @@ export type SeqMsg =
   | TokenMsg
   | StepMsg
   | StatusMsg
+  | ScoreMsg
   | LabelMsg
   | ReviewMsg
   | BranchMsg

@@ -140,6 +140,8 @@ function applyEvent(state: TraceState, trace: LiveTrace, msg: SeqMsg): TraceStat
         final_answer: msg.final_answer !== undefined ? msg.final_answer : trace.final_answer,
         version: msg.version ?? trace.version,
         error: msg.error ?? trace.error,
+        mode: msg.mode ?? trace.mode,
+        pause_reason: msg.pause_reason ?? trace.pause_reason,
       };
       return {
         ...state,
@@ -148,6 +150,12 @@ function applyEvent(state: TraceState, trace: LiveTrace, msg: SeqMsg): TraceStat
         partial: FINAL.has(msg.status) ? "" : state.partial,
         answer: msg.final_answer != null ? msg.final_answer : state.answer,
       };
+    }
+    case "trace.score": {
+      const key = (s: { step_index: number; scorer: string }) => `${s.step_index}/${s.scorer}`;
+      const fresh = new Set(msg.scores.map(key));
+      const scores = [...(trace.scores ?? []).filter((s) => !fresh.has(key(s))), ...msg.scores];
+      return { ...state, trace: { ...trace, scores } };
     }
     case "label.updated": {
       const steps = trace.steps.map((s) =>
