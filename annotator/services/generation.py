@@ -435,6 +435,11 @@ def _generate(trace_id: int) -> None:
     plan = supervision.project_supervision(trace.project)
     scorers = supervision.Scorers(plan.scorers, trace.prompt.messages) if plan.scorers else None
     pace = trace.pace_tps if trace.mode == TraceMode.PACED and trace.pace_tps else None
+    pause_below = plan.pause_below
+    if pause_below is not None and StepScore.objects.filter(trace=trace, score__lt=pause_below).exists():
+        # Continued after a low score: the supervisor chose to go on, so it does not pause again (every
+        # step after a wrong one scores low too). A branch starts without scores and can pause afresh.
+        pause_below = None
     last_poll = [0.0, False]
     # Why this generation pauses itself ("": it does not) and how: "step" (step mode) or "auto_pause".
     pause = {"reason": "", "kind": ""}
@@ -456,11 +461,11 @@ def _generate(trace_id: int) -> None:
         saved = _save_step(trace, step.index, step.text)
         steps.append(step.text)
         for sc in _score(trace, saved, step.index, scorers, steps) if scorers else []:
-            if plan.pause_below is not None and sc.score < plan.pause_below and pause["kind"] != "auto_pause":
+            if pause_below is not None and sc.score < pause_below and pause["kind"] != "auto_pause":
                 pause["kind"] = "auto_pause"
                 pause["reason"] = (
                     f"Paused: {_scorer_title(sc.scorer)} scored step {step.index + 1} {sc.score:.2f}, below the "
-                    f"project's threshold {plan.pause_below:.2f} ({sc.detail})."
+                    f"project's threshold {pause_below:.2f} ({sc.detail})."
                 )
         if trace.mode == TraceMode.STEP and not pause["reason"]:
             pause["kind"] = "step"

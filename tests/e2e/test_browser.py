@@ -187,3 +187,42 @@ def test_model_output_is_never_html_anywhere_in_the_bundle():
     bundle = "".join(p.read_text() for p in (ROOT / "frontend" / "dist" / "assets").glob("*.js"))
     assert "dangerouslySetInnerHTML" not in "".join(p.read_text() for p in (ROOT / "frontend" / "src").rglob("*.tsx"))
     assert bundle  # the built app is there
+
+
+def _generate_in_the_browser(page, live) -> int:
+    _login(page, "supervisor")
+    page.get_by_test_id(f"project-{live.project.pk}").get_by_role("link").first.click()
+    page.get_by_test_id(f"generate-{live.prompt.pk}").click()
+    page.wait_for_url(re.compile(r".*/traces/\d+/?$"))
+    return int(re.search(r"/traces/(\d+)", page.url).group(1))
+
+
+def test_a_paced_trace_is_stopped_with_esc_at_the_step_a_supervisor_reads(page, live, default_worker):
+    # Issue 12: at full speed the scripted model's chain is over in ~100 ms; paced, a person can stop it.
+    live.project.supervision = {"mode": "paced", "pace_tps": 6, "scorers": [], "pause_below": None}
+    live.project.save(update_fields=["supervision"])
+    trace_id = _generate_in_the_browser(page, live)
+    assert "paced · 6 tok/s" in page.get_by_test_id("trace-mode").inner_text()
+    page.get_by_test_id("step-0").wait_for(timeout=20_000)
+    page.keyboard.press("Escape")
+    page.wait_for_function("document.querySelector('[data-testid=trace-status]').textContent.includes('stopped')")
+    trace = Trace.objects.get(pk=trace_id)
+    assert trace.finish_reason == "cancelled" and 1 <= trace.steps.count() < 5
+
+
+def test_a_wrong_step_pauses_the_trace_and_the_page_says_which_score_and_why(page, live, default_worker):
+    # The scripted model's third step (37 + 8 = 44) is wrong; the demo task's rule checker says so.
+    live.project.supervision = {"mode": "live", "scorers": ["rule:demo_task"], "pause_below": 0.5}
+    live.project.save(update_fields=["supervision"])
+    trace_id = _generate_in_the_browser(page, live)
+    banner = page.get_by_test_id("pause-reason")
+    banner.wait_for(timeout=30_000)
+    assert "rule checker (rule-based) scored step 3 0.00" in banner.inner_text()
+    low = page.get_by_test_id("step-2").get_by_text("rule 0.00")
+    assert "low" in low.get_attribute("class")
+    assert page.get_by_test_id("step-0").get_by_text("rule 1.00").is_visible()
+    page.screenshot(path=str(SHOTS / "07-auto-pause.png"))
+    # "Run to the end" lets the model finish without pausing again.
+    page.get_by_test_id("run-to-end").click()
+    page.wait_for_function("document.querySelector('[data-testid=trace-status]').textContent.includes('finished')")
+    assert Trace.objects.get(pk=trace_id).steps.count() == 5

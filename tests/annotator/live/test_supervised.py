@@ -150,6 +150,11 @@ def test_every_closed_step_is_scored_live_and_a_wrong_step_pauses_the_trace(live
     # Machine scores are never human labels.
     assert not StepLabel.objects.filter(step__trace_id=trace_id).exists()
     assert all(s["labels"] == [] for s in detail["steps"])
+    # Continuing after the pause is the supervisor's choice: it runs on to the end (every step after a
+    # wrong one scores low too, and would pause it again at once).
+    assert _continue(live, trace_id).status_code == 200
+    detail = _wait(live, trace_id)
+    assert detail["status"] == "finished" and len(detail["steps"]) == 5
 
 
 def test_without_a_threshold_the_trace_runs_on_and_its_answer_is_scored(live):
