@@ -12,6 +12,8 @@ export const SHORTCUTS: Array<[string, string]> = [
   ["n", "Open the next item of your queue"],
   ["Ctrl+Z", "Undo your last label or review change"],
   ["Ctrl+Enter", "Submit the edit (the model continues from it) / continue a stopped trace"],
+  ["Enter", "Accept the step (step mode, while the trace waits at the end of a step)"],
+  ["p", "Pause / resume: stop a running trace, continue a stopped one"],
   ["Esc", "Stop generation (or cancel the edit, or close this help)"],
   ["?", "Show / hide this help"],
 ];

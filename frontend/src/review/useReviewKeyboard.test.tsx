@@ -160,3 +160,78 @@ describe("useReviewKeyboard: the team's keys", () => {
     input.remove();
   });
 });
+
+describe("useReviewKeyboard: supervision", () => {
+  it("Enter accepts the step only while step mode waits at the end of one", () => {
+    const paused = keys({ status: "stopped", finishReason: "step", acceptStep: vi.fn() });
+    const { unmount } = renderHook(() => useReviewKeyboard(paused));
+    expect(press("Enter")).toBe(false); // default prevented
+    expect(paused.acceptStep).toHaveBeenCalledOnce();
+    expect(paused.resume).not.toHaveBeenCalled();
+    unmount();
+
+    for (const state of [
+      { status: "running", finishReason: "" },
+      { status: "stopped", finishReason: "cancelled" }, // a human stop: Ctrl+Enter or p continues it
+      { status: "stopped", finishReason: "auto_pause" },
+    ]) {
+      const k = keys({ ...state, acceptStep: vi.fn() });
+      const h = renderHook(() => useReviewKeyboard(k));
+      press("Enter");
+      expect(k.acceptStep).not.toHaveBeenCalled();
+      h.unmount();
+    }
+  });
+
+  it("Enter does not clash with Ctrl+Enter, the edit, the comment field or a focused button", () => {
+    const k = keys({ status: "stopped", finishReason: "step", acceptStep: vi.fn() });
+    const { unmount } = renderHook(() => useReviewKeyboard(k));
+    press("Enter", { ctrlKey: true });
+    expect(k.resume).toHaveBeenCalledOnce(); // Ctrl+Enter continues, as before
+    const input = document.createElement("input");
+    const button = document.createElement("button");
+    document.body.append(input, button);
+    press("Enter", {}, input);
+    press("Enter", {}, button);
+    press("Enter", { shiftKey: true });
+    expect(k.acceptStep).not.toHaveBeenCalled();
+    input.remove();
+    button.remove();
+    unmount();
+
+    const editing = keys({ status: "stopped", finishReason: "step", editing: true, acceptStep: vi.fn() });
+    renderHook(() => useReviewKeyboard(editing));
+    press("Enter");
+    expect(editing.acceptStep).not.toHaveBeenCalled();
+  });
+
+  it("p stops a running trace and continues a stopped one; not while typing or editing", () => {
+    const running = keys();
+    const r = renderHook(() => useReviewKeyboard(running));
+    press("p");
+    expect(running.stop).toHaveBeenCalledOnce();
+    r.unmount();
+
+    const stopped = keys({ status: "stopped", finishReason: "auto_pause" });
+    const s = renderHook(() => useReviewKeyboard(stopped));
+    press("p");
+    expect(stopped.resume).toHaveBeenCalledOnce();
+    const input = document.createElement("input");
+    document.body.appendChild(input);
+    press("p", {}, input);
+    expect(stopped.resume).toHaveBeenCalledOnce();
+    input.remove();
+    s.unmount();
+
+    const other = keys({ status: "finished", editing: false });
+    const o = renderHook(() => useReviewKeyboard(other));
+    press("p");
+    expect([other.stop, other.resume].map((f) => vi.mocked(f).mock.calls.length)).toEqual([0, 0]);
+    o.unmount();
+
+    const editing = keys({ editing: true });
+    renderHook(() => useReviewKeyboard(editing));
+    press("p");
+    expect(editing.stop).not.toHaveBeenCalled();
+  });
+});

@@ -14,10 +14,14 @@ export interface ReviewKeys {
   startEdit: (index: number) => void;
   cancelEdit: () => void;
   submitEdit: () => void;
-  /** The trace's status (Esc stops a running trace, Ctrl+Enter continues a stopped one). */
+  /** The trace's status (Esc / p stop a running trace, Ctrl+Enter / p continue a stopped one). */
   status: string | undefined;
   stop: () => void;
   resume: () => void;
+  /** The trace's finish_reason: "step" when step mode paused it at the end of a step. */
+  finishReason?: string;
+  /** Enter, while paused in step mode: accept the step (the model writes the next). */
+  acceptStep?: () => void;
   /** Ctrl+Z: undo your last label or review change of the session. */
   undo?: () => void;
   /** n: open the next item of your queue. */
@@ -35,6 +39,13 @@ function isTyping(el: EventTarget | null): boolean {
   const t = el as HTMLElement | null;
   if (!t || !t.tagName) return false;
   return t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable;
+}
+
+/** A focused button or link: Enter is its own (it clicks it), not a page shortcut. */
+function isControl(el: EventTarget | null): boolean {
+  const t = el as HTMLElement | null;
+  if (!t || !t.tagName) return false;
+  return t.tagName === "BUTTON" || t.tagName === "A" || t.getAttribute?.("role") === "button";
 }
 
 /** What one key press does on the review screen (exported for tests). */
@@ -59,6 +70,15 @@ export function handleReviewKey(e: KeyboardEvent, k: ReviewKeys): void {
     return;
   }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.key === "Enter") {
+    // Plain Enter accepts the step only while step mode waits at the end of one; never while
+    // editing, in a field (the comment field saves on Enter) or on a focused button (it clicks it).
+    if (!e.shiftKey && !k.editing && !isControl(e.target) && k.status === "stopped" && k.finishReason === "step" && k.acceptStep) {
+      e.preventDefault();
+      k.acceptStep();
+    }
+    return;
+  }
   // Shift+digit reads the key's position (e.code): the character differs by keyboard layout.
   const digit = /^Digit([1-9])$/.exec(e.code ?? "");
   if (e.shiftKey && digit) {
@@ -94,6 +114,12 @@ export function handleReviewKey(e: KeyboardEvent, k: ReviewKeys): void {
       break;
     case "?":
       k.setHelp(true);
+      break;
+    case "p":
+      // Pause / resume: stop a running trace, continue a stopped (or paused) one.
+      if (k.editing) break;
+      if (k.status === "running") k.stop();
+      else if (k.status === "stopped") k.resume();
       break;
     case "n":
       k.next?.();
