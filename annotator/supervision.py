@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from annotator.errors import InvalidInput
+from trainer_worker.training.heldout import user_text
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +133,6 @@ class Score:
     model_version_id: int | None = None
 
 
-def prompt_text(messages: list[dict[str, Any]]) -> str:
-    """The user's text of a prompt (the part a rule checker reads)."""
-    parts: list[str] = []
-    for message in messages:
-        if message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return " ".join(parts)
-
-
 _models: dict[str, tuple[Any, Any]] = {}
 _models_lock = threading.Lock()
 
@@ -175,7 +162,7 @@ class Scorers:
     def __init__(self, names: tuple[str, ...], messages: list[dict[str, Any]]) -> None:
         self.names = list(names)
         self.messages = messages
-        self.text = prompt_text(messages)
+        self.text = user_text(messages)
 
     def _one(self, name: str, steps: list[str], answer: str | None) -> Score | None:
         if name == RULE_SCORER:

@@ -141,6 +141,8 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
     status: trace?.status,
     stop,
     resume: cont,
+    finishReason: trace?.finish_reason,
+    acceptStep: cont,
     undo,
     next,
     verdict: (v) => setCommand({ kind: "verdict", value: v, n: ++commandN.current }),
@@ -318,7 +320,7 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
                   <>
                     {" "}
                     <button className="primary" onClick={cont} data-testid="accept-step">
-                      {trace.finish_reason === "step" ? "Accept step" : "Continue"}
+                      {trace.finish_reason === "step" ? <>Accept step <kbd>Enter</kbd></> : "Continue"}
                     </button>{" "}
                     <button onClick={runToEnd} data-testid="run-to-end">
                       Run to the end
