@@ -37,6 +37,7 @@ from annotator.models import (
     TraceStatus,
 )
 from annotator.services.audit import audit_record
+from annotator.sweep import HeartbeatSweep
 from trainer_worker.vocabulary.format import render_prefix
 
 log = logging.getLogger(__name__)
@@ -525,7 +526,7 @@ def _generate(trace_id: int) -> None:
 # --- lost generations -----------------------------------------------------------------------------
 
 
-class TraceSweep:
+class TraceSweep(HeartbeatSweep):
     """Ends traces whose generating process is gone: ``running`` or ``stopping`` with no heartbeat.
 
     A trace is ended only after its heartbeat has been missing for ``grace_s`` on checks this
@@ -535,19 +536,12 @@ class TraceSweep:
     supervisor asked for that; the closed steps are kept), a ``running`` one ``failed``."""
 
     def __init__(self, *, grace_s: float) -> None:
-        self.grace_s = grace_s
-        self.missing_since: dict[int, float] = {}
-
-    def run_once(self, now: float | None = None) -> list[int]:
-        now = time.monotonic() if now is None else now
-        ids = list(Trace.objects.filter(status__in=GENERATING).values_list("pk", flat=True))
-        alive = flags.trace_owners_alive(ids)
-        self.missing_since = {pk: self.missing_since.get(pk, now) for pk in ids if not alive[pk]}
-        due = [pk for pk, since in self.missing_since.items() if now - since >= self.grace_s]
-        ended = [pk for pk in due if _end_lost(pk, self.grace_s)]
-        for pk in due:
-            self.missing_since.pop(pk, None)
-        return ended
+        super().__init__(
+            grace_s=grace_s,
+            in_flight=lambda: Trace.objects.filter(status__in=GENERATING).values_list("pk", flat=True),
+            alive=flags.trace_owners_alive,
+            end=lambda pk: _end_lost(pk, grace_s),
+        )
 
 
 def _end_lost(trace_id: int, grace_s: float) -> bool:

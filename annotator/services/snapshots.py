@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -45,6 +44,7 @@ from annotator.enqueue import BUILD_SNAPSHOT, enqueue_on_commit
 from annotator.errors import InvalidInput
 from annotator.models import DatasetSnapshot, Project, SnapshotStatus
 from annotator.services.audit import audit_record
+from annotator.sweep import HeartbeatSweep
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def _finish(snapshot_id: int, *, status: str, work: Path | None = None, **fields
 LOST_ERROR = "The worker building this snapshot was lost (its heartbeat stopped); create the snapshot again."
 
 
-class SnapshotSweep:
+class SnapshotSweep(HeartbeatSweep):
     """Ends snapshots whose building process is gone: ``building`` with no heartbeat, as ``failed``.
 
     The same grace logic as ``annotator.services.generation.TraceSweep``: a snapshot is ended only
@@ -299,19 +299,13 @@ class SnapshotSweep:
     (``.building-<id>-*``) is removed; a ready snapshot's files are never touched."""
 
     def __init__(self, *, grace_s: float) -> None:
-        self.grace_s = grace_s
-        self.missing_since: dict[int, float] = {}
-
-    def run_once(self, now: float | None = None) -> list[int]:
-        now = time.monotonic() if now is None else now
-        ids = list(DatasetSnapshot.objects.filter(status=SnapshotStatus.BUILDING).values_list("pk", flat=True))
-        alive = flags.snapshot_owners_alive(ids)
-        self.missing_since = {pk: self.missing_since.get(pk, now) for pk in ids if not alive[pk]}
-        due = [pk for pk, since in self.missing_since.items() if now - since >= self.grace_s]
-        ended = [pk for pk in due if _end_lost(pk)]
-        for pk in due:
-            self.missing_since.pop(pk, None)
-        return ended
+        super().__init__(
+            grace_s=grace_s,
+            in_flight=lambda: DatasetSnapshot.objects.filter(status=SnapshotStatus.BUILDING).values_list(
+                "pk", flat=True),
+            alive=flags.snapshot_owners_alive,
+            end=_end_lost,
+        )
 
 
 def _end_lost(snapshot_id: int) -> bool:
