@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
+from annotator.generation.steps import NextStep
+
 FINISH_REASONS = ("stop", "length", "cancelled")
 MAX_NEW_TOKENS = 32768  # per generation; far beyond any chain of thought the studio reviews
 MAX_TEMPERATURE = 100.0
@@ -106,10 +108,28 @@ class Delta:
     completion_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class StepSample:
+    """One of ``n`` samples that continue a prefix up to the next step boundary."""
+
+    next: NextStep
+    completion_tokens: int | None = None
+
+
+MAX_SAMPLES = 16  # alternatives / guided generation: samples per call
+
+
 class GenerationBackend(Protocol):
     def stream(self, request: GenerationRequest, *, should_stop: Callable[[], bool]) -> Iterator[Delta]:
         """Yield deltas; poll ``should_stop`` between tokens (always from the caller's thread) and,
         once it returns True, stop within a token and end with finish_reason "cancelled"."""
+        ...
+
+    def sample_steps(self, request: GenerationRequest, *, n: int, rule: str,
+                     prefix_steps: list[str]) -> list[StepSample]:
+        """``n`` samples of the next step after ``request.prefix`` (the rendered ``prefix_steps``),
+        in one batched call, each ending at the step boundary of ``rule``. With a seed, the same
+        seed, params and prefix give the same samples (per backend and hardware)."""
         ...
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from annotator.generation.backends import Delta, GenerationError, GenerationRequest
+from annotator.generation.backends import MAX_SAMPLES, Delta, GenerationError, GenerationRequest, StepSample
+from annotator.generation.steps import next_step
 
 # How often the caller's should_stop is polled while no token arrives (prefill, a slow device).
 _IDLE_POLL_S = 0.02
@@ -98,6 +99,20 @@ def _stop_on_event(event: threading.Event) -> Any:
             return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
     return StopOnEvent()
+
+
+def _stop_at_boundary(tokenizer: Any, prompt_len: int, rule: str, prefix_steps: list[str]) -> Any:
+    """A StoppingCriteria that ends each row of a batch once its text reaches the next step boundary."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopAtBoundary(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            done = [next_step(rule, prefix_steps, t, complete=False).kind != "incomplete" for t in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StopAtBoundary()
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -237,3 +252,52 @@ class LocalBackend:
         else:
             reason = "length"
         yield Delta("", reason, prompt_tokens, len(new_tokens))
+
+    def sample_steps(self, request: GenerationRequest, *, n: int, rule: str,
+                     prefix_steps: list[str]) -> list[StepSample]:
+        """``n`` rows of one ``generate`` call (``num_return_sequences``), each stopped at its own
+        step boundary; rows that finished early are padded while the others go on."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        request.validate()
+        if not 1 <= n <= MAX_SAMPLES:
+            raise ValueError(f"n must be between 1 and {MAX_SAMPLES}, got {n}")
+        loaded = _load(self.model_path, self.device)
+        inputs = self._prompt_inputs(loaded, request)
+        prompt_len = int(inputs["input_ids"].shape[1])
+        params = request.params
+        tokenizer = loaded.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        gen_kwargs: dict[str, Any] = {
+            **inputs,
+            "max_new_tokens": params.max_new_tokens,
+            # Greedy rows would all be the same: one row, copied below.
+            "num_return_sequences": n if params.temperature > 0 else 1,
+            "stopping_criteria": StoppingCriteriaList([_stop_at_boundary(tokenizer, prompt_len, rule, prefix_steps)]),
+            "pad_token_id": pad,
+            "do_sample": params.temperature > 0,
+        }
+        if params.temperature > 0:
+            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        with loaded.lock:
+            try:
+                with torch.inference_mode():
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    sequences = loaded.model.generate(**gen_kwargs)
+            except Exception as exc:
+                raise GenerationError(f"sampling failed: {exc}") from exc
+        out: list[StepSample] = []
+        eos = _eos_ids(loaded.model, tokenizer) | ({pad} if pad is not None else set())
+        rows = sequences[:, prompt_len:].tolist()
+        for row in rows if len(rows) == n else rows * n:
+            ended = bool(row) and row[-1] in eos  # the model's own end (or padding after a row's stop)
+            while row and row[-1] in eos:
+                row.pop()
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            found = next_step(rule, prefix_steps, text, complete=False)
+            if found.kind == "incomplete" and ended:
+                found = next_step(rule, prefix_steps, text, complete=True)  # ended without a newline
+            out.append(StepSample(found, len(row)))
+        return out

@@ -149,3 +149,49 @@ class StepSegmenter:
                     closed += self._close_open_step()
                 self._lines.append(line.strip())
         return closed
+
+
+# --- one next step (alternatives, guided generation) ----------------------------------------------
+
+CandidateKind = Literal["step", "end", "incomplete"]
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """What a sample continued a prefix with, read up to the step boundary: ``step`` (one closed
+    step, ``text``), ``end`` (the model closed the think block instead: it would answer now) or
+    ``incomplete`` (the token budget ran out inside the step; ``text`` is what it wrote)."""
+
+    kind: CandidateKind
+    text: str
+
+
+def next_step(rule: str, prefix_steps: Sequence[str], text: str, *, complete: bool) -> NextStep:
+    """Read ``text`` (what the model wrote after the rendered prefix) up to the first step boundary.
+    ``complete``: the sample ended (end of sequence, a stop string, the budget), so an open step
+    closes; otherwise (a stream still running) an open step is ``incomplete`` and the caller may
+    wait for more. Newlines inside a step (rules that allow several lines) become spaces: a step
+    is one line when it is stored, as a human correction is."""
+    segmenter = StepSegmenter(rule, prefix_steps=prefix_steps)
+    if not prefix_steps:
+        segmenter.feed(THINK_OPEN + "\n")  # the rendered empty prefix: the sample starts inside the think block
+    closed = segmenter.feed(text)
+    if not closed and segmenter.phase != "answer" and complete:
+        closed, answer = segmenter.finish()
+        if not closed and answer is not None:
+            return NextStep("end", "")
+    if closed:
+        return NextStep("step", " ".join(closed[0].text.split()))
+    if segmenter.phase == "answer":
+        return NextStep("end", "")
+    return NextStep("incomplete", " ".join(segmenter.partial.split()))
+
+
+def boundary_stop_strings(rule: str) -> list[str]:
+    """Stop strings that end a sample at the next step boundary on a server that only knows strings
+    (vLLM). ``next_step`` reads the text afterwards, so a stop string only needs to come at or after
+    the boundary, never before it."""
+    stops = {"line": ["\n"], "blank_line": ["\n\n"]}.get(rule)
+    if stops is None:  # numbered: the next numbered line begins ("\n3." or "\n3)")
+        stops = [f"\n{n}{mark}" for n in range(1, 100) for mark in ".)"]
+    return [*stops, THINK_CLOSE]

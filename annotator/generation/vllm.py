@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from annotator.generation.backends import Delta, GenerationError, GenerationRequest
+from annotator.generation.backends import MAX_SAMPLES, Delta, GenerationError, GenerationRequest, StepSample
+from annotator.generation.steps import boundary_stop_strings, next_step
 
 # vLLM reports "abort" when the request was cancelled on its side; anything else ends a turn normally.
 _FINISH_MAP = {"stop": "stop", "length": "length", "abort": "cancelled"}
@@ -203,6 +204,43 @@ class VLLMBackend:
             usage.get("prompt_tokens"),
             usage.get("completion_tokens"),
         )
+
+    def sample_body(self, request: GenerationRequest, *, n: int, rule: str) -> dict[str, Any]:
+        """The JSON of a ``sample_steps`` call: one non-streamed chat completion with ``n`` choices
+        that continue the partial assistant message and stop at the step boundary (the stop string
+        is kept in the output, so ``next_step`` can tell a closed step from a closed think block)."""
+        body = self.request_body(request)
+        del body["stream"], body["stream_options"]
+        body.update(n=n, stop=boundary_stop_strings(rule), include_stop_str_in_output=True)
+        return body
+
+    def sample_steps(self, request: GenerationRequest, *, n: int, rule: str,
+                     prefix_steps: list[str]) -> list[StepSample]:
+        request.validate()
+        if not 1 <= n <= MAX_SAMPLES:
+            raise ValueError(f"n must be between 1 and {MAX_SAMPLES}, got {n}")
+        if not request.prefix:
+            raise ValueError("sample_steps continues a rendered prefix; request.prefix is empty")
+        try:
+            response = self._client.post("/v1/chat/completions", json=self.sample_body(request, n=n, rule=rule))
+        except httpx.HTTPError as exc:
+            raise GenerationError(f"cannot sample from vLLM at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise GenerationError(f"vLLM answered {response.status_code}", remote_detail=_error_message(response))
+        try:
+            choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
+            texts = [(c["message"].get("content") or "", c.get("finish_reason")) for c in choices]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise GenerationError("vLLM sent a malformed completion", remote_detail=response.text[:200]) from exc
+        if len(texts) != n:
+            raise GenerationError(f"vLLM answered {len(texts)} choices for n={n}")
+        out = []
+        for text, finish in texts:
+            found = next_step(rule, prefix_steps, text, complete=False)
+            if found.kind == "incomplete" and finish == "stop":  # the model's end of sequence
+                found = next_step(rule, prefix_steps, text, complete=True)
+            out.append(StepSample(found))
+        return out
 
     def load_lora_adapter(self, name: str, path: str) -> None:
         """Make a trained LoRA adapter servable as model ``name`` (needs the server started with

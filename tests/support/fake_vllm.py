@@ -8,6 +8,9 @@ as vLLM's OpenAI-compatible API for the endpoints the project uses:
   ``data: {"choices": [{"index": 0, "delta": {"content": ...}, "finish_reason": null}]}`` per token,
   a final chunk with ``finish_reason``, a usage chunk when ``stream_options.include_usage`` is set,
   then ``data: [DONE]``. Errors are JSON ``{"error": {"message", "type", "code"}}``.
+* ``POST /v1/chat/completions`` without ``stream``: one JSON ``chat.completion`` with ``n`` choices,
+  each cut at the first of ``stop`` (kept when ``include_stop_str_in_output``), ``finish_reason``
+  ``stop`` (a stop string or the end of the text, ``stop_reason`` naming the string) or ``length``.
 * ``POST /v1/load_lora_adapter`` / ``/v1/unload_lora_adapter``: ``{"lora_name", "lora_path"}``.
 
 It records every request body and notices when a client hangs up mid-stream. It does not model
@@ -27,6 +30,8 @@ from typing import Any
 @dataclass
 class FakeVLLMState:
     completion: str = "<think>\nStep one.\nStep two.\n</think>\nDone."
+    # Non-streamed requests: choice i continues with samples[i % len(samples)] (default: completion).
+    samples: list[str] | None = None
     chunk_size: int = 3  # characters per streamed "token"
     # The streamed pieces exactly (overrides completion/chunk_size), e.g. the two halves of a
     # surrogate pair, as a server that cuts text in UTF-16 units sends them.
@@ -101,6 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
         if state.error_status is not None:
             self._error(state.error_status, state.error_message)
             return
+        if not body.get("stream"):
+            self._complete(state, body)
+            return
         text = state.completion
         pieces = [text[i : i + state.chunk_size] for i in range(0, len(text), state.chunk_size)]
         if state.pieces is not None:
@@ -140,6 +148,30 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             state.client_disconnected.set()
             self.close_connection = True
+
+    def _complete(self, state: FakeVLLMState, body: dict[str, Any]) -> None:
+        n = body.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= 64:
+            self._error(400, f"n must be between 1 and 64, got {n!r}")
+            return
+        samples = state.samples or [state.completion]
+        choices, tokens = [], 0
+        for i in range(n):
+            text, finish, stop_reason = samples[i % len(samples)], "stop", None
+            hits = [(text.find(stop), stop) for stop in body.get("stop") or [] if stop in text]
+            if hits:
+                at, stop_reason = min(hits)
+                text = text[: at + len(stop_reason)] if body.get("include_stop_str_in_output") else text[:at]
+            budget = body.get("max_tokens", len(text)) * state.chunk_size
+            if len(text) > budget:
+                text, finish, stop_reason = text[:budget], "length", None
+            tokens += -(-len(text) // state.chunk_size)
+            choices.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                            "finish_reason": finish, "stop_reason": stop_reason})
+        self._json(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+                         "model": body.get("model"), "choices": choices,
+                         "usage": {"prompt_tokens": state.prompt_tokens, "completion_tokens": tokens,
+                                   "total_tokens": state.prompt_tokens + tokens}})
 
     def _send_event(self, payload: str) -> None:
         data = f"data: {payload}\n\n".encode("utf-8", "surrogatepass")
