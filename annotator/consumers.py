@@ -24,7 +24,7 @@ from annotator.models import Role, Trace
 MAX_FRAME_BYTES = 64 * 1024
 # Actions that steer the generation: each needs the trace's claim (annotator/services/claims.py).
 # A new steering action is added here and gets the same check.
-CONTROL_ACTIONS = {"start", "stop", "continue", "edit"}
+CONTROL_ACTIONS = {"start", "stop", "continue", "edit", "alternatives", "pick"}
 ACTIONS = CONTROL_ACTIONS | {"label", "unlabel", "review", "unreview", "claim", "release", "request_control"}
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -246,8 +246,14 @@ class TraceConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _act(self, action: str, message: dict[str, Any]) -> dict[str, Any]:
-        from annotator.api.serializers import StepLabelInputSerializer, TraceReviewInputSerializer
-        from annotator.services import claims, corrections, generation, labels
+        from annotator.api.serializers import (
+            AlternativesPickSerializer,
+            AlternativesRequestSerializer,
+            StepLabelInputSerializer,
+            TraceReviewInputSerializer,
+        )
+        from annotator.models import AlternativeSet
+        from annotator.services import alternatives, claims, corrections, generation, labels
 
         user = self.scope["user"]
         trace = Trace.objects.select_related("project").filter(pk=self.trace_id).first()
@@ -285,6 +291,20 @@ class TraceConsumer(AsyncWebsocketConsumer):
                 "branch": {"id": correction.corrected_trace_id, "branch_step_index": correction.step_index},
                 "correction": {"id": correction.pk},
             }
+        elif action == "alternatives":
+            fields = _validated(AlternativesRequestSerializer, message)  # as REST's POST .../alternatives/
+            alt = alternatives.alternatives_request(trace=trace, actor=user, **fields)
+            return {"set": alternatives.alternatives_json(alt)}
+        elif action == "pick":
+            set_id = message.get("set")
+            if isinstance(set_id, bool) or not isinstance(set_id, int):
+                raise InvalidInput("set must be the integer id of a set of alternatives.", code="invalid")
+            alt = AlternativeSet.objects.filter(pk=set_id, trace=trace).first() if 0 < set_id < 2**63 else None
+            if alt is None:
+                raise NotFound(f"Trace {trace.pk} has no alternatives {set_id}.")
+            fields = _validated(AlternativesPickSerializer, {k: v for k, v in message.items() if k != "set"})
+            alt = alternatives.alternatives_pick(alt_set=alt, actor=user, **fields)
+            return {"set": alternatives.alternatives_json(alt)}
         elif action == "label":
             step = labels.step_get(trace=trace, index=message.get("step_index"))
             fields = _validated(StepLabelInputSerializer, message)  # as REST's PUT .../label/

@@ -24,6 +24,7 @@ TRAIN = "trainer_worker.train"
 AUTOTRAIN_CHECK = "trainer_worker.autotrain_check"
 EVALUATE_VERSION = "trainer_worker.evaluate_version"
 DELIVER_WEBHOOK = "annotator.deliver_webhook"
+GENERATE_ALTERNATIVES = "annotator.generate_alternatives"
 
 # task name -> the setting that names its queue
 QUEUE_SETTINGS: dict[str, str] = {
@@ -33,6 +34,7 @@ QUEUE_SETTINGS: dict[str, str] = {
     AUTOTRAIN_CHECK: "CELERY_TASK_DEFAULT_QUEUE",  # a policy check is quick; it must not wait for a run
     EVALUATE_VERSION: "CELERY_TRAIN_QUEUE",  # loads a model and generates: the train worker's work
     DELIVER_WEBHOOK: "CELERY_TASK_DEFAULT_QUEUE",
+    GENERATE_ALTERNATIVES: "CELERY_GENERATE_QUEUE",  # needs the model: the generate worker's work
 }
 
 

@@ -4,8 +4,9 @@
   generate worker polls it while streaming.
 - **Cancel** (``run:<id>:cancel``): ``run_cancel`` raises it once its transaction commits; the
   trainer polls it after every optimiser step.
-- **Heartbeat** (``run:<id>:owner``, ``trace:<id>:owner``, ``snapshot:<id>:owner``): the process
-  that trains a run, generates a trace or builds a dataset snapshot keeps this key alive; when the
+- **Heartbeat** (``run:<id>:owner``, ``trace:<id>:owner``, ``snapshot:<id>:owner``,
+  ``alternatives:<id>:owner``): the process that trains a run, generates a trace, builds a dataset
+  snapshot or samples a set of alternatives keeps this key alive; when the
   process dies the key expires, and a redelivery (runs) or the sweep of lost work (traces,
   ``annotator.services.generation``; snapshots, ``annotator.services.snapshots``) knows the owner
   is gone.
@@ -101,6 +102,10 @@ def snapshot_owner_key(snapshot_id: int) -> str:
     return f"{key_prefix()}snapshot:{snapshot_id}:owner"
 
 
+def alternatives_owner_key(set_id: int) -> str:
+    return f"{key_prefix()}alternatives:{set_id}:owner"
+
+
 # --- stop (traces) --------------------------------------------------------------------------------
 
 
@@ -160,6 +165,10 @@ def snapshot_owners_alive(snapshot_ids: list[int]) -> dict[int, bool]:
     return _owners_alive(snapshot_ids, snapshot_owner_key)
 
 
+def alternatives_owners_alive(set_ids: list[int]) -> dict[int, bool]:
+    return _owners_alive(set_ids, alternatives_owner_key)
+
+
 class Heartbeat:
     """Keeps ``run:<id>:owner`` alive while this process trains; it expires when the process dies.
 
@@ -211,6 +220,14 @@ class SnapshotHeartbeat(Heartbeat):
     @staticmethod
     def _key(owned_id: int) -> str:
         return snapshot_owner_key(owned_id)
+
+
+class AlternativesHeartbeat(Heartbeat):
+    """Keeps ``alternatives:<id>:owner`` alive while this process samples and scores the set."""
+
+    @staticmethod
+    def _key(owned_id: int) -> str:
+        return alternatives_owner_key(owned_id)
 
 
 # --- presence (who watches a trace) ---------------------------------------------------------------

@@ -275,6 +275,57 @@ class StepScore(models.Model):
         return f"{self.scorer} {self.score:.2f} on step {self.step_index} of trace {self.trace_id}"
 
 
+class AlternativesStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Sampling"
+    READY = "ready", "Ready (candidates scored)"
+    FAILED = "failed", "Failed"
+
+
+class AlternativeSet(models.Model):
+    """K candidate next steps sampled from the prefix before step ``step_index`` of a trace, each
+    scored by the project's scorers, for a supervisor to pick from (issue 12).
+
+    ``candidates``: ``[{"index", "kind": "step"|"end"|"incomplete", "text", "scores": [{"scorer",
+    "score", "detail", "model_version"}]}]``; all ``n`` rows of one batched sample with ``seed``.
+    ``picked`` is the chosen candidate's index, or null with ``picked_text`` set when the supervisor
+    wrote their own step; ``branch`` is the trace the pick started (null when the pick equals the
+    trace's own step). The pick's preference records (the picked step against each candidate not
+    picked) are materialised from this row: export kind ``preference_step``, source ``alternatives``."""
+
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="alternative_sets")
+    step_index = models.PositiveIntegerField()
+    k = models.PositiveSmallIntegerField()
+    seed = models.BigIntegerField()
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=AlternativesStatus.choices, default=AlternativesStatus.QUEUED)
+    error = models.TextField(blank=True, default="")
+    candidates = models.JSONField(default=list, blank=True)
+    picked = models.SmallIntegerField(null=True, blank=True)
+    picked_text = models.TextField(blank=True, default="")
+    picked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+")
+    picked_at = models.DateTimeField(null=True, blank=True)
+    branch = models.ForeignKey(Trace, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["trace", "step_index"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=AlternativesStatus.values), name="alternatives_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.k} alternatives for step {self.step_index} of trace {self.trace_id}"
+
+    @property
+    def is_picked(self) -> bool:
+        return self.picked is not None or bool(self.picked_text)
+
+
 class StepLabel(models.Model):
     """A supervisor's rating of one step: +1 good, 0 neutral, -1 wrong (PRM800K); null = unsure."""
 

@@ -100,6 +100,7 @@ def trace_detail_queryset() -> QuerySet[Trace]:
         Prefetch("reviews", queryset=TraceReview.objects.select_related("annotator")),
         "branches",
         "scores",
+        "alternative_sets",
     ).select_related("prompt", "model_version")
 
 

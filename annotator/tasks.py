@@ -13,7 +13,7 @@ import threading
 from celery import shared_task
 from celery.signals import worker_ready
 
-from annotator.enqueue import BUILD_SNAPSHOT, DELIVER_WEBHOOK, GENERATE_TRACE
+from annotator.enqueue import BUILD_SNAPSHOT, DELIVER_WEBHOOK, GENERATE_ALTERNATIVES, GENERATE_TRACE
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,13 @@ def generate_trace(self, *, trace_id: int) -> None:
     from annotator.services.generation import trace_generate
 
     trace_generate(trace_id=trace_id, owner=self.request.hostname or socket.gethostname())
+
+
+@shared_task(name=GENERATE_ALTERNATIVES, bind=True, acks_late=True, ignore_result=True)
+def generate_alternatives(self, *, set_id: int) -> None:
+    from annotator.services.alternatives import alternatives_generate
+
+    alternatives_generate(set_id=set_id, owner=self.request.hostname or socket.gethostname())
 
 
 @shared_task(name=BUILD_SNAPSHOT, bind=True, acks_late=True)
@@ -75,10 +82,10 @@ def _sweep_lost_generations(sender=None, **kwargs) -> None:
     queues = set(app.amqp.queues.consume_from) if app is not None else set()
     if not queues & {settings.CELERY_GENERATE_QUEUE, settings.CELERY_TASK_DEFAULT_QUEUE}:
         return
-    from annotator.services.generation import traces_sweep_forever
+    from annotator.services.sweeps import sweep_forever
 
     threading.Thread(
-        target=traces_sweep_forever,
+        target=sweep_forever,
         kwargs={"interval_s": settings.GENERATE_SWEEP_S, "grace_s": settings.GENERATE_SWEEP_GRACE_S},
         name="sweep-lost-generations",
         daemon=True,

@@ -353,16 +353,76 @@ class StepScoreSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class AlternativesRequestSerializer(serializers.Serializer):
+    step_index = serializers.IntegerField(min_value=0, max_value=ID_MAX,
+                                          help_text="The closed step to find alternatives for (its prefix is kept)")
+    k = serializers.IntegerField(min_value=1, max_value=8, required=False, help_text="How many candidates (default 4)")
+    temperature = serializers.FloatField(min_value=0.01, max_value=100, required=False,
+                                         help_text="Sampling temperature (default: the trace's; 1.0 if it was greedy)")
+    seed = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False,
+                                    help_text="Seed of the batched sample (default: random; stored)")
+
+
+class CandidateScoreSerializer(serializers.Serializer):
+    scorer = serializers.CharField()
+    score = serializers.FloatField()
+    detail = serializers.CharField()
+    model_version = serializers.IntegerField(allow_null=True)
+
+
+class CandidateSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["step", "end", "incomplete"], help_text=(
+        "step: one closed step; end: the model would close its reasoning here; incomplete: cut off "
+        "by the token budget"))
+    text = serializers.CharField(allow_blank=True)
+    scores = CandidateScoreSerializer(many=True)
+
+
+class AlternativeSetSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    trace = serializers.IntegerField()
+    step_index = serializers.IntegerField()
+    k = serializers.IntegerField()
+    seed = serializers.IntegerField()
+    params = serializers.DictField()
+    status = serializers.ChoiceField(choices=["queued", "running", "ready", "failed"])
+    error = serializers.CharField(allow_blank=True)
+    candidates = CandidateSerializer(many=True)
+    picked = serializers.IntegerField(allow_null=True, help_text="The picked candidate; null: none, or own text")
+    picked_text = serializers.CharField(allow_blank=True, help_text="The picked step ('' until a pick)")
+    picked_by = serializers.IntegerField(allow_null=True)
+    branch = serializers.IntegerField(allow_null=True, help_text="The branch the pick started (null: none)")
+    created_at = serializers.DateTimeField(allow_null=True)
+    ready_at = serializers.DateTimeField(allow_null=True)
+
+
+class AlternativesPickSerializer(serializers.Serializer):
+    candidate = serializers.IntegerField(min_value=0, max_value=63, required=False,
+                                         help_text="The index of the candidate you pick")
+    text = serializers.CharField(max_length=4000, required=False, help_text="Or your own step (one line)")
+    expected_version = serializers.IntegerField(min_value=0, max_value=ID_MAX,
+                                                help_text="The trace version you saw; a stale one gets 409")
+
+
 class TraceDetailSerializer(TraceSerializer):
     steps = StepSerializer(many=True, read_only=True)
     scores = StepScoreSerializer(many=True, read_only=True, help_text="Machine scores (step_index -1: the answer)")
     reviews = TraceReviewSerializer(many=True, read_only=True)
     branches = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
     adjudication = serializers.SerializerMethodField()
+    alternatives = serializers.SerializerMethodField(help_text="The trace's sets of alternatives, oldest first")
 
     class Meta(TraceSerializer.Meta):
-        fields = [*TraceSerializer.Meta.fields, "steps", "scores", "reviews", "branches", "adjudication"]
+        fields = [*TraceSerializer.Meta.fields, "steps", "scores", "reviews", "branches", "adjudication",
+                  "alternatives"]
         read_only_fields = fields
+
+    @extend_schema_field(AlternativeSetSerializer(many=True))
+    def get_alternatives(self, obj: Trace) -> list[dict]:
+        from annotator.services.alternatives import alternatives_json
+
+        return [alternatives_json(a) for a in obj.alternative_sets.all()]
 
     @extend_schema_field(AdjudicationSerializer(allow_null=True))
     def get_adjudication(self, obj: Trace) -> dict | None:

@@ -29,6 +29,9 @@ urlpatterns = [
     path(f"{T}/steps/<int:index>/label/", v.StepLabelView.as_view(), name="step-label"),
     path(f"{T}/reviews/", v.TraceReviewView.as_view(), name="trace-reviews"),
     path(f"{T}/corrections/", v.TraceCorrectionView.as_view(), name="trace-corrections"),
+    path(f"{T}/alternatives/", v.TraceAlternativesView.as_view(), name="trace-alternatives"),
+    path(f"{T}/alternatives/<int:set_id>/", v.AlternativeSetView.as_view(), name="alternative-set"),
+    path(f"{T}/alternatives/<int:set_id>/pick/", v.AlternativesPickView.as_view(), name="alternatives-pick"),
     path(f"{P}/corrections/", v.CorrectionListView.as_view(), name="correction-list"),
     path(f"{P}/audit/", v.AuditLogView.as_view(), name="audit-log"),
 ]

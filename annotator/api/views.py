@@ -18,8 +18,8 @@ from annotator.access import access_project
 from annotator.api import serializers as s
 from annotator.api.parsers import StrictJSONParser
 from annotator.errors import InvalidInput, NotFound
-from annotator.models import ApiToken, Category, Role, Trace, TraceStatus
-from annotator.services import claims, corrections, generation, labels, model_versions, projects, prompts
+from annotator.models import AlternativeSet, ApiToken, Category, Role, Trace, TraceStatus
+from annotator.services import alternatives, claims, corrections, generation, labels, model_versions, projects, prompts
 
 
 def _read_upload(upload, *, limit: int, what: str) -> bytes:
@@ -551,6 +551,63 @@ class TraceCorrectionView(ProjectScoped):
         claims.control_check(trace=trace, user=request.user)
         correction = corrections.correction_create(trace=trace, author=request.user, **data.validated_data)
         return Response(self.get_serializer(correction).data, status=status.HTTP_201_CREATED)
+
+
+class TraceAlternativesView(ProjectScoped):
+    """K candidate steps for step k, sampled from the prefix before it and scored by the project's
+    scorers. POST queues a set (202); it is sampled by the generate worker and its viewers get
+    `trace.alternatives` events as it becomes ready. GET lists the trace's sets, newest first."""
+
+    serializer_class = s.AlternativeSetSerializer
+    pagination_class = None
+    write_role = Role.SUPERVISOR
+
+    @extend_schema(responses=s.AlternativeSetSerializer(many=True))
+    def get(self, request, project_id, trace_id):
+        trace = self.get_trace(trace_id, Trace.objects.all())
+        sets = AlternativeSet.objects.filter(trace=trace).order_by("-id")[:50]
+        return Response([alternatives.alternatives_json(a) for a in sets])
+
+    @extend_schema(request=s.AlternativesRequestSerializer,
+                   responses={202: s.AlternativeSetSerializer, 404: s.ErrorSerializer, 409: s.ErrorSerializer})
+    def post(self, request, project_id, trace_id):
+        data = s.AlternativesRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        trace = self.get_trace(trace_id, Trace.objects.select_related("project"))
+        claims.control_check(trace=trace, user=request.user)
+        alt = alternatives.alternatives_request(trace=trace, actor=request.user, **data.validated_data)
+        return Response(alternatives.alternatives_json(alt), status=status.HTTP_202_ACCEPTED)
+
+
+class AlternativeSetView(ProjectScoped):
+    serializer_class = s.AlternativeSetSerializer
+
+    def get_set(self, trace_id, set_id) -> AlternativeSet:
+        trace = self.get_trace(trace_id, Trace.objects.select_related("project"))
+        alt = AlternativeSet.objects.filter(pk=set_id, trace=trace).first() if set_id < 2**63 else None
+        if alt is None:
+            raise NotFound("Alternatives not found.")
+        return alt
+
+    def get(self, request, project_id, trace_id, set_id):
+        return Response(alternatives.alternatives_json(self.get_set(trace_id, set_id)))
+
+
+class AlternativesPickView(AlternativeSetView):
+    """Pick a candidate (or write your own step): a step that differs from the trace's becomes a
+    branch that continues from it; the choice is stored as step-level preference data."""
+
+    write_role = Role.SUPERVISOR
+
+    @extend_schema(request=s.AlternativesPickSerializer,
+                   responses={200: s.AlternativeSetSerializer, 404: s.ErrorSerializer, 409: s.ErrorSerializer})
+    def post(self, request, project_id, trace_id, set_id):
+        data = s.AlternativesPickSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        alt = self.get_set(trace_id, set_id)
+        claims.control_check(trace=alt.trace, user=request.user)
+        alt = alternatives.alternatives_pick(alt_set=alt, actor=request.user, **data.validated_data)
+        return Response(alternatives.alternatives_json(alt))
 
 
 class CorrectionListView(ProjectScoped, generics.ListAPIView):

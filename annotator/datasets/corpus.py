@@ -47,6 +47,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from annotator.datasets.materialise import REDUNDANT_STEPS
 from annotator.datasets.records import (
+    AlternativePickRec,
     ComparisonRec,
     Corpus,
     CorrectionRec,
@@ -59,6 +60,7 @@ from annotator.datasets.records import (
 from annotator.errors import InvalidInput
 from annotator.models import (
     Adjudication,
+    AlternativeSet,
     Category,
     Comparison,
     Correction,
@@ -400,6 +402,31 @@ def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = 
         .values_list("pk", "preferred_id", "other_id", "annotator__username")
         if preferred in selected and other in selected
     ]
+    picks = _picks(project, traces, f, selected)
     # A subquery, not an IN list of up to 100k ids; prompts of traces the verdict filter dropped go.
     prompts = [p for p in _prompt_recs(Prompt.objects.filter(pk__in=traces.values("prompt_id"))) if p.id in prompt_ids]
-    return Corpus(prompts=prompts, traces=trace_recs, corrections=corrections, comparisons=comparisons)
+    return Corpus(prompts=prompts, traces=trace_recs, corrections=corrections, comparisons=comparisons, picks=picks)
+
+
+def _picks(project: Project, traces: QuerySet[Trace], f: CorpusFilter, selected: set[int]) -> list[AlternativePickRec]:
+    """Picks among alternatives on the selected traces. A pick whose branch's correction a reviewer
+    rejected is left out, as the correction is; with ``adjudicated_only``, only picks whose
+    correction was approved count."""
+    rows = AlternativeSet.objects.filter(trace__project=project, trace__in=traces).exclude(picked_text="")
+    rows = rows.exclude(branch__correction__status=CorrectionStatus.REJECTED)
+    if f.adjudicated_only:
+        rows = rows.filter(branch__correction__status=CorrectionStatus.APPROVED)
+    out = []
+    # ``own``: the trace's step that a pick's correction replaced; that pair is the correction's record.
+    for pk, trace_id, index, chosen, candidates, own, who, when in (
+        _by_annotator(rows, "picked_by", f).order_by("pk").values_list(
+            "pk", "trace_id", "step_index", "picked_text", "candidates", "branch__correction__old_text",
+            "picked_by__username", "picked_at")
+    ):
+        if trace_id not in selected:
+            continue
+        texts = [c["text"] for c in candidates if c.get("kind") == "step" and c.get("text")]
+        rejected = [t for t in dict.fromkeys(texts) if t != chosen and t != own]
+        if rejected:
+            out.append(AlternativePickRec(pk, trace_id, index, chosen, rejected, who or "", when))
+    return out

@@ -40,7 +40,9 @@ KINDS: dict[str, KindInfo] = {
         "DPOTrainer, RewardTrainer",
     ),
     "preference_step": KindInfo(
-        "Step-level pairs (Step-DPO): both answers carry the shared prefix and differ in the corrected step.",
+        "Step-level pairs (Step-DPO): both answers carry the shared prefix and differ in one step; `source` "
+        "is `correction` (corrected vs original step) or `alternatives` (the picked candidate vs each one not "
+        "picked).",
         "DPOTrainer",
     ),
     "stepwise": KindInfo(
@@ -262,9 +264,26 @@ def _preference_step(ctx: _Ctx) -> Iterator[Record]:
             "chosen": [{"role": "assistant", "content": render_prefix([*prefix, corr.new_text])}],
             "rejected": [{"role": "assistant", "content": render_prefix([*prefix, corr.old_text])}],
             "step_index": corr.step_index,
+            "source": "correction",
             **ctx.base(prompt, traces, [corr.author]),
         }
         yield rec
+    for pick in corpus.picks:
+        # Picked among K samples of the model itself: every rejected step is in-distribution.
+        trace = corpus.trace(pick.trace_id)
+        prompt = None if trace is None else ctx.prompt_of(trace)
+        if trace is None or prompt is None:
+            continue
+        prefix = [s.text for s in trace.steps if s.index < pick.step_index]
+        for rejected in pick.rejected:
+            yield {
+                "prompt": _prompt_messages(prompt),
+                "chosen": [{"role": "assistant", "content": render_prefix([*prefix, pick.chosen])}],
+                "rejected": [{"role": "assistant", "content": render_prefix([*prefix, rejected])}],
+                "step_index": pick.step_index,
+                "source": "alternatives",
+                **ctx.base(prompt, [trace], [pick.author]),
+            }
 
 
 def _step_label(ratings: list[int | None]) -> bool | None:
@@ -465,7 +484,8 @@ _FIELDS: dict[str, list[tuple[str, pa.DataType]]] = {
     "sft": [("messages", _MSG)],
     "sft_prompt_completion": [("prompt", _MSG), ("completion", _MSG)],
     "preference": [("prompt", _MSG), ("chosen", _MSG), ("rejected", _MSG), ("source", pa.string())],
-    "preference_step": [("prompt", _MSG), ("chosen", _MSG), ("rejected", _MSG), ("step_index", pa.int64())],
+    "preference_step": [("prompt", _MSG), ("chosen", _MSG), ("rejected", _MSG), ("step_index", pa.int64()),
+                        ("source", pa.string())],
     "stepwise": [("prompt", pa.string()), ("completions", _STRS), ("labels", pa.list_(pa.bool_()))],
     "unpaired": [("prompt", _MSG), ("completion", _MSG), ("label", pa.bool_())],
     "rl_prompts": [("prompt", _MSG), ("reference", pa.string())],

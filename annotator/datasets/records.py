@@ -84,6 +84,22 @@ class CorrectionRec:
 
 
 @dataclass(frozen=True)
+class AlternativePickRec:
+    """A supervisor's pick among K sampled candidates for step ``step_index`` of trace ``trace_id``:
+    ``chosen`` (a candidate, or their own text) is preferred over each of ``rejected`` (the other
+    candidates the model wrote, each once; never the trace's own step when the pick made a
+    correction, whose own record already holds that pair)."""
+
+    id: Id
+    trace_id: Id
+    step_index: int
+    chosen: str
+    rejected: list[str]
+    author: str
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ComparisonRec:
     id: Id
     preferred_trace_id: Id
@@ -108,11 +124,13 @@ class Corpus:
         traces: Iterable[TraceRec] = (),
         corrections: Iterable[CorrectionRec] = (),
         comparisons: Iterable[ComparisonRec] = (),
+        picks: Iterable[AlternativePickRec] = (),
     ) -> None:
         self.prompts: list[PromptRec] = sorted(prompts, key=_order_key)
         self.traces: list[TraceRec] = sorted(traces, key=_order_key)
         self.corrections: list[CorrectionRec] = sorted(corrections, key=_order_key)
         self.comparisons: list[ComparisonRec] = sorted(comparisons, key=_order_key)
+        self.picks: list[AlternativePickRec] = sorted(picks, key=_order_key)
         self._prompts = {p.id: p for p in self.prompts}
         self._traces = {t.id: t for t in self.traces}
         self._corrections_of: dict[Id, list[CorrectionRec]] = defaultdict(list)

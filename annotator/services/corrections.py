@@ -30,7 +30,10 @@ def correction_create(
     author: Any,
     expected_version: Any,
     reason: Any = "",
+    origin: str = StepOrigin.HUMAN,
 ) -> Correction:
+    """``origin``: who wrote the new step: a human, or the model (a candidate the supervisor picked
+    from alternatives, annotator/services/alternatives.py)."""
     if isinstance(step_index, bool) or not isinstance(step_index, int) or step_index < 0:
         raise InvalidInput("step_index must be a non-negative integer.", code="bad_step")
     if not isinstance(text, str):
@@ -77,7 +80,7 @@ def correction_create(
     )
     Step.objects.bulk_create(
         [Step(trace=branch, index=s.index, text=s.text, origin=s.origin, copied_from=s) for s in steps[:step_index]]
-        + [Step(trace=branch, index=step_index, text=text, origin=StepOrigin.HUMAN)]
+        + [Step(trace=branch, index=step_index, text=text, origin=origin)]
     )
     locked.version += 1
     locked.save(update_fields=["version", "updated_at"])

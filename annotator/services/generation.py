@@ -562,24 +562,3 @@ def _end_lost(trace_id: int, grace_s: float) -> bool:
         transaction.on_commit(partial(_tell_queue, trace))
     log.warning("trace %s: its generate worker was lost; ended %s", trace_id, trace.status)
     return True
-
-
-def traces_sweep_forever(*, interval_s: float, grace_s: float, stop: threading.Event | None = None) -> None:
-    """The sweep as a loop (a daemon thread of every generate and default worker): a round every
-    ``interval_s`` ends lost generations (``TraceSweep``) and lost snapshot builds
-    (``annotator.services.snapshots.SnapshotSweep``), both with ``grace_s``; a sweep that fails
-    (database or Redis away) is logged and the next round tries again. Each sweep fails alone: a
-    snapshot sweep that fails does not keep traces from being swept, nor the other way round."""
-    from django.db import close_old_connections
-
-    from annotator.services.snapshots import SnapshotSweep
-
-    sweeps = {"lost generations": TraceSweep(grace_s=grace_s), "lost snapshot builds": SnapshotSweep(grace_s=grace_s)}
-    stop = stop or threading.Event()
-    while not stop.wait(interval_s):
-        close_old_connections()
-        for what, sweep in sweeps.items():
-            try:
-                sweep.run_once()
-            except Exception:
-                log.warning("sweep of %s failed; trying again in %.0f s", what, interval_s, exc_info=True)

@@ -14,7 +14,7 @@ duplicated delivery of the task (late acks) can never leave a half-written or mi
 
 A snapshot never stays ``building``: the build holds a heartbeat (``flags.SnapshotHeartbeat``) and
 any error in it ends the snapshot ``failed`` with its reason in ``error``; ``SnapshotSweep`` (run
-by the sweep loop of lost generations, ``generation.traces_sweep_forever``) ends one whose worker
+by the sweep loop of lost generations, ``annotator.services.sweeps.sweep_forever``) ends one whose worker
 died.
 """
 

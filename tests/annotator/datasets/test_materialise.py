@@ -9,6 +9,7 @@ import pytest
 
 from annotator.datasets.materialise import KINDS, arrow_schema, materialise
 from annotator.datasets.records import (
+    AlternativePickRec,
     ComparisonRec,
     Corpus,
     CorrectionRec,
@@ -25,6 +26,9 @@ NEW_STEP = "3. That is 42."
 IMAGE_PATH = "media/prompts/sign.png"
 Q = [{"role": "user", "content": "What is 6*7?"}]
 Q_IMG = [{"role": "user", "content": "Is this safe?"}]
+
+
+PICKED = "2. 6 * 7 = 42."
 
 
 def build_corpus(image_path: str = IMAGE_PATH, *, original_rating_step2: int | None = -1) -> Corpus:
@@ -103,8 +107,11 @@ def build_corpus(image_path: str = IMAGE_PATH, *, original_rating_step2: int | N
         author="carol",
     )
     comp = ComparisonRec(id=1, preferred_trace_id=11, other_trace_id=12, annotator="dave")
+    # Erin picked, among K candidates the model sampled for T3's step 1, one that none of the others equals.
+    pick = AlternativePickRec(id=1, trace_id=12, step_index=1, chosen=PICKED, rejected=["2. About 40.", "2. 41?"],
+                              author="erin", created_at=T0 + timedelta(minutes=4))
     # Given out of order on purpose: exports must not depend on the order rows arrive in.
-    return Corpus(prompts=[p2, p1], traces=[t4, t3, t2, t1], corrections=[corr], comparisons=[comp])
+    return Corpus(prompts=[p2, p1], traces=[t4, t3, t2, t1], corrections=[corr], comparisons=[comp], picks=[pick])
 
 
 def completion(steps: list[str], answer: str | None) -> str:
@@ -184,8 +191,21 @@ def test_preference_step_carries_the_shared_prefix_in_both_answers() -> None:
             "chosen": asst(completion([*STEPS[:2], NEW_STEP], None)),
             "rejected": asst(completion(STEPS[:3], None)),
             "step_index": 2,
+            "source": "correction",
             **prov("1", "knowledge", ["11", "10"], ["carol"], []),
         },
+        # The pick among alternatives: the picked step against each candidate not picked, same prefix.
+        *[
+            {
+                "prompt": Q,
+                "chosen": asst(completion(["1. Guess.", PICKED], None)),
+                "rejected": asst(completion(["1. Guess.", rejected], None)),
+                "step_index": 1,
+                "source": "alternatives",
+                **prov("1", "knowledge", ["12"], ["erin"], []),
+            }
+            for rejected in ["2. About 40.", "2. 41?"]
+        ],
     ]
 
 

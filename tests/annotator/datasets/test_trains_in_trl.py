@@ -95,6 +95,8 @@ def test_preference_exports_train_in_dpo_trainer(kind: str, tiny_lm: Path, tmp_p
     from trl import DPOConfig, DPOTrainer
 
     ds = load_export(kind, build_corpus(), tmp_path)
+    if kind == "preference_step":  # pairs from a correction and from a pick among alternatives
+        assert sorted(set(ds["source"])) == ["alternatives", "correction"]
     model, tok = model_and_tokenizer(tiny_lm)
     args = DPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=1, max_length=256, **CPU)
     trained_one_step(DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok))
