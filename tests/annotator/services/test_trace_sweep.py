@@ -62,3 +62,24 @@ def test_finished_traces_are_never_touched(project, prompt, trace):
     assert sweep.run_once(now=0.0) == [] and sweep.run_once(now=10.0) == []
     trace.refresh_from_db()
     assert trace.status == TraceStatus.FINISHED
+
+
+def test_alternatives_whose_worker_died_end_failed_with_the_reason(project, prompt):
+    from annotator.models import AlternativeSet, AlternativesStatus
+    from annotator.services.alternatives import AlternativesSweep
+
+    trace = make_trace(project, prompt, steps=["1. 12 + 30 = 42", "2. 42 - 5 = 37"])
+    lost = AlternativeSet.objects.create(trace=trace, step_index=1, k=4, seed=1, status=AlternativesStatus.RUNNING)
+    held = AlternativeSet.objects.create(trace=trace, step_index=0, k=4, seed=2, status=AlternativesStatus.RUNNING)
+    for alt in (lost, held):
+        flags.redis_client().delete(flags.alternatives_owner_key(alt.pk))  # ids repeat across test databases
+    beat = flags.AlternativesHeartbeat(held.pk, "worker:1", ttl_s=9)
+    beat.claim()
+    sweep = AlternativesSweep(grace_s=6)
+    assert sweep.run_once(now=100.0) == []
+    assert sweep.run_once(now=106.0) == [lost.pk]
+    lost.refresh_from_db()
+    held.refresh_from_db()
+    assert lost.status == AlternativesStatus.FAILED and "was lost" in lost.error and "ask again" in lost.error
+    assert held.status == AlternativesStatus.RUNNING  # its worker is alive
+    beat.release()
