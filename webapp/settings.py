@@ -209,6 +209,10 @@ SPECTACULAR_SETTINGS = {
         "RoleEnum": "annotator.models.Role",
         "RunStatusEnum": "annotator.models.RunStatus",
         "TraceStatusEnum": "annotator.models.TraceStatus",
+        # Named here, so that a second field called "kind" does not rename the dataset kinds' enum.
+        "KindEnum": "annotator.datasets.materialise.KIND_NAMES",
+        "CandidateKindEnum": ["step", "end", "incomplete"],
+        "AlternativesStatusEnum": "annotator.models.AlternativesStatus",
     },
 }
 

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from annotator.models import (
     Adjudication,
+    AlternativesStatus,
     Assignment,
     AuditEvent,
     Category,
@@ -359,7 +360,7 @@ class AlternativesRequestSerializer(serializers.Serializer):
     k = serializers.IntegerField(min_value=1, max_value=8, required=False, help_text="How many candidates (default 4)")
     temperature = serializers.FloatField(min_value=0.01, max_value=100, required=False,
                                          help_text="Sampling temperature (default: the trace's; 1.0 if it was greedy)")
-    seed = serializers.IntegerField(min_value=0, max_value=2**63 - 1, required=False,
+    seed = serializers.IntegerField(min_value=0, max_value=2**53 - 1, required=False,
                                     help_text="Seed of the batched sample (default: random; stored)")
 
 
@@ -386,7 +387,7 @@ class AlternativeSetSerializer(serializers.Serializer):
     k = serializers.IntegerField()
     seed = serializers.IntegerField()
     params = serializers.DictField()
-    status = serializers.ChoiceField(choices=["queued", "running", "ready", "failed"])
+    status = serializers.ChoiceField(choices=AlternativesStatus.choices)
     error = serializers.CharField(allow_blank=True)
     candidates = CandidateSerializer(many=True)
     picked = serializers.IntegerField(allow_null=True, help_text="The picked candidate; null: none, or own text")

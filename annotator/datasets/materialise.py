@@ -63,6 +63,8 @@ KINDS: dict[str, KindInfo] = {
     ),
 }
 
+KIND_NAMES = tuple(KINDS)  # the dataset kinds' enum in the OpenAPI schema (webapp/settings.py)
+
 
 # ---------------------------------------------------------------------------------------------
 # helpers

@@ -91,7 +91,8 @@ def alternatives_request(*, trace: Trace, step_index: Any, actor: Any, k: Any = 
     ``seed`` to a random one, stored so the same candidates can be drawn again."""
     step_index = _int(step_index, "step_index", "bad_step", 0, 10**6)
     k = DEFAULT_K if k is None else _int(k, "k", "bad_k", 1, MAX_K)
-    seed = random.randrange(2**63) if seed is None else _int(seed, "seed", "invalid", 0, 2**63 - 1)
+    # Below 2**53: a seed must survive a round trip through JavaScript numbers (the UI shows it).
+    seed = random.randrange(2**53) if seed is None else _int(seed, "seed", "invalid", 0, 2**53 - 1)
     params = dict(trace.sampling_params or {})
     if temperature is None:
         temperature = params.get("temperature") or DEFAULT_TEMPERATURE

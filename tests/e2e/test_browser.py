@@ -226,3 +226,59 @@ def test_a_wrong_step_pauses_the_trace_and_the_page_says_which_score_and_why(pag
     page.get_by_test_id("run-to-end").click()
     page.wait_for_function("document.querySelector('[data-testid=trace-status]').textContent.includes('finished')")
     assert Trace.objects.get(pk=trace_id).steps.count() == 5
+
+
+def test_a_step_mode_trace_is_accepted_step_by_step_with_enter(page, live, default_worker):
+    live.project.supervision = {"mode": "step", "scorers": [], "pause_below": None}
+    live.project.save(update_fields=["supervision"])
+    trace_id = _generate_in_the_browser(page, live)
+    banner = page.get_by_test_id("pause-reason")
+    banner_says = "(document.querySelector('[data-testid=pause-reason]')?.textContent ?? '').includes('{}')"
+    for n in (1, 2):
+        page.wait_for_function(banner_says.format(f"step {n} is written"))
+        assert page.get_by_test_id("accept-step").inner_text().startswith("Accept step")
+        assert Trace.objects.get(pk=trace_id).steps.count() == n  # the model waits: nothing after step n
+        page.keyboard.press("Enter")  # accept the step: the model writes the next one
+    page.wait_for_function(banner_says.format("step 3 is written"))
+    page.screenshot(path=str(SHOTS / "08-step-mode.png"))
+    assert banner.is_visible()
+    page.get_by_test_id("run-to-end").click()
+    page.wait_for_function("document.querySelector('[data-testid=trace-status]').textContent.includes('finished')")
+    assert Trace.objects.get(pk=trace_id).steps.count() == 5
+
+
+def test_alternatives_are_picked_with_the_keyboard_and_the_branch_opens(page, live, default_worker):
+    from tests.support.models import SCRIPT_STEPS
+
+    samples = ["3. 37 + 8 = 45\n", "3. 37 + 8 = 44\n", "3. 37 + 9 = 46\n", "</think>\n44"]
+    with FakeVLLM(completion=render_completion(SCRIPT_STEPS, "44"), samples=samples) as fake:
+        served = ModelVersion.objects.create(project=live.project, name="served", base_model="demo", backend="vllm",
+                                             backend_options={"base_url": fake.base_url})
+        live.project.serving_model = served
+        live.project.supervision = {"mode": "live", "scorers": ["rule:demo_task"], "pause_below": None}
+        live.project.save(update_fields=["serving_model", "supervision"])
+        crashes = []  # an uncaught error in the page (React unmounts the whole app on one)
+        page.on("pageerror", lambda e: crashes.append(f"{e}\n{e.stack}"[:600]))
+        trace_id = _generate_in_the_browser(page, live)
+        page.wait_for_function("document.querySelector('[data-testid=trace-status]').textContent.includes('finished')")
+        for _ in range(3):
+            page.keyboard.press("j")  # select the third step, 37 + 8 = 44 (wrong)
+        page.keyboard.press("a")
+        cards = page.get_by_test_id("candidate")
+        try:
+            cards.nth(3).wait_for(timeout=20_000)
+        finally:
+            assert crashes == []
+        assert cards.nth(0).get_by_text("rule 1.00").is_visible()
+        assert "low" in cards.nth(1).get_by_text("rule 0.00").get_attribute("class")
+        assert "ends the reasoning" in cards.nth(3).inner_text()
+        page.screenshot(path=str(SHOTS / "09-alternatives.png"))
+        page.keyboard.press("1")  # pick the first candidate: its branch opens and continues from it
+        page.wait_for_url(re.compile(rf".*/traces/(?!{trace_id}/)\d+/?$"))
+        branch_id = int(re.search(r"/traces/(\d+)", page.url).group(1))
+        page.get_by_text(f"branch of #{trace_id}").wait_for()
+        assert page.get_by_test_id("step-2").inner_text().count("3. 37 + 8 = 45") == 1
+        page.wait_for_function("document.querySelector('[data-testid=trace-status]').textContent.includes('finished')")
+    assert crashes == []
+    branch = Trace.objects.get(pk=branch_id)
+    assert branch.parent_id == trace_id and branch.steps.get(index=2).origin == "model"

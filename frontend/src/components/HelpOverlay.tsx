@@ -7,14 +7,16 @@ export const SHORTCUTS: Array<[string, string]> = [
   ["1 / 2 / 3 / 4 again", "The same rating again clears it"],
   ["Shift+1…9", "Switch the selected step's 1st…9th safety tag"],
   ["e", "Edit the selected step"],
-  ["a / r", "Verdict: accept / reject (in the review form)"],
+  ["a", "Alternatives: sample K candidate steps for the selected step (or the last one), scored side by side"],
+  ["1…K", "While alternatives wait: pick candidate 1…K (a branch continues from it)"],
+  ["y / r", "Verdict: accept / reject (in the review form)"],
   ["s", "Save your review (then the next item opens)"],
   ["n", "Open the next item of your queue"],
   ["Ctrl+Z", "Undo your last label or review change"],
   ["Ctrl+Enter", "Submit the edit (the model continues from it) / continue a stopped trace"],
   ["Enter", "Accept the step (step mode, while the trace waits at the end of a step)"],
   ["p", "Pause / resume: stop a running trace, continue a stopped one"],
-  ["Esc", "Stop generation (or cancel the edit, or close this help)"],
+  ["Esc", "Stop generation (or cancel the edit, close the alternatives, or close this help)"],
   ["?", "Show / hide this help"],
 ];
 

@@ -12,7 +12,7 @@ export function scorerName(scorer: string): string {
 }
 
 /** Machine scores, shown apart from the supervisors' labels; a score under 0.5 is a warning. */
-export function ScoreBadges({ scores }: { scores: readonly LiveScore[] }) {
+export function ScoreBadges({ scores }: { scores: readonly (Pick<LiveScore, "scorer" | "score" | "detail"> & Partial<LiveScore>)[] }) {
   if (scores.length === 0) return null;
   return (
     <span className="scores" data-testid="scores">

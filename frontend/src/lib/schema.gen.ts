@@ -793,6 +793,73 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{project_id}/traces/{trace_id}/alternatives/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description K candidate steps for step k, sampled from the prefix before it and scored by the project's
+         *     scorers. POST queues a set (202); it is sampled by the generate worker and its viewers get
+         *     `trace.alternatives` events as it becomes ready. GET lists the trace's sets, newest first.
+         */
+        get: operations["projects_traces_alternatives_list"];
+        put?: never;
+        /**
+         * @description K candidate steps for step k, sampled from the prefix before it and scored by the project's
+         *     scorers. POST queues a set (202); it is sampled by the generate worker and its viewers get
+         *     `trace.alternatives` events as it becomes ready. GET lists the trace's sets, newest first.
+         */
+        post: operations["projects_traces_alternatives_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/traces/{trace_id}/alternatives/{set_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Base: resolves self.project / self.membership through the permission gate before the handler. */
+        get: operations["projects_traces_alternatives_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{project_id}/traces/{trace_id}/alternatives/{set_id}/pick/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description Pick a candidate (or write your own step): a step that differs from the trace's becomes a
+         *     branch that continues from it; the choice is stored as step-level preference data.
+         */
+        get: operations["projects_traces_alternatives_pick_retrieve"];
+        put?: never;
+        /**
+         * @description Pick a candidate (or write your own step): a step that differs from the trace's becomes a
+         *     branch that continues from it; the choice is stored as step-level preference data.
+         */
+        post: operations["projects_traces_alternatives_pick_create"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{project_id}/traces/{trace_id}/continue/": {
         parameters: {
             query?: never;
@@ -1074,6 +1141,68 @@ export interface components {
             families: components["schemas"]["_Families"];
             annotators: components["schemas"]["_AnnotatorStats"][];
         };
+        AlternativeSet: {
+            id: number;
+            trace: number;
+            step_index: number;
+            k: number;
+            seed: number;
+            params: {
+                [key: string]: unknown;
+            };
+            status: components["schemas"]["AlternativesStatusEnum"];
+            error: string;
+            candidates: components["schemas"]["Candidate"][];
+            /** @description The picked candidate; null: none, or own text */
+            picked: number | null;
+            /** @description The picked step ('' until a pick) */
+            picked_text: string;
+            picked_by: number | null;
+            /** @description The branch the pick started (null: none) */
+            branch: number | null;
+            /** Format: date-time */
+            created_at: string | null;
+            /** Format: date-time */
+            ready_at: string | null;
+        };
+        AlternativesPickRequest: {
+            /** @description The index of the candidate you pick */
+            candidate?: number;
+            /** @description Or your own step (one line) */
+            text?: string;
+            /**
+             * Format: int64
+             * @description The trace version you saw; a stale one gets 409
+             */
+            expected_version: number;
+        };
+        AlternativesRequestRequest: {
+            /**
+             * Format: int64
+             * @description The closed step to find alternatives for (its prefix is kept)
+             */
+            step_index: number;
+            /** @description How many candidates (default 4) */
+            k?: number;
+            /**
+             * Format: double
+             * @description Sampling temperature (default: the trace's; 1.0 if it was greedy)
+             */
+            temperature?: number;
+            /**
+             * Format: int64
+             * @description Seed of the batched sample (default: random; stored)
+             */
+            seed?: number;
+        };
+        /**
+         * @description * `queued` - Queued
+         *     * `running` - Sampling
+         *     * `ready` - Ready (candidates scored)
+         *     * `failed` - Failed
+         * @enum {string}
+         */
+        AlternativesStatusEnum: "queued" | "running" | "ready" | "failed";
         AssignInputRequest: {
             /** @description Usernames */
             annotators: string[];
@@ -1144,6 +1273,33 @@ export interface components {
         BackendEnum: "local" | "vllm";
         /** @enum {unknown} */
         BlankEnum: "";
+        Candidate: {
+            index: number;
+            /**
+             * @description step: one closed step; end: the model would close its reasoning here; incomplete: cut off by the token budget
+             *
+             *     * `step` - step
+             *     * `end` - end
+             *     * `incomplete` - incomplete
+             */
+            kind: components["schemas"]["CandidateKindEnum"];
+            text: string;
+            scores: components["schemas"]["CandidateScore"][];
+        };
+        /**
+         * @description * `step` - step
+         *     * `end` - end
+         *     * `incomplete` - incomplete
+         * @enum {string}
+         */
+        CandidateKindEnum: "step" | "end" | "incomplete";
+        CandidateScore: {
+            scorer: string;
+            /** Format: double */
+            score: number;
+            detail: string;
+            model_version: number | null;
+        };
         /** @enum {string} */
         CategoriesEnum: "safety" | "value" | "knowledge" | "general";
         /**
@@ -2059,6 +2215,8 @@ export interface components {
             readonly reviews: components["schemas"]["TraceReview"][];
             readonly branches: number[];
             readonly adjudication: components["schemas"]["Adjudication"] | null;
+            /** @description The trace's sets of alternatives, oldest first */
+            readonly alternatives: components["schemas"]["AlternativeSet"][];
         };
         TraceReview: {
             readonly id: number;
@@ -2291,6 +2449,10 @@ export interface components {
 export type Adjudication = components['schemas']['Adjudication'];
 export type AdjudicationInputRequest = components['schemas']['AdjudicationInputRequest'];
 export type Agreement = components['schemas']['Agreement'];
+export type AlternativeSet = components['schemas']['AlternativeSet'];
+export type AlternativesPickRequest = components['schemas']['AlternativesPickRequest'];
+export type AlternativesRequestRequest = components['schemas']['AlternativesRequestRequest'];
+export type AlternativesStatusEnum = components['schemas']['AlternativesStatusEnum'];
 export type AssignInputRequest = components['schemas']['AssignInputRequest'];
 export type AssignResult = components['schemas']['AssignResult'];
 export type Assignment = components['schemas']['Assignment'];
@@ -2298,6 +2460,9 @@ export type AssignmentProgress = components['schemas']['AssignmentProgress'];
 export type AuditEvent = components['schemas']['AuditEvent'];
 export type BackendEnum = components['schemas']['BackendEnum'];
 export type BlankEnum = components['schemas']['BlankEnum'];
+export type Candidate = components['schemas']['Candidate'];
+export type CandidateKindEnum = components['schemas']['CandidateKindEnum'];
+export type CandidateScore = components['schemas']['CandidateScore'];
 export type CategoriesEnum = components['schemas']['CategoriesEnum'];
 export type CategoryEnum = components['schemas']['CategoryEnum'];
 export type Controller = components['schemas']['Controller'];
@@ -5916,6 +6081,312 @@ export interface operations {
             };
         };
     };
+    projects_traces_alternatives_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlternativeSet"][];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_alternatives_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AlternativesRequestRequest"];
+            };
+        };
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlternativeSet"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_alternatives_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                set_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlternativeSet"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_alternatives_pick_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                set_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlternativeSet"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not found, or not a member of the project */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    projects_traces_alternatives_pick_create: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+                set_id: number;
+                trace_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AlternativesPickRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AlternativeSet"];
+                };
+            };
+            /** @description Invalid input (code names the problem; errors lists fields or lines) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not authenticated */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Authenticated, but the project role is too low */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The request body is over the size limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     projects_traces_continue_create: {
         parameters: {
             query?: never;
@@ -7375,8 +7846,10 @@ export const pathsApiProjectsProject_idQueueGetParametersQueryOrderValues: Reado
 export const pathsApiProjectsProject_idQueueGetParametersQueryVerdictValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["verdict"]> = ["accept", "reject"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryStatusValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["status"]> = ["failed", "finished", "queued", "running", "stopped", "stopping"];
+export const alternativesStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["AlternativesStatusEnum"]> = ["queued", "running", "ready", "failed"];
 export const backendEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["BackendEnum"]> = ["local", "vllm"];
 export const blankEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["BlankEnum"]> = [""];
+export const candidateKindEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CandidateKindEnum"]> = ["step", "end", "incomplete"];
 export const categoriesEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CategoriesEnum"]> = ["safety", "value", "knowledge", "general"];
 export const categoryEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CategoryEnum"]> = ["safety", "value", "knowledge", "general"];
 export const correctionStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CorrectionStatusEnum"]> = ["pending", "approved", "rejected"];

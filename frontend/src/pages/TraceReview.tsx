@@ -2,8 +2,9 @@
 // branch tree with diffs, the prompt, the guidelines and who else is watching. The work is in hooks:
 // the connection (stream/hooks.ts), your labels (review/useOptimisticLabels.ts), the step editor
 // (review/useStepEdit.ts) and the keyboard (review/useReviewKeyboard.ts).
-import { useCallback, useRef, useState, useSyncExternalStore } from "react";
+import { Fragment, useCallback, useRef, useState, useSyncExternalStore } from "react";
 import { AdjudicationPanel } from "../components/AdjudicationPanel";
+import { AlternativesPanel, pickable } from "../components/AlternativesPanel";
 import { BranchDiff, BranchTree } from "../components/BranchPanel";
 import { Guidelines } from "../components/Guidelines";
 import { ErrorState, Section } from "../components/common";
@@ -11,7 +12,7 @@ import { HelpOverlay } from "../components/HelpOverlay";
 import { PromptPanel } from "../components/PromptPanel";
 import { PartialStep, ScoreBadges, StepRow } from "../components/StepRow";
 import { VerdictPanel, type ReviewFields, type VerdictCommand } from "../components/VerdictPanel";
-import { api, LOGIN_URL, safetyTagsEnumValues, type Project } from "../lib/api";
+import { api, LOGIN_URL, safetyTagsEnumValues, type AlternativeSet, type Project } from "../lib/api";
 import { useLoad, useNow } from "../lib/hooks";
 import { Link, navigate, paths } from "../lib/router";
 import { openNextItem } from "../review/next";
@@ -48,6 +49,8 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
   const [help, setHelp] = useState(false);
   const [notice, setNotice] = useState<string>("");
   const [compareId, setCompareId] = useState<number | null>(null);
+  // The set of alternatives on screen (its id; the set itself lives in the trace, kept by the events).
+  const [openSetId, setOpenSetId] = useState<number | null>(null);
 
   const fail = useCallback((e: unknown) => setNotice(message(e)), []);
   const act = useCallback((action: string, fields: Record<string, unknown> = {}) => conn.send(action, fields), [conn]);
@@ -88,6 +91,28 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
   const runToEnd = () => void act("continue", { mode: "live" }).catch(fail);
   const scoresOf = (index: number) => (trace?.scores ?? []).filter((s) => s.step_index === index);
   const start = () => void act("start", {}).catch(fail);
+
+  const openSet = trace?.alternatives?.find((a) => a.id === openSetId) ?? null;
+  const picking = canAct && openSet !== null && openSet.status === "ready" && openSet.picked_text === "";
+  const askAlternatives = (index: number) => {
+    if (!canAct) return;
+    setSelected(index);
+    void act("alternatives", { step_index: index, k: 4 }).then((ack) => setOpenSetId((ack.set as AlternativeSet).id), fail);
+  };
+  const sendPick = (fields: Record<string, unknown>) => {
+    if (!openSet || !trace) return;
+    void act("pick", { set: openSet.id, expected_version: trace.version, ...fields }).then((ack) => {
+      const branch = (ack.set as AlternativeSet).branch;
+      if (branch != null) navigate(paths.trace(projectId, branch)); // the branch opens, continuing from the pick
+      else setNotice("You picked the trace's own step: it is kept.");
+    }, fail);
+  };
+  const pick = (n: number) => {
+    const c = openSet?.candidates.find((x) => x.index === n);
+    if (!c) setNotice(`There is no candidate ${n + 1}.`);
+    else if (!pickable(c)) setNotice(`Candidate ${n + 1} has no step to pick.`);
+    else sendPick({ candidate: n });
+  };
 
   const next = () => void openNextItem(projectId, traceId, setNotice);
   const undo = () =>
@@ -150,6 +175,10 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
     toggleTag: (index, n) => {
       if (n < safetyTags.length) labels.toggleTag(index, safetyTags[n]);
     },
+    alternatives: canAct ? askAlternatives : undefined,
+    picking,
+    pick,
+    closeAlternatives: openSet ? () => setOpenSetId(null) : undefined,
   });
 
   if (connStatus === "denied") {
@@ -212,6 +241,19 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
               Release
             </button>
           )}
+          {canAct && (
+            <button
+              onClick={() => {
+                const index = selected ?? trace?.steps[trace.steps.length - 1]?.index;
+                if (index !== undefined) askAlternatives(index);
+              }}
+              disabled={!trace?.steps.length}
+              data-testid="ask-alternatives"
+              title="Sample K candidate steps for the selected step (or the last one), scored side by side (a)"
+            >
+              Alternatives <kbd>a</kbd>
+            </button>
+          )}
           <button onClick={next} data-testid="next-item" title="Next item of your queue (n)">
             Next <kbd>n</kbd>
           </button>
@@ -272,8 +314,8 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
             ) : (
               <ol className="steps">
                 {trace.steps.map((s) => (
+                  <Fragment key={s.index}>
                   <StepRow
-                    key={s.index}
                     step={s}
                     scores={scoresOf(s.index)}
                     selected={selected === s.index}
@@ -291,6 +333,19 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
                     onEditSubmit={edit.submit}
                     onEditCancel={edit.cancel}
                   />
+                  {openSet?.step_index === s.index && (
+                    <li className="alternatives-row">
+                      <AlternativesPanel
+                        set={openSet}
+                        canAct={canAct}
+                        onPick={pick}
+                        onOwn={(text) => sendPick({ text })}
+                        onClose={() => setOpenSetId(null)}
+                        branchHref={openSet.branch != null ? paths.trace(projectId, openSet.branch) : undefined}
+                      />
+                    </li>
+                  )}
+                  </Fragment>
                 ))}
                 {partial && <PartialStep text={partial} index={nextIndex} />}
                 {trace.steps.length === 0 && !partial && <li className="muted">No steps yet.</li>}

@@ -130,12 +130,12 @@ describe("useReviewKeyboard", () => {
 });
 
 describe("useReviewKeyboard: the team's keys", () => {
-  it("n opens the next item, Ctrl+Z undoes, a / r / s drive the review form, Shift+digit a tag", () => {
+  it("n opens the next item, Ctrl+Z undoes, y / r / s drive the review form, Shift+digit a tag", () => {
     const k = keys({ selected: 1, next: vi.fn(), undo: vi.fn(), verdict: vi.fn(), saveReview: vi.fn(), toggleTag: vi.fn() });
     renderHook(() => useReviewKeyboard(k));
     press("n");
     press("z", { ctrlKey: true });
-    press("a");
+    press("y");
     press("r");
     press("s");
     press("@", { shiftKey: true, code: "Digit2" }); // Shift+2 whatever the layout prints
@@ -233,5 +233,39 @@ describe("useReviewKeyboard: supervision", () => {
     renderHook(() => useReviewKeyboard(editing));
     press("p");
     expect(editing.stop).not.toHaveBeenCalled();
+  });
+});
+
+describe("useReviewKeyboard: alternatives", () => {
+  it("a asks for alternatives of the selected step, or of the last step when none is selected", () => {
+    const k = keys({ selected: 0, alternatives: vi.fn(), verdict: vi.fn() });
+    const { rerender } = renderHook((props) => useReviewKeyboard(props), { initialProps: k });
+    press("a");
+    expect(k.alternatives).toHaveBeenCalledWith(0);
+    expect(k.verdict).not.toHaveBeenCalled(); // a is no longer the accept verdict (y is)
+    const none = { ...k, selected: null, alternatives: vi.fn() };
+    rerender(none);
+    press("a");
+    expect(none.alternatives).toHaveBeenCalledWith(2);
+  });
+
+  it("while alternatives wait for a pick, 1…K pick a candidate instead of rating, and Esc closes them", () => {
+    const k = keys({ selected: 1, picking: true, pick: vi.fn(), closeAlternatives: vi.fn(), status: "finished" });
+    renderHook(() => useReviewKeyboard(k));
+    press("1");
+    press("3");
+    press("Escape");
+    expect(k.pick).toHaveBeenNthCalledWith(1, 0);
+    expect(k.pick).toHaveBeenNthCalledWith(2, 2);
+    expect(k.rate).not.toHaveBeenCalled();
+    expect(k.closeAlternatives).toHaveBeenCalledTimes(1);
+  });
+
+  it("without an open set the digits rate as before", () => {
+    const k = keys({ selected: 1, picking: false, pick: vi.fn() });
+    renderHook(() => useReviewKeyboard(k));
+    press("1");
+    expect(k.rate).toHaveBeenCalledWith(1, 1);
+    expect(k.pick).not.toHaveBeenCalled();
   });
 });

@@ -26,7 +26,13 @@ export interface ReviewKeys {
   undo?: () => void;
   /** n: open the next item of your queue. */
   next?: () => void;
-  /** a / r: set the verdict (accept / reject) in the review form; s: save the review. */
+  /** a: ask for K alternatives of the selected step (or of the last one, when none is selected). */
+  alternatives?: (index: number) => void;
+  /** Set while a ready set of alternatives is open and nothing is picked: 1…K pick, Esc closes it. */
+  picking?: boolean;
+  pick?: (candidate: number) => void;
+  closeAlternatives?: () => void;
+  /** y / r: set the verdict (accept / reject) in the review form; s: save the review. */
   verdict?: (verdict: "accept" | "reject") => void;
   saveReview?: () => void;
   /** Shift+1…9: switch the selected step's Nth safety tag. */
@@ -88,6 +94,16 @@ export function handleReviewKey(e: KeyboardEvent, k: ReviewKeys): void {
     }
     return;
   }
+  if (k.picking && k.pick && /^[1-9]$/.test(e.key)) {
+    // While alternatives wait for a pick, the digits pick a candidate (not a rating).
+    e.preventDefault();
+    k.pick(Number(e.key) - 1);
+    return;
+  }
+  if (e.key === "Escape" && k.closeAlternatives && !k.editing && k.status !== "running") {
+    k.closeAlternatives();
+    return;
+  }
   const pos = k.selected === null ? -1 : k.steps.indexOf(k.selected);
   switch (e.key) {
     case "j":
@@ -124,7 +140,15 @@ export function handleReviewKey(e: KeyboardEvent, k: ReviewKeys): void {
     case "n":
       k.next?.();
       break;
-    case "a":
+    case "a": {
+      const index = k.selected ?? k.steps[k.steps.length - 1];
+      if (index !== undefined && k.alternatives) {
+        e.preventDefault();
+        k.alternatives(index);
+      }
+      break;
+    }
+    case "y":
       k.verdict?.("accept");
       break;
     case "r":

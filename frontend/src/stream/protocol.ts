@@ -2,6 +2,7 @@
 // OpenAPI schema, so the frames are written out here; what they carry (traces, steps, labels,
 // reviews, runs) are the REST types generated from the schema.
 import type {
+  AlternativeSet,
   Correction,
   MetricPoint,
   RoleEnum,
@@ -28,10 +29,12 @@ export type LiveScore = Omit<StepScore, "created_at"> & { created_at?: string };
 export type LiveCorrection = Pick<Correction, "id" | "step_index" | "old_text" | "new_text" | "author">;
 
 /** A trace as the live view holds it: the snapshot's REST detail, updated by events. */
-export type LiveTrace = Omit<TraceDetail, "steps" | "reviews" | "step_count" | "scores"> & {
+export type LiveTrace = Omit<TraceDetail, "steps" | "reviews" | "step_count" | "scores" | "alternatives"> & {
   steps: LiveStep[];
   scores: LiveScore[];
   reviews: LiveReview[];
+  /** Sets of K candidate steps asked for on this trace (oldest first), updated by `trace.alternatives`. */
+  alternatives?: AlternativeSet[];
   step_count?: number;
   /** Why generation failed, from `trace.status`. */
   error?: string;
@@ -92,6 +95,12 @@ export interface ScoreMsg {
   type: "trace.score";
   seq: number;
   scores: LiveScore[];
+}
+/** A set of alternatives was asked for, is being sampled, is ready (scored candidates), failed or was picked. */
+export interface AlternativesMsg {
+  type: "trace.alternatives";
+  seq: number;
+  set: AlternativeSet;
 }
 export interface LabelMsg {
   type: "label.updated";
@@ -170,6 +179,7 @@ export type SeqMsg =
   | StepMsg
   | StatusMsg
   | ScoreMsg
+  | AlternativesMsg
   | LabelMsg
   | ReviewMsg
   | BranchMsg

@@ -157,6 +157,13 @@ function applyEvent(state: TraceState, trace: LiveTrace, msg: SeqMsg): TraceStat
       const scores = [...(trace.scores ?? []).filter((s) => !fresh.has(key(s))), ...msg.scores];
       return { ...state, trace: { ...trace, scores } };
     }
+    case "trace.alternatives": {
+      const sets = trace.alternatives ?? [];
+      const alternatives = sets.some((a) => a.id === msg.set.id)
+        ? sets.map((a) => (a.id === msg.set.id ? msg.set : a))
+        : [...sets, msg.set];
+      return { ...state, trace: { ...trace, alternatives } };
+    }
     case "label.updated": {
       const steps = trace.steps.map((s) =>
         s.index === msg.step_index ? { ...s, labels: upsertBy(s.labels, msg.label, sameAnnotator) } : s,
