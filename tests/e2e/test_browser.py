@@ -189,9 +189,11 @@ def test_model_output_is_never_html_anywhere_in_the_bundle():
     assert bundle  # the built app is there
 
 
-def _generate_in_the_browser(page, live) -> int:
+def _generate_in_the_browser(page, live, mode: str = "") -> int:
     _login(page, "supervisor")
     page.get_by_test_id(f"project-{live.project.pk}").get_by_role("link").first.click()
+    if mode:
+        page.get_by_test_id("gen-mode").select_option(mode)
     page.get_by_test_id(f"generate-{live.prompt.pk}").click()
     page.wait_for_url(re.compile(r".*/traces/\d+/?$"))
     return int(re.search(r"/traces/(\d+)", page.url).group(1))
@@ -229,9 +231,9 @@ def test_a_wrong_step_pauses_the_trace_and_the_page_says_which_score_and_why(pag
 
 
 def test_a_step_mode_trace_is_accepted_step_by_step_with_enter(page, live, default_worker):
-    live.project.supervision = {"mode": "step", "scorers": [], "pause_below": None}
-    live.project.save(update_fields=["supervision"])
-    trace_id = _generate_in_the_browser(page, live)
+    # The project runs live; the supervisor chooses step mode for this one trace when starting it.
+    trace_id = _generate_in_the_browser(page, live, mode="step")
+    assert Trace.objects.get(pk=trace_id).mode == "step"
     banner = page.get_by_test_id("pause-reason")
     banner_says = "(document.querySelector('[data-testid=pause-reason]')?.textContent ?? '').includes('{}')"
     for n in (1, 2):

@@ -322,6 +322,8 @@ function Prompts({ projectId, models }: { projectId: number; models: ModelVersio
   );
   const [temperature, setTemperature] = useState("");
   const [maxTokens, setMaxTokens] = useState("");
+  // "" = the project's supervision default (the demo project: paced)
+  const [mode, setMode] = useState<"" | "live" | "paced" | "step">("");
   const [msg, setMsg] = useState<string>("");
   const generate = async (promptId: number) => {
     const sampling: Record<string, number> = {};
@@ -335,6 +337,7 @@ function Prompts({ projectId, models }: { projectId: number; models: ModelVersio
           prompt: promptId,
           ...(modelVersion ? { model_version: Number(modelVersion) } : {}),
           ...(Object.keys(sampling).length ? { sampling_params: sampling } : {}),
+          ...(mode ? { mode } : {}),
         },
       });
       setMsg("");
@@ -359,6 +362,18 @@ function Prompts({ projectId, models }: { projectId: number; models: ModelVersio
           temperature{" "}
           <input size={4} value={temperature} onChange={(e) => setTemperature(e.target.value)} inputMode="decimal" data-testid="gen-temperature" />
         </label>
+        <select
+          aria-label="mode of new generations"
+          value={mode}
+          onChange={(e) => setMode(e.target.value as typeof mode)}
+          data-testid="gen-mode"
+          title="live: full speed; paced: at the project's reading pace; step: waits at the end of every step"
+        >
+          <option value="">project's mode</option>
+          <option value="live">live</option>
+          <option value="paced">paced</option>
+          <option value="step">step by step</option>
+        </select>
         <select aria-label="model for new generations" value={modelVersion} onChange={(e) => setModelVersion(e.target.value)} data-testid="gen-model">
           <option value="">serving model</option>
           {models.map((m) => (
