@@ -247,3 +247,47 @@ def test_a_new_trace_takes_the_projects_mode_and_a_branch_its_parents(live):
     assert (branch.mode, branch.pace_tps) == ("paced", 500)
     bad = _continue(live, trace["id"], mode="warp")
     assert bad.status_code == 400
+
+
+@pytest.fixture(scope="module")
+def tiny_prm(tmp_path_factory) -> str:
+    """A PRM trained the studio's way (stage ``prm``, TRL token classification at step separators) on
+    step labels of the scripted chain: steps 1-2 good, step 3 (37 + 8 = 44) wrong."""
+    import datasets
+
+    from tests.support.models import SCRIPT_STEPS
+    from trainer_worker.training.config import StageConfig
+    from trainer_worker.training.runner import run_stage
+    from trainer_worker.training.tiny import build_tiny_lm
+
+    tmp = tmp_path_factory.mktemp("prm")
+    base = build_tiny_lm(tmp / "base", hidden_size=32, layers=1, heads=2)
+    rows = [{"prompt": "Compute 12 + 30 - 5 + 8.", "completions": SCRIPT_STEPS[:3], "labels": [True, True, False]}] * 8
+    config = StageConfig(stage="prm", base_model_path=str(base), output_dir=str(tmp / "out"),
+                         dataset_path=datasets.Dataset.from_list(rows), max_steps=2, logging_steps=1, save_steps=2,
+                         max_length=96, per_device_batch_size=2, learning_rate=1e-3)
+    return run_stage(config).output_path
+
+
+def test_a_prm_trained_in_the_studio_scores_each_step_live_with_its_model_version(live, tiny_prm):
+    prm = ModelVersion.objects.create(project=live.project, name="prm", base_model=tiny_prm, path=tiny_prm)
+    _supervise(live, mode="live", scorers=[f"prm:{prm.pk}"])
+
+    async def scenario():
+        trace = await asyncio.to_thread(_create, live)
+        ws = await Socket.open(live, trace["id"], user="viewer", last_seq=0)
+        await ws.until(finished, timeout=60)
+        await ws.close()
+        return trace["id"], ws
+
+    trace_id, ws = asyncio.run(scenario())
+    live_scores = [s for e in ws.sequenced() if e["type"] == "trace.score" for s in e["scores"]]
+    detail = _detail(live, trace_id)
+    assert detail["status"] == "finished"
+    # Every step, none for the answer (a PRM scores steps), each with the PRM's model version.
+    assert [s["step_index"] for s in live_scores] == [0, 1, 2, 3, 4]
+    assert all(s["scorer"] == f"prm:{prm.pk}" and s["model_version"] == prm.pk and 0 < s["score"] < 1
+               for s in live_scores)
+    assert sorted((s["step_index"], s["score"]) for s in detail["scores"]) == [
+        (s["step_index"], s["score"]) for s in live_scores]
+    assert StepLabel.objects.filter(step__trace_id=trace_id).count() == 0  # machine scores, never labels
