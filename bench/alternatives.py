@@ -79,6 +79,9 @@ def floor(model_path: str, jobs: list[tuple[list[dict], list[str], int]], k: int
     from annotator.supervision import Scorers
     from trainer_worker.vocabulary.format import render_prefix
 
+    import torch
+
+    torch.set_num_threads(1)  # as the worker runs (OMP_NUM_THREADS=1): the same model work, compared fairly
     backend = LocalBackend(model_path, device="cpu")
     out = []
     for messages, prefix, seed in jobs:
