@@ -377,6 +377,17 @@ function TraceReviewPage({ projectId, traceId }: { projectId: number; traceId: n
                     <button className="primary" onClick={cont} data-testid="accept-step">
                       {trace.finish_reason === "step" ? <>Accept step <kbd>Enter</kbd></> : "Continue"}
                     </button>{" "}
+                    <button
+                      onClick={() => {
+                        const last = trace.steps[trace.steps.length - 1];
+                        if (last) askAlternatives(last.index);
+                      }}
+                      disabled={trace.steps.length === 0}
+                      data-testid="pause-alternatives"
+                      title="K other candidates for the step it paused at, scored side by side"
+                    >
+                      Alternatives <kbd>a</kbd>
+                    </button>{" "}
                     <button onClick={runToEnd} data-testid="run-to-end">
                       Run to the end
                     </button>
