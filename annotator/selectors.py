@@ -4,7 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Exists, F, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 
 from annotator.errors import NotFound
 from annotator.models import (
@@ -30,6 +47,7 @@ from annotator.models import (
     Webhook,
     WebhookDelivery,
 )
+from trainer_worker.training.heldout import answer_right, user_text
 
 
 def projects_for_user(user) -> QuerySet[Project]:
@@ -154,6 +172,56 @@ def _reviewed_by(user) -> Exists:
     return Exists(TraceReview.objects.filter(trace_id=OuterRef("pk"), annotator=user))
 
 
+QUEUE_ORDERS = ("arrival", "lowest_score", "disagreement", "confident_wrong")
+
+
+def _lowest_score() -> Subquery:
+    lowest = (StepScore.objects.filter(trace_id=OuterRef("pk")).order_by().values("trace_id")
+              .annotate(m=Min("score")).values("m")[:1])
+    return Subquery(lowest, output_field=FloatField())
+
+
+def _scorer_spread() -> Subquery:
+    # Per step (and the answer): the spread of the scorers' scores; the trace's is its largest spread.
+    spread = (StepScore.objects.filter(trace_id=OuterRef("pk")).order_by().values("step_index")
+              .annotate(n=Count("id"), spread=Max("score") - Min("score")).filter(n__gte=2)
+              .order_by("-spread").values("spread")[:1])
+    return Subquery(spread, output_field=FloatField())
+
+
+def _mean_step_score() -> Subquery:
+    mean = (StepScore.objects.filter(trace_id=OuterRef("pk"), step_index__gte=0).order_by().values("trace_id")
+            .annotate(m=Avg("score")).values("m")[:1])
+    return Subquery(mean, output_field=FloatField())
+
+
+def answer_check(qs: QuerySet[Trace]) -> tuple[list[int], list[int]]:
+    """The finished traces of ``qs`` whose final answer is (wrong, right) against the prompt's
+    reference, by the check the held-out evaluation uses (``heldout.answer_right``: the demo task's
+    checker for its prompts, the reference rule check for the others). A trace with no final answer
+    (the think block never closed) is wrong; one whose prompt has nothing to check against is in
+    neither list. Each distinct (prompt, answer) is checked once."""
+    rows = list(qs.filter(status=TraceStatus.FINISHED).order_by().values_list("id", "prompt_id", "final_answer"))
+    prompts = {
+        pk: (user_text(messages), reference)
+        for pk, messages, reference in Prompt.objects.filter(pk__in={r[1] for r in rows})
+        .values_list("id", "messages", "reference_answer")
+    }
+    verdicts: dict[tuple[int, str | None], bool | None] = {}
+    wrong: list[int] = []
+    right: list[int] = []
+    for trace_id, prompt_id, answer in rows:
+        key = (prompt_id, answer)
+        if key not in verdicts:
+            text, reference = prompts[prompt_id]
+            verdicts[key] = answer_right(text, answer, reference)
+        if verdicts[key] is False:
+            wrong.append(trace_id)
+        elif verdicts[key]:
+            right.append(trace_id)
+    return wrong, right
+
+
 def queue_list(
     project: Project,
     user,
@@ -165,11 +233,29 @@ def queue_list(
     category: str | None = None,
     order: str = "arrival",
 ) -> QuerySet[Trace]:
-    """The review queue: traces, oldest first, each with ``mine`` (assigned to ``user``) and
-    ``my_verdict``. ``order="lowest_score"`` (triage) puts the traces most likely wrong first: by the
-    lowest machine score of any step or the answer; traces nobody scored come last.
+    """The review queue: traces, oldest first, each with ``mine`` (assigned to ``user``),
+    ``my_verdict`` and ``triage_score`` (what the order sorts by; None in arrival order).
     ``reviewed`` means by ``user`` when ``mine`` is set (their to-do / done), by
-    anyone otherwise. ``verdict`` and ``disputed`` read the trace's review summary columns."""
+    anyone otherwise. ``verdict`` and ``disputed`` read the trace's review summary columns.
+
+    The triage orders put the traces most likely wrong first, from the machine scores
+    (``StepScore``: every scorer, every step and the final answer); ties go oldest first:
+
+    - ``lowest_score``: by the lowest score of any step or the answer, lowest first; traces nobody
+      scored come last.
+    - ``disagreement``: the scorers' disagreement. For each step (and the answer) scored by two or
+      more scorers, the spread max - min of their scores; a trace's is its largest spread, and the
+      largest comes first. Traces with no step scored by two scorers come last.
+    - ``confident_wrong``: confident but wrong against the reference. First the finished traces
+      whose final answer is wrong against the prompt's reference (``answer_check``), the most
+      confident first: by the mean score of their steps (every scorer; the answer's own score left
+      out, since a reference-based scorer already marks a wrong answer low), those without step
+      scores after them. Then the traces that cannot be checked (no reference, not finished), then
+      those whose answer is right, oldest first. ``triage_score`` is the mean step score of the wrong
+      ones, None for the others.
+    """
+    if order not in QUEUE_ORDERS:
+        raise ValueError(f"unknown queue order {order!r}")
     my_review = TraceReview.objects.filter(trace_id=OuterRef("pk"), annotator=user).values("verdict")[:1]
     qs = Trace.objects.filter(project=project).annotate(mine=_assigned_to(user), my_verdict=my_review)
     if mine:
@@ -185,10 +271,19 @@ def queue_list(
     if category:
         qs = qs.filter(prompt__category=category)
     if order == "lowest_score":
-        lowest = (StepScore.objects.filter(trace_id=OuterRef("pk")).order_by().values("trace_id")
-                  .annotate(m=Min("score")).values("m")[:1])
-        return qs.annotate(lowest_score=Subquery(lowest)).order_by(F("lowest_score").asc(nulls_last=True), "id")
-    return qs.order_by("id")
+        return qs.annotate(triage_score=_lowest_score()).order_by(F("triage_score").asc(nulls_last=True), "id")
+    if order == "disagreement":
+        return qs.annotate(triage_score=_scorer_spread()).order_by(F("triage_score").desc(nulls_last=True), "id")
+    if order == "confident_wrong":
+        wrong, right = answer_check(qs)
+        # Django binds parameters client-side with psycopg 3, so a long id list is not held to
+        # PostgreSQL's 65,535 parameters per statement (PostgreSQL plans IN (...) as = ANY(array)).
+        rank = Case(When(id__in=wrong, then=Value(0)), When(id__in=right, then=Value(2)), default=Value(1),
+                    output_field=IntegerField())
+        qs = qs.annotate(triage_rank=rank).annotate(
+            triage_score=Case(When(triage_rank=0, then=_mean_step_score()), default=None, output_field=FloatField()))
+        return qs.order_by("triage_rank", F("triage_score").desc(nulls_last=True), "id")
+    return qs.annotate(triage_score=Value(None, output_field=FloatField())).order_by("id")
 
 
 def queue_next(project: Project, user, *, after: int | None = None) -> tuple[Trace | None, Prompt | None]:

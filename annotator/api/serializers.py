@@ -717,9 +717,14 @@ class QueueItemSerializer(TraceSerializer):
     mine = serializers.BooleanField(read_only=True, help_text="The prompt is assigned to you")
     my_verdict = serializers.CharField(read_only=True, allow_null=True, help_text="Your review's verdict, if any")
     category = serializers.CharField(source="prompt.category", read_only=True)
+    triage_score = serializers.FloatField(
+        read_only=True, allow_null=True,
+        help_text="What the queue's order sorts by: the lowest machine score (lowest_score), the largest "
+        "spread between scorers (disagreement), the mean step score of a trace wrong against the reference "
+        "(confident_wrong); null in arrival order and where the trace has none")
 
     class Meta(TraceSerializer.Meta):
-        fields = [*TraceSerializer.Meta.fields, "mine", "my_verdict", "category"]
+        fields = [*TraceSerializer.Meta.fields, "mine", "my_verdict", "category", "triage_score"]
         read_only_fields = fields
 
 

@@ -46,9 +46,15 @@ def _step_counts(qs):
             OpenApiParameter("verdict", str, enum=Verdict.values, description="The trace's (adjudicated) verdict"),
             OpenApiParameter("disagreement", bool, description="Reviewers disagree and nobody adjudicated"),
             OpenApiParameter("category", str, enum=Category.values),
-            OpenApiParameter("order", str, enum=["arrival", "lowest_score"],
-                             description="arrival (oldest first, the default) or lowest_score: the traces "
-                             "whose step or answer the project's scorers scored lowest first (triage)"),
+            OpenApiParameter("order", str, enum=list(selectors.QUEUE_ORDERS),
+                             description="arrival (oldest first, the default), or a triage order (the "
+                             "traces most likely wrong first, from the machine step scores): lowest_score "
+                             "(the lowest score of any step or the answer first), disagreement (the largest "
+                             "spread between scorers' scores of one step or the answer first; traces with "
+                             "fewer than two scorers last) or confident_wrong (traces whose final answer is "
+                             "wrong against the prompt's reference, highest mean step score first; then the "
+                             "traces that cannot be checked, then the right ones). triage_score is the value "
+                             "sorted by."),
         ]
     )
 )
@@ -66,8 +72,8 @@ class QueueView(ProjectScoped, generics.ListAPIView):
         if category and category not in Category.values:
             raise InvalidInput(f"category must be one of {', '.join(Category.values)}.")
         order = q.get("order") or "arrival"
-        if order not in ("arrival", "lowest_score"):
-            raise InvalidInput("order must be arrival or lowest_score.", code="bad_order")
+        if order not in selectors.QUEUE_ORDERS:
+            raise InvalidInput(f"order must be one of {', '.join(selectors.QUEUE_ORDERS)}.", code="bad_order")
         qs = selectors.queue_list(
             self.project,
             self.request.user,

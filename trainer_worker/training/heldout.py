@@ -51,16 +51,23 @@ def heldout_item(
             "klass": klass}
 
 
+def answer_right(text: str, answer: str | None, reference: str | None) -> bool | None:
+    """Whether ``answer`` is right against the prompt's reference: the demo task's checker for its
+    prompts (``text`` is the user turns' text), the reference rule check (``answer_matches``) for the
+    others; None when there is nothing to check it against (not the task's, no reference)."""
+    try:
+        return demo_task.check_answer(text, answer)
+    except ValueError:
+        return answer_matches(answer, reference) if reference else None
+
+
 def answer_checker(items: list[dict[str, Any]]) -> Callable[[Any, str | None], bool]:
     """The demo task's checker for its prompts; the reference rule check for the others."""
     by_key = {repr(item["prompt"]): item for item in items}
 
     def check(prompt: Any, answer: str | None) -> bool:
         item = by_key[repr(prompt)]
-        try:
-            return demo_task.check_answer(item["text"], answer)
-        except ValueError:
-            return item["reference"] is not None and answer_matches(answer, item["reference"])
+        return bool(answer_right(item["text"], answer, item["reference"]))
 
     return check
 

@@ -1987,6 +1987,11 @@ export interface components {
             /** @description Your review's verdict, if any */
             readonly my_verdict: string | null;
             readonly category: string;
+            /**
+             * Format: double
+             * @description What the queue's order sorts by: the lowest machine score (lowest_score), the largest spread between scorers (disagreement), the mean step score of a trace wrong against the reference (confident_wrong); null in arrival order and where the trace has none
+             */
+            readonly triage_score: number | null;
         };
         QueueNext: {
             /** @description The next trace to review, or null */
@@ -5292,8 +5297,8 @@ export interface operations {
                 mine?: boolean;
                 /** @description The initial index from which to return the results. */
                 offset?: number;
-                /** @description arrival (oldest first, the default) or lowest_score: the traces whose step or answer the project's scorers scored lowest first (triage) */
-                order?: "arrival" | "lowest_score";
+                /** @description arrival (oldest first, the default), or a triage order (the traces most likely wrong first, from the machine step scores): lowest_score (the lowest score of any step or the answer first), disagreement (the largest spread between scorers' scores of one step or the answer first; traces with fewer than two scorers last) or confident_wrong (traces whose final answer is wrong against the prompt's reference, highest mean step score first; then the traces that cannot be checked, then the right ones). triage_score is the value sorted by. */
+                order?: "arrival" | "confident_wrong" | "disagreement" | "lowest_score";
                 /** @description Reviewed by you (with mine) or by anyone (without) */
                 reviewed?: boolean;
                 /** @description The trace's (adjudicated) verdict */
@@ -7842,7 +7847,7 @@ export const pathsApiProjectsProject_idDatasetsSnapshot_idDownloadGetParametersQ
 export const pathsApiProjectsProject_idDatasetsSnapshot_idDownloadGetParametersQuerySplitValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/datasets/{snapshot_id}/download/"]["get"]["parameters"]["query"]["split"]> = ["eval", "train"];
 export const pathsApiProjectsProject_idPromptsGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/prompts/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idQueueGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
-export const pathsApiProjectsProject_idQueueGetParametersQueryOrderValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["order"]> = ["arrival", "lowest_score"];
+export const pathsApiProjectsProject_idQueueGetParametersQueryOrderValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["order"]> = ["arrival", "confident_wrong", "disagreement", "lowest_score"];
 export const pathsApiProjectsProject_idQueueGetParametersQueryVerdictValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/queue/"]["get"]["parameters"]["query"]["verdict"]> = ["accept", "reject"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryCategoryValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["category"]> = ["general", "knowledge", "safety", "value"];
 export const pathsApiProjectsProject_idTracesGetParametersQueryStatusValues: ReadonlyArray<FlattenedDeepRequired<paths>["/api/projects/{project_id}/traces/"]["get"]["parameters"]["query"]["status"]> = ["failed", "finished", "queued", "running", "stopped", "stopping"];

@@ -1,5 +1,6 @@
 // Review queue: your queue (counters, the next item), the project's traces through the team's views
-// (mine, to do, done, unreviewed, disagreement, verdict) or all of them with their filters, live;
+// (mine, to do, done, unreviewed, disagreement, verdict) or all of them with their filters, live,
+// in arrival order or a triage order (most likely wrong first, from the machine step scores);
 // and the prompts to start new generations from.
 import { useEffect, useEffectEvent, useRef, useState, type FormEvent } from "react";
 import { ErrorState, fmtDate, Loading, messagesText, Section } from "../components/common";
@@ -23,7 +24,17 @@ import { useProjectEvents } from "../stream/hooks";
 const STATUSES = ["", ...traceStatusEnumValues];
 const CATEGORIES = ["", ...categoryEnumValues];
 
-type Filters = Record<"view" | "status" | "prompt" | "model_version" | "category" | "started_by", string>;
+type Filters = Record<"view" | "order" | "status" | "prompt" | "model_version" | "category" | "started_by", string>;
+
+export type QueueOrder = "arrival" | "lowest_score" | "disagreement" | "confident_wrong";
+
+/** The queue's orders: value ("" is arrival), label, and what the triage column shows. */
+export const ORDERS: Array<[QueueOrder | "", string, string]> = [
+  ["", "arrival order", ""],
+  ["lowest_score", "triage: lowest score first", "lowest score"],
+  ["disagreement", "triage: scorers disagree most", "score spread"],
+  ["confident_wrong", "triage: confident but wrong", "mean score (wrong answer)"],
+];
 
 /** The team's views of the queue, as the queue endpoint's query. "" is every trace (the trace list). */
 const VIEWS: Array<[string, string, Record<string, string>]> = [
@@ -38,7 +49,28 @@ const VIEWS: Array<[string, string, Record<string, string>]> = [
   ["reject", "verdict: reject", { verdict: "reject" }],
 ];
 
-type Row = Trace & { mine?: boolean; my_verdict?: string | null };
+type Row = Trace & { mine?: boolean; my_verdict?: string | null; triage_score?: number | null };
+
+/** The queue endpoint's query for a view and order, or null when the plain trace list serves it
+ * (every trace, arrival order: the list has the status / prompt / model / started-by filters). */
+export function queueQuery(view: string, order: string, category: string) {
+  const found = VIEWS.find(([v]) => v === view);
+  if ((!found || !found[0]) && !order) return null;
+  const q = found ? found[2] : {};
+  return {
+    mine: q.mine === "true" ? true : undefined,
+    reviewed: q.reviewed ? q.reviewed === "true" : undefined,
+    disagreement: q.disagreement === "true" ? true : undefined,
+    verdict: (q.verdict || undefined) as "accept" | "reject" | undefined,
+    category: (category || undefined) as CategoryEnum | undefined,
+    order: (order || undefined) as QueueOrder | undefined,
+  };
+}
+
+/** A row's triage score as the table shows it ("" when it has none). */
+export function triageText(score: number | null | undefined): string {
+  return score == null ? "" : score.toFixed(2);
+}
 
 /** The filters as the trace list's query: empty ones left out, ids as numbers. */
 function traceQuery(f: Filters) {
@@ -61,6 +93,7 @@ function useFilters() {
   const sp = new URLSearchParams(window.location.search);
   const [f, setF] = useState<Filters>({
     view: sp.get("view") ?? "",
+    order: sp.get("order") ?? "",
     status: sp.get("status") ?? "",
     prompt: sp.get("prompt") ?? "",
     model_version: sp.get("model_version") ?? "",
@@ -81,34 +114,23 @@ export function Queue({ projectId }: { projectId: number }) {
   const [extra, setExtra] = useState<Row[]>([]);
   const [next, setNext] = useState<number | null>(null);
   const path = { project_id: projectId };
-  const view = VIEWS.find(([v]) => v === f.view) ?? VIEWS[0];
+  const order = ORDERS.find(([o]) => o === f.order) ?? ORDERS[0];
+  const query = queueQuery(f.view, order[0], f.category);
   const load = async (offset?: number) => {
-    if (!view[0])
+    if (!query)
       return api.get("/api/projects/{project_id}/traces/", {
         params: { path, query: { ...traceQuery(f), limit: 50, offset } },
       });
-    const q = view[2];
-    return api.get("/api/projects/{project_id}/queue/", {
-      params: {
-        path,
-        query: {
-          mine: q.mine === "true" ? true : undefined,
-          reviewed: q.reviewed ? q.reviewed === "true" : undefined,
-          disagreement: q.disagreement === "true" ? true : undefined,
-          verdict: (q.verdict || undefined) as "accept" | "reject" | undefined,
-          category: (f.category || undefined) as CategoryEnum | undefined,
-          limit: 50,
-          offset,
-        },
-      },
-    });
+    return api.get("/api/projects/{project_id}/queue/", { params: { path, query: { ...query, limit: 50, offset } } });
   };
+  // The trace list's own filters do not apply to the queue endpoint (the team's views, triage orders).
+  const listOnly = query ? "Only for all traces in arrival order" : undefined;
   const traces = useLoad(async () => {
     const page = await load();
     setExtra([]);
     setNext(nextOffset(page.next));
     return page;
-  }, [projectId, f.view, f.status, f.prompt, f.model_version, f.category, f.started_by]);
+  }, [projectId, f.view, f.order, f.status, f.prompt, f.model_version, f.category, f.started_by]);
   const counts = useLoad(() => api.get("/api/projects/{project_id}/queue/counts/", { params: { path } }), [projectId]);
   const models = useLoad(() => api.get("/api/projects/{project_id}/models/", { params: { path } }), [projectId]);
   const more = async () => {
@@ -198,7 +220,27 @@ export function Queue({ projectId }: { projectId: number }) {
                     </option>
                   ))}
                 </select>
-                <select aria-label="status" data-testid="filter-status" value={f.status} onChange={(e) => setFilter("status", e.target.value)}>
+                <select
+                  aria-label="order"
+                  data-testid="filter-order"
+                  value={order[0]}
+                  onChange={(e) => setFilter("order", e.target.value)}
+                  title="Triage orders put the traces most likely wrong first, from the scores of the project's scorers"
+                >
+                  {ORDERS.map(([o, label]) => (
+                    <option key={o} value={o}>
+                      {label}
+                    </option>
+                  ))}
+                </select>
+                <select
+                  aria-label="status"
+                  data-testid="filter-status"
+                  value={f.status}
+                  onChange={(e) => setFilter("status", e.target.value)}
+                  disabled={!!listOnly}
+                  title={listOnly}
+                >
                   {STATUSES.map((s) => (
                     <option key={s} value={s}>
                       {s || "any status"}
@@ -219,6 +261,8 @@ export function Queue({ projectId }: { projectId: number }) {
                   value={f.started_by}
                   onChange={(e) => setFilter("started_by", e.target.value.trim())}
                   size={10}
+                  disabled={!!listOnly}
+                  title={listOnly}
                 />
                 <input
                   aria-label="prompt id"
@@ -228,12 +272,16 @@ export function Queue({ projectId }: { projectId: number }) {
                   value={f.prompt}
                   onChange={(e) => setFilter("prompt", e.target.value.replace(/\D/g, ""))}
                   size={7}
+                  disabled={!!listOnly}
+                  title={listOnly}
                 />
                 <select
                   aria-label="model version"
                   data-testid="filter-model"
                   value={f.model_version}
                   onChange={(e) => setFilter("model_version", e.target.value)}
+                  disabled={!!listOnly}
+                  title={listOnly}
                 >
                   <option value="">any model</option>
                   {(models.data ?? []).map((m) => (
@@ -261,6 +309,7 @@ export function Queue({ projectId }: { projectId: number }) {
                     <th>Steps</th>
                     <th>Reviews</th>
                     <th>Verdict</th>
+                    {order[0] && <th title="What the triage order sorts by">{order[2]}</th>}
                     <th>Branch of</th>
                     <th>Updated</th>
                   </tr>
@@ -287,6 +336,11 @@ export function Queue({ projectId }: { projectId: number }) {
                       <td data-testid={`verdict-${t.id}`}>
                         {t.disputed ? <span className="status s-failed">disagreement</span> : t.verdict || ""}
                       </td>
+                      {order[0] && (
+                        <td data-testid={`triage-${t.id}`}>
+                          {triageText(t.triage_score)}
+                        </td>
+                      )}
                       <td>{t.parent != null ? <Link to={paths.trace(projectId, t.parent)}>#{t.parent}</Link> : ""}</td>
                       <td className="muted">{fmtDate(t.updated_at)}</td>
                     </tr>
