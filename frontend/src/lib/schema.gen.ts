@@ -6012,7 +6012,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Controller"];
+                    "application/json": components["schemas"]["Controller"] | null;
                 };
             };
             /** @description Not authenticated */
