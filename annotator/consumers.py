@@ -122,18 +122,23 @@ class TraceConsumer(AsyncWebsocketConsumer):
         if last_seq is not None:
             missed = await database_sync_to_async(events.events_after)(self.trace_id, last_seq)
         if missed is None:
-            snapshot = await database_sync_to_async(_snapshot)(self.trace_id)
-            snapshot["role"] = self.role
-            snapshot["me"] = {"id": user.pk, "username": user.username}
-            snapshot["watchers"] = await self._join_presence(user)
-            self.last_seq = snapshot["seq"]
-            await self._send(snapshot)
+            await self._join_presence(user)
+            await self._send_snapshot()
         else:
             self.last_seq = last_seq
             await self._join_presence(user)
             for text in missed:
                 await self._relay(text)
         await database_sync_to_async(events.publish_presence)(self.trace_id, await self._watchers())
+
+    async def _send_snapshot(self) -> None:
+        user = self.scope["user"]
+        snapshot = await database_sync_to_async(_snapshot)(self.trace_id)
+        snapshot["role"] = self.role
+        snapshot["me"] = {"id": user.pk, "username": user.username}
+        snapshot["watchers"] = await self._watchers()
+        self.last_seq = snapshot["seq"]
+        await self._send(snapshot)
 
     def _query_last_seq(self) -> int | None:
         """`?last_seq=N` asks for the events after N (0: from the start); absent or bad: a snapshot."""
@@ -189,11 +194,17 @@ class TraceConsumer(AsyncWebsocketConsumer):
             return  # already sent (replay and live overlap)
         if seq > self.last_seq + 1:
             gap = await database_sync_to_async(events.events_between)(self.trace_id, self.last_seq, seq - 1)
+            if [events.seq_of(missing) for missing in gap] != list(range(self.last_seq + 1, seq)):
+                # The log no longer has them (Redis restarted empty, or they aged out): start the
+                # viewer over from a snapshot rather than skip events. It is read after this event
+                # was logged, so it already includes it.
+                await self._send_snapshot()
+                return
             for missing in gap:
-                if events.seq_of(missing) > self.last_seq:
-                    self.last_seq = events.seq_of(missing)
-                    await self.send(text_data=missing)
+                self.last_seq = events.seq_of(missing)
+                await self.send(text_data=missing)
         self.last_seq = seq
+        events.seq_seen(self.trace_id, seq)
         await self.send(text_data=text)
 
     async def _send(self, event: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -36,6 +37,9 @@ MARKER = "@" * 12  # replaced by the seq, right-aligned in 12 characters (JSON a
 SEQ_PREFIX = '{"seq":'
 
 _PUBLISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 and tonumber(ARGV[6]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[6])
+end
 local seq = redis.call('INCR', KEYS[1])
 local pad = string.format('%12d', seq)
 local function fill(text)
@@ -51,6 +55,35 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[5] ~= '' then redis.call('PUBLISH', KEYS[3], fill(ARGV[5])) end
 return encoded
 """
+
+
+# Redis can go away mid-stream (a Valkey restart) and come back empty. A publish waits for it, up to
+# this long, rather than failing the generation it belongs to (the viewers cannot hear anything
+# meanwhile anyway). And since the sequence lived there too, each process remembers the newest seq it
+# published per trace and, if the counter is gone, the script carries on from there: a viewer that
+# reconnects with its last seq resumes with the next one instead of a sequence that restarted at 1
+# (whose events it would drop as already seen). A web process remembers the seqs it relays too, so a
+# viewer that reconnects there with the newest seq resumes even before the counter is back.
+# tests/annotator/live/test_fault_valkey_restart.py.
+PUBLISH_RETRY_S = 30.0
+_KNOWN_SEQS_MAX = 10000
+_known_seqs: dict[int, int] = {}
+_known_guard = threading.Lock()
+
+
+def seq_seen(trace_id: int, seq: int) -> None:
+    """Remember that this process published or relayed event ``seq`` of the trace."""
+    with _known_guard:
+        if seq > _known_seqs.get(trace_id, 0):
+            _known_seqs.pop(trace_id, None)  # re-insert: the dict's order is the order of use
+            _known_seqs[trace_id] = seq
+            if len(_known_seqs) > _KNOWN_SEQS_MAX:
+                del _known_seqs[next(iter(_known_seqs))]
+
+
+def _known_seq(trace_id: int) -> int:
+    with _known_guard:
+        return _known_seqs.get(trace_id, 0)
 
 
 def seq_of(text: str) -> int:
@@ -144,7 +177,7 @@ def current_seq(trace_id: int) -> int:
 def events_after(trace_id: int, last_seq: int) -> list[str] | None:
     """Texts of the events with seq > last_seq, in order; None when some are no longer kept."""
     client = redis_client()
-    current = current_seq(trace_id)
+    current = max(current_seq(trace_id), _known_seq(trace_id))
     if last_seq > current:
         return None  # a seq this server never issued (e.g. Redis was reset): start over from a snapshot
     if last_seq == current:
@@ -175,13 +208,31 @@ def publish_trace_event(trace_id: int, event_type: str, **payload: Any) -> dict[
     if prefix is not None and MARKER.encode() not in wire:
         prefix, wire = None, b""  # a serializer that hides the text (e.g. encryption): use group_send
     channel = f"{prefix}{trace_group(trace_id)}" if prefix else ""
-    encoded = _publish_script()(
+    encoded = _with_redis_back(lambda: _publish_script()(
         keys=[trace_seq_key(trace_id), trace_events_key(trace_id), channel],
-        args=[text, HISTORY, TTL_S, MARKER, wire],
-    )
+        args=[text, HISTORY, TTL_S, MARKER, wire, _known_seq(trace_id)],
+    ))
+    seq_seen(trace_id, seq_of(encoded))
     if prefix is None:
         _group_send(trace_group(trace_id), {"type": "trace.event", "text": encoded})
     return json.loads(encoded)
+
+
+def _with_redis_back(call: Any) -> Any:
+    """``call()``, retried while Redis cannot be reached, for up to PUBLISH_RETRY_S."""
+    import redis
+
+    deadline = time.monotonic() + PUBLISH_RETRY_S
+    pause = 0.05
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("Redis unreachable; publishing again in %.2f s", pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def publish_presence(trace_id: int, watchers: list[dict[str, Any]]) -> None:

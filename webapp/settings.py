@@ -180,7 +180,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "annotator.api.schema.StudioAutoSchema",
     "DEFAULT_PARSER_CLASSES": [
         "annotator.api.parsers.StrictJSONParser",
         "rest_framework.parsers.FormParser",
@@ -244,6 +244,10 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A broker connection lost mid-task (a Valkey restart) leaves running tasks running: a generation goes
+# on, and a late ack lost that way means a redelivery, which every task is idempotent against. Named
+# because Celery 6 turns it on by default (webapp/celery.py keeps the worker alive through the loss).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_TASK_ALWAYS_EAGER = False
 # Redis redelivers a late-acked task whose worker died once it has been unacknowledged this long.
 # A healthy run longer than this is redelivered too; the train service then sees the owner's live

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -13,10 +13,22 @@ from annotator.errors import StudioError
 
 log = logging.getLogger(__name__)
 
+RETRY_AFTER_S = 5
+
 
 def exception_handler(exc, context):
     if isinstance(exc, StudioError):
         return Response(exc.as_dict(), status=exc.status)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database cannot be reached (down, restarting, a connection lost): nothing was done, and
+        # the same request will work once it is back. A 503 says "try again", a 500 "a bug".
+        # tests/webapp/test_fault_postgres_down.py
+        log.error("database unavailable: %s", exc)
+        return Response(
+            {"code": "unavailable", "detail": "The database is unavailable; nothing was changed. Try again shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
     if isinstance(exc, DataError):
         # A value PostgreSQL cannot take (out of range, too long) that the input checks missed: the
         # client's input, so a 400, but logged, because a check should have caught it first.

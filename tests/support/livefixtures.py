@@ -64,10 +64,16 @@ class Live:
 
 @pytest.fixture
 def live(transactional_db, live_stack, scripted_model):
+    addr, _worker = live_stack
+    return live_env(addr, scripted_model)
+
+
+def live_env(addr: str, scripted_model: Any) -> Live:
+    """Users in each role, a project serving the scripted model, a prompt, and a session cookie per
+    user, for a web server at ``addr`` (the rows must be committed: use ``transactional_db``)."""
     from annotator.services.projects import project_create
     from annotator.services.prompts import prompt_create
 
-    addr, _worker = live_stack
     User = get_user_model()
     users = {
         n: User.objects.create_user(username=n, password="pw-long-enough-123")

@@ -6488,7 +6488,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Controller"];
+                    "application/json": components["schemas"]["Controller"] | null;
                 };
             };
             /** @description Not authenticated */

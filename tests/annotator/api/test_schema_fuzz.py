@@ -1,7 +1,8 @@
 """A bounded schema fuzz (schemathesis) of every operation in the app's own OpenAPI schema, as the
-project owner with a real API token: no operation answers 5xx, and every answer is one the schema
-documents (status code, content type, body). Deterministic: hypothesis is derandomized, with a small
-fixed number of examples per operation and generation mode, so that the whole suite can afford it."""
+project owner and as a viewer, each with a real API token: no operation answers 5xx, and every answer
+is one the schema documents (status code, content type, body; a viewer's 403s included).
+Deterministic: hypothesis is derandomized, with a small fixed number of examples per operation and
+generation mode, so that the whole suite can afford it."""
 
 from __future__ import annotations
 
@@ -26,25 +27,28 @@ from tests.conftest import PASSWORD
 pytestmark = pytest.mark.django_db
 
 EXAMPLES = {GenerationMode.POSITIVE: 4, GenerationMode.NEGATIVE: 2}
+# A viewer is refused most writes before their input is read: fewer examples find what there is.
+VIEWER_EXAMPLES = {GenerationMode.POSITIVE: 2, GenerationMode.NEGATIVE: 1}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Not skipped, only run last: each would turn every later request into a 404 (the prompt and its trace,
 # or the project, are gone) or a 401 (the token is revoked), so that nothing after them reached a view.
 LAST = ["DELETE /api/projects/{project_id}/prompts/{prompt_id}/", "DELETE /api/projects/{project_id}/",
         "POST /api/auth/logout/"]
-# Known and reported, not fixed here: the schema says an object, but nobody in control answers JSON null
-# (ControllerSerializer(allow_null=True) does not make the response nullable in drf-spectacular).
-NOT_CONFORMING = {"GET /api/projects/{project_id}/traces/{trace_id}/controller/"}
 
 
-@pytest.fixture
-def owner_token(users, project) -> str:
-    response = Client().post("/api/auth/token/", {"username": "owner", "password": PASSWORD},
+def _token(username: str) -> str:
+    response = Client().post("/api/auth/token/", {"username": username, "password": PASSWORD},
                              content_type="application/json")
     return response.json()["token"]
 
 
 @pytest.fixture
-def wsgi_app(owner_token):
+def tokens(users, project) -> dict[str, str]:
+    return {role: _token(role) for role in ("owner", "viewer")}
+
+
+@pytest.fixture
+def wsgi_app(tokens):
     """The WSGI app, inside the test's transaction: a real request would close the database connection
     at its start and end (and with it the transaction), so do what Django's test client does (which
     connects the handlers again after each of its own requests: no test client after this)."""
@@ -60,8 +64,17 @@ def _ordered(schema):
     return sorted(ops, key=lambda op: LAST.index(op.label) + 1 if op.label in LAST else 0)
 
 
-def test_no_operation_answers_5xx_or_off_schema(owner_token, wsgi_app, project, prompt, trace):
-    headers = {"Authorization": f"Token {owner_token}"}
+def test_no_operation_answers_5xx_or_off_schema(tokens, wsgi_app, project, prompt, trace):
+    _fuzz(wsgi_app, tokens["owner"], EXAMPLES, project, prompt, trace)
+
+
+def test_no_operation_answers_a_viewer_5xx_or_off_schema(tokens, wsgi_app, project, prompt, trace):
+    # The same run as a viewer (a member who may read, not act): every refusal is a documented 403.
+    _fuzz(wsgi_app, tokens["viewer"], VIEWER_EXAMPLES, project, prompt, trace)
+
+
+def _fuzz(wsgi_app, token: str, examples_per_mode, project, prompt, trace) -> None:
+    headers = {"Authorization": f"Token {token}"}
     # The fuzzer's own ids would 404 almost every project operation: use the real project, trace and
     # prompt, so that bodies and queries reach the views. Other ids stay generated.
     real_ids = {"project_id": project.pk, "trace_id": trace.pk, "prompt_id": prompt.pk, "index": 0}
@@ -71,7 +84,7 @@ def test_no_operation_answers_5xx_or_off_schema(owner_token, wsgi_app, project, 
 
     failures: list[str] = []
     for op in ops:
-        for mode, examples in EXAMPLES.items():
+        for mode, examples in examples_per_mode.items():
 
             @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
                       phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
@@ -80,8 +93,7 @@ def test_no_operation_answers_5xx_or_off_schema(owner_token, wsgi_app, project, 
                 for name, value in real_ids.items():
                     if name in (case.path_parameters or {}):
                         case.path_parameters[name] = value
-                checks = [c for c in CHECKS if c is not response_schema_conformance or op.label not in NOT_CONFORMING]
-                case.call_and_validate(headers=headers, checks=checks)
+                case.call_and_validate(headers=headers, checks=CHECKS)
 
             try:
                 fuzz()
