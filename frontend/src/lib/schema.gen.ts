@@ -1264,8 +1264,23 @@ export interface components {
             readonly finished_at: string | null;
             readonly downloads: components["schemas"]["DatasetFile"][];
         };
+        /**
+         * @description * `sft` - sft
+         *     * `sft_prompt_completion` - sft_prompt_completion
+         *     * `preference` - preference
+         *     * `preference_step` - preference_step
+         *     * `stepwise` - stepwise
+         *     * `unpaired` - unpaired
+         *     * `verifier_safety` - verifier_safety
+         *     * `verifier_value` - verifier_value
+         *     * `verifier_knowledge` - verifier_knowledge
+         *     * `rl_prompts` - rl_prompts
+         *     * `sharegpt` - sharegpt
+         * @enum {string}
+         */
+        DatasetSnapshotInputKindEnum: "sft" | "sft_prompt_completion" | "preference" | "preference_step" | "stepwise" | "unpaired" | "verifier_safety" | "verifier_value" | "verifier_knowledge" | "rl_prompts" | "sharegpt";
         DatasetSnapshotInputRequest: {
-            kind: components["schemas"]["KindEnum"];
+            kind: components["schemas"]["DatasetSnapshotInputKindEnum"];
             filters?: components["schemas"]["DatasetFiltersRequest"];
             name?: string;
             /**
@@ -1344,6 +1359,32 @@ export interface components {
                 [key: string]: number;
             };
         };
+        Guide: {
+            /** @description Candidates sampled per step */
+            readonly k: number;
+            /** @description The scorer that picks: "rule:demo_task", "prm:<id>", ... */
+            readonly by: string;
+        };
+        GuideCandidate: {
+            /**
+             * @description step; end: the sample would answer now; incomplete: cut by the budget
+             *
+             *     * `step` - step
+             *     * `end` - end
+             *     * `incomplete` - incomplete
+             */
+            readonly kind: components["schemas"]["GuideCandidateKindEnum"];
+            readonly text: string;
+            /** Format: double */
+            readonly score: number | null;
+        };
+        /**
+         * @description * `step` - step
+         *     * `end` - end
+         *     * `incomplete` - incomplete
+         * @enum {string}
+         */
+        GuideCandidateKindEnum: "step" | "end" | "incomplete";
         ImageUploadRequest: {
             /** Format: binary */
             file: string;
@@ -1386,21 +1427,6 @@ export interface components {
             role?: components["schemas"]["RoleEnum"];
             note?: string;
         };
-        /**
-         * @description * `sft` - sft
-         *     * `sft_prompt_completion` - sft_prompt_completion
-         *     * `preference` - preference
-         *     * `preference_step` - preference_step
-         *     * `stepwise` - stepwise
-         *     * `unpaired` - unpaired
-         *     * `verifier_safety` - verifier_safety
-         *     * `verifier_value` - verifier_value
-         *     * `verifier_knowledge` - verifier_knowledge
-         *     * `rl_prompts` - rl_prompts
-         *     * `sharegpt` - sharegpt
-         * @enum {string}
-         */
-        KindEnum: "sft" | "sft_prompt_completion" | "preference" | "preference_step" | "stepwise" | "unpaired" | "verifier_safety" | "verifier_value" | "verifier_knowledge" | "rl_prompts" | "sharegpt";
         /**
          * @description * `true` - True
          *     * `false` - False
@@ -1818,6 +1844,8 @@ export interface components {
             /** Format: double */
             readonly pace_tps: number | null;
             readonly pause_reason: string;
+            /** @description Guided generation (null: unguided) */
+            readonly guide: components["schemas"]["Guide"] | null;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -1907,8 +1935,17 @@ export interface components {
             readonly text: string;
             readonly origin: components["schemas"]["OriginEnum"];
             readonly labels: components["schemas"]["StepLabel"][];
+            /** @description A guided step: the candidates it was the best of (null: not guided) */
+            readonly guide: components["schemas"]["StepGuide"] | null;
             /** Format: date-time */
             readonly created_at: string;
+        };
+        StepGuide: {
+            /** @description This step's sampling seed */
+            readonly seed: number | null;
+            /** @description Index of the kept candidate */
+            readonly chosen: number;
+            readonly candidates: components["schemas"]["GuideCandidate"][];
         };
         StepLabel: {
             readonly id: number;
@@ -1980,6 +2017,8 @@ export interface components {
             /** Format: double */
             readonly pace_tps: number | null;
             readonly pause_reason: string;
+            /** @description Guided generation (null: unguided) */
+            readonly guide: components["schemas"]["Guide"] | null;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -2025,6 +2064,8 @@ export interface components {
              * @description paced mode: tokens per second viewers receive
              */
             pace_tps?: number;
+            /** @description Guided generation without a human: {"k": 1..16, "by": "rule:demo_task" | "prm:<id>" | "verifier:<id>"}: each step is the best of k sampled candidates by that scorer (live mode only) */
+            guide?: unknown;
         };
         TraceDetail: {
             readonly id: number;
@@ -2045,6 +2086,8 @@ export interface components {
             /** Format: double */
             readonly pace_tps: number | null;
             readonly pause_reason: string;
+            /** @description Guided generation (null: unguided) */
+            readonly guide: components["schemas"]["Guide"] | null;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -2309,6 +2352,7 @@ export type DatasetFile = components['schemas']['DatasetFile'];
 export type DatasetFiltersRequest = components['schemas']['DatasetFiltersRequest'];
 export type DatasetKind = components['schemas']['DatasetKind'];
 export type DatasetSnapshot = components['schemas']['DatasetSnapshot'];
+export type DatasetSnapshotInputKindEnum = components['schemas']['DatasetSnapshotInputKindEnum'];
 export type DatasetSnapshotInputRequest = components['schemas']['DatasetSnapshotInputRequest'];
 export type DecisionEnum = components['schemas']['DecisionEnum'];
 export type Error = components['schemas']['Error'];
@@ -2317,11 +2361,13 @@ export type FamilyAgreement = components['schemas']['FamilyAgreement'];
 export type FormatEnum = components['schemas']['FormatEnum'];
 export type Gold = components['schemas']['Gold'];
 export type GoldInputRequest = components['schemas']['GoldInputRequest'];
+export type Guide = components['schemas']['Guide'];
+export type GuideCandidate = components['schemas']['GuideCandidate'];
+export type GuideCandidateKindEnum = components['schemas']['GuideCandidateKindEnum'];
 export type ImageUploadRequest = components['schemas']['ImageUploadRequest'];
 export type Invite = components['schemas']['Invite'];
 export type InviteCreated = components['schemas']['InviteCreated'];
 export type InviteInputRequest = components['schemas']['InviteInputRequest'];
-export type KindEnum = components['schemas']['KindEnum'];
 export type KnowledgeLabelEnum = components['schemas']['KnowledgeLabelEnum'];
 export type Lineage = components['schemas']['Lineage'];
 export type Me = components['schemas']['Me'];
@@ -2370,6 +2416,7 @@ export type SafetyTagsEnum = components['schemas']['SafetyTagsEnum'];
 export type StageEnum = components['schemas']['StageEnum'];
 export type StateEnum = components['schemas']['StateEnum'];
 export type Step = components['schemas']['Step'];
+export type StepGuide = components['schemas']['StepGuide'];
 export type StepLabel = components['schemas']['StepLabel'];
 export type StepLabelInputRequest = components['schemas']['StepLabelInputRequest'];
 export type StepRuleEnum = components['schemas']['StepRuleEnum'];
@@ -7381,9 +7428,10 @@ export const categoriesEnumValues: ReadonlyArray<FlattenedDeepRequired<component
 export const categoryEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CategoryEnum"]> = ["safety", "value", "knowledge", "general"];
 export const correctionStatusEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["CorrectionStatusEnum"]> = ["pending", "approved", "rejected"];
 export const datasetSnapshotStatusValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DatasetSnapshot"]["status"]> = ["pending", "building", "ready", "failed"];
+export const datasetSnapshotInputKindEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DatasetSnapshotInputKindEnum"]> = ["sft", "sft_prompt_completion", "preference", "preference_step", "stepwise", "unpaired", "verifier_safety", "verifier_value", "verifier_knowledge", "rl_prompts", "sharegpt"];
 export const decisionEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["DecisionEnum"]> = ["approve", "reject"];
 export const formatEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["FormatEnum"]> = ["jsonl", "parquet", "hf"];
-export const kindEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["KindEnum"]> = ["sft", "sft_prompt_completion", "preference", "preference_step", "stepwise", "unpaired", "verifier_safety", "verifier_value", "verifier_knowledge", "rl_prompts", "sharegpt"];
+export const guideCandidateKindEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["GuideCandidateKindEnum"]> = ["step", "end", "incomplete"];
 export const knowledgeLabelEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["KnowledgeLabelEnum"]> = ["true", "false"];
 export const modeEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["ModeEnum"]> = ["live", "paced", "step"];
 export const originEnumValues: ReadonlyArray<FlattenedDeepRequired<components>["schemas"]["OriginEnum"]> = ["model", "human"];
