@@ -193,6 +193,8 @@ class Trace(models.Model):
     pace_tps = models.FloatField(null=True, blank=True)  # paced mode: tokens per second viewers receive
     # Why a stopped trace paused itself: the end of a step (step mode) or a score below the threshold.
     pause_reason = models.TextField(blank=True, default="")
+    # Guided generation (annotator/generation/guided.py): {"k": K, "by": scorer}; null: unguided.
+    guide = models.JSONField(null=True, blank=True, default=None)
     # The review summary, kept by the review and adjudication services in their transactions so the
     # queue filters on columns, not on aggregates over 100k traces (bench/team.py).
     review_count = models.PositiveIntegerField(default=0)
@@ -236,6 +238,8 @@ class Step(models.Model):
     origin = models.CharField(max_length=10, choices=StepOrigin.choices, default=StepOrigin.MODEL)
     # For steps a branch shares with its parent: the parent's step it copies.
     copied_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # A guided step: {"seed", "chosen", "candidates": [{"kind", "text", "score"}]}, the K it was picked from.
+    guide = models.JSONField(null=True, blank=True, default=None)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

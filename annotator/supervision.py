@@ -193,6 +193,21 @@ class Scorers:
         return Score(name, float(verifier_score(model, tokenizer, self.messages, response)), "verifier score",
                      int(ident))
 
+    def end_value(self, name: str, steps: list[str]) -> float | None:
+        """What ending the think block after ``steps`` is worth to the scorer ``name`` (guided
+        generation), or None when it cannot say: the rule checker gives 1 when the chain is complete
+        and right, 0 when it ends early or after a wrong step; learned scorers rate steps only."""
+        if name != RULE_SCORER:
+            return None
+        from trainer_worker.training import demo_task
+
+        try:
+            reference = demo_task.solve(self.text).steps
+            ratings = demo_task.judge_steps(self.text, steps)
+        except ValueError:
+            return None
+        return 1.0 if -1 not in ratings and ratings.count(1) == len(reference) else 0.0
+
     def score(self, steps: list[str], answer: str | None = None) -> list[Score]:
         """Scores of the last of ``steps`` (or, given ``answer``, of the final answer)."""
         out: list[Score] = []
@@ -206,3 +221,63 @@ class Scorers:
             if score is not None:
                 out.append(score)
         return out
+
+
+# --- guided generation (annotator/generation/guided.py) -------------------------------------------
+
+GUIDE_KEYS = ("k", "by")
+
+
+@dataclass(frozen=True)
+class Guide:
+    """Best of ``k`` sampled candidates per step, chosen by the scorer ``by``."""
+
+    k: int
+    by: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"k": self.k, "by": self.by}
+
+
+def guide_check(data: Any, *, project_id: int | None = None, prompt_text: str | None = None) -> Guide:
+    """A validated guide (InvalidInput saying what is wrong). ``prompt_text``: the rule checker can
+    only guide the demo task's prompts, so a guide by it on another prompt is refused."""
+    from annotator.generation.guided import MAX_K
+
+    if not isinstance(data, dict):
+        raise InvalidInput('guide must be an object such as {"k": 4, "by": "rule:demo_task"}.', code="bad_guide")
+    unknown = sorted(set(data) - set(GUIDE_KEYS))
+    if unknown:
+        raise InvalidInput(f"Unknown guide setting(s): {', '.join(map(str, unknown))}; a guide has k and by.",
+                           code="bad_guide")
+    k = data.get("k")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise InvalidInput(f"guide.k must be an integer from 1 to {MAX_K} (candidates per step); got {k!r:.40}.",
+                           code="bad_guide")
+    if "by" not in data:
+        raise InvalidInput("guide.by names the scorer that picks each step: 'rule:demo_task', 'prm:<id>' or "
+                           "'verifier:<id>'.", code="bad_guide")
+    by = scorer_check(data["by"], project_id)
+    if by == RULE_SCORER and prompt_text is not None:
+        from trainer_worker.training import demo_task
+
+        try:
+            demo_task.solve(prompt_text)
+        except ValueError:
+            raise InvalidInput("The rule checker (rule:demo_task) only knows the demo task's prompts; guide this "
+                               "prompt by a PRM or a verifier.", code="bad_guide") from None
+    return Guide(k=k, by=by)
+
+
+def guide_score_fn(by: str, messages: list[dict[str, Any]]) -> Any:
+    """The guide's score of a candidate next step (``guided.ScoreFn``). Unlike the live scorers, a
+    guide that fails raises: a guided generation without its guide would be plain sampling."""
+    scorers = Scorers((by,), messages)
+
+    def score(steps: list[str], candidate: Any) -> float | None:
+        if candidate.kind == "end":
+            return scorers.end_value(by, steps)
+        found = scorers._one(by, [*steps, candidate.text], None)
+        return None if found is None else found.score
+
+    return score

@@ -41,11 +41,12 @@ def autotrain_check(*, project_id: int) -> int | None:
 
 
 @shared_task(name=EVALUATE_VERSION, acks_late=True, ignore_result=True)
-def evaluate_version(*, version_id: int) -> int:
-    """Evaluate a model version no run produced (the demo's base model) on the held-out prompts."""
+def evaluate_version(*, version_id: int, options: dict | None = None) -> int:
+    """Evaluate a model version no run produced (the demo's base model) on the held-out prompts;
+    ``options`` as a run's ``config.eval`` (with ``guide``: guided and unguided, side by side)."""
     from annotator.services.training.worker import version_evaluate
 
-    return len(version_evaluate(version_id=version_id))
+    return len(version_evaluate(version_id=version_id, options=options))
 
 
 @worker_ready.connect

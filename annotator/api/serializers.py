@@ -271,12 +271,32 @@ class StepLabelSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class GuideSerializer(serializers.Serializer):
+    k = serializers.IntegerField(read_only=True, help_text="Candidates sampled per step")
+    by = serializers.CharField(read_only=True, help_text='The scorer that picks: "rule:demo_task", "prm:<id>", ...')
+
+
+class GuideCandidateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["step", "end", "incomplete"], read_only=True,
+                                   help_text="step; end: the sample would answer now; incomplete: cut by the budget")
+    text = serializers.CharField(read_only=True)
+    score = serializers.FloatField(read_only=True, allow_null=True)
+
+
+class StepGuideSerializer(serializers.Serializer):
+    seed = serializers.IntegerField(read_only=True, allow_null=True, help_text="This step's sampling seed")
+    chosen = serializers.IntegerField(read_only=True, help_text="Index of the kept candidate")
+    candidates = GuideCandidateSerializer(many=True, read_only=True)
+
+
 class StepSerializer(serializers.ModelSerializer):
     labels = StepLabelSerializer(many=True, read_only=True)
+    guide = StepGuideSerializer(read_only=True, allow_null=True,
+                                help_text="A guided step: the candidates it was the best of (null: not guided)")
 
     class Meta:
         model = Step
-        fields = ["id", "index", "text", "origin", "labels", "created_at"]
+        fields = ["id", "index", "text", "origin", "labels", "guide", "created_at"]
         read_only_fields = fields
 
 
@@ -296,6 +316,7 @@ class TraceReviewSerializer(serializers.ModelSerializer):
 
 class TraceSerializer(serializers.ModelSerializer):
     step_count = serializers.SerializerMethodField()
+    guide = GuideSerializer(read_only=True, allow_null=True, help_text="Guided generation (null: unguided)")
 
     class Meta:
         model = Trace
@@ -317,6 +338,7 @@ class TraceSerializer(serializers.ModelSerializer):
             "mode",
             "pace_tps",
             "pause_reason",
+            "guide",
             "step_count",
             "review_count",
             "verdict",
@@ -655,6 +677,11 @@ class TraceCreateSerializer(serializers.Serializer):
     )
     pace_tps = serializers.FloatField(
         required=False, min_value=0.5, max_value=1000, help_text="paced mode: tokens per second viewers receive"
+    )
+    guide = BoundedJSONField(
+        required=False, allow_null=True,
+        help_text='Guided generation without a human: {"k": 1..16, "by": "rule:demo_task" | "prm:<id>" | '
+        '"verifier:<id>"}: each step is the best of k sampled candidates by that scorer (live mode only)',
     )
 
 

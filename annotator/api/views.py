@@ -413,6 +413,7 @@ class TraceListView(ProjectScoped, generics.ListAPIView):
             sampling_params=v.get("sampling_params"),
             mode=v.get("mode"),
             pace_tps=v.get("pace_tps"),
+            guide=v.get("guide"),
         )
         claims.control_check(trace=trace, user=request.user)  # who starts a generation controls it
         return Response(self.get_serializer(trace).data, status=status.HTTP_201_CREATED)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from django.utils import timezone
 from annotator import events, flags, supervision
 from annotator.enqueue import GENERATE_TRACE, enqueue_on_commit
 from annotator.errors import Conflict, InvalidInput, NotFound
+from annotator.generation import guided
 from annotator.generation.backends import GenerationError, GenerationRequest, SamplingParams
 from annotator.generation.factory import make_backend
 from annotator.generation.steps import ClosedStep, StepSegmenter
@@ -38,7 +40,8 @@ from annotator.models import (
 )
 from annotator.services.audit import audit_record
 from annotator.sweep import HeartbeatSweep
-from trainer_worker.vocabulary.format import render_prefix
+from trainer_worker.training.heldout import user_text
+from trainer_worker.vocabulary.format import THINK_CLOSE, render_prefix
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +87,15 @@ def trace_create(
     sampling_params: Any = None,
     mode: Any = None,
     pace_tps: Any = None,
+    guide: Any = None,
 ) -> Trace:
     """A new trace for a prompt, queued; generation starts when the transaction commits. ``mode``
-    and ``pace_tps`` default to the project's supervision settings (annotator/supervision.py)."""
+    and ``pace_tps`` default to the project's supervision settings (annotator/supervision.py).
+
+    ``guide`` ({"k", "by"}): guided generation without a human, each step the best of k sampled
+    candidates by a scorer (``_generate_guided``). It runs live (nobody waits at its steps), samples
+    (k identical greedy candidates would choose nothing), and is seeded: without a seed it gets one,
+    stored with the trace, so the run can be repeated."""
     if prompt.project_id != project.pk:
         raise NotFound("Prompt not found.")
     model = model_version or project.serving_model
@@ -96,6 +105,18 @@ def trace_create(
         raise NotFound("Model version not found.")
     params = _params(project, sampling_params)
     defaults = supervision.project_supervision(project)
+    guided = None
+    if guide is not None:
+        guided = supervision.guide_check(guide, project_id=project.pk, prompt_text=user_text(prompt.messages))
+        if mode not in (None, TraceMode.LIVE):
+            raise InvalidInput("A guided trace picks its own steps, at the model's pace: its mode is live.",
+                               code="bad_mode")
+        mode = TraceMode.LIVE
+        if guided.k > 1 and params["temperature"] == 0:
+            raise InvalidInput("Guided generation samples its candidates: give a temperature above 0 (greedy "
+                               "candidates would all be the same).", code="bad_guide")
+        if params.get("seed") is None:
+            params["seed"] = secrets.randbelow(2**31)
     mode = defaults.mode if mode is None else supervision.mode_check(mode)
     pace_tps = defaults.pace_tps if pace_tps is None else supervision.pace_check(pace_tps)
     trace = Trace.objects.create(
@@ -106,6 +127,7 @@ def trace_create(
         seed=params.get("seed"),
         mode=mode,
         pace_tps=pace_tps if mode == TraceMode.PACED else None,
+        guide=None if guided is None else guided.as_json(),
         status=TraceStatus.QUEUED,
         created_by=actor,
     )
@@ -114,7 +136,8 @@ def trace_create(
         actor=actor,
         action="trace.created",
         target=trace,
-        data={"prompt": prompt.pk, "model_version": model.pk, "params": params, "mode": mode},
+        data={"prompt": prompt.pk, "model_version": model.pk, "params": params, "mode": mode,
+              **({"guide": guided.as_json()} if guided else {})},
     )
     enqueue_on_commit(GENERATE_TRACE, trace_id=trace.pk)
     transaction.on_commit(lambda: _tell_queue(trace))
@@ -134,6 +157,12 @@ def trace_start(*, trace: Trace, actor: Any, sampling_params: Any = None) -> Tra
         raise Conflict(f"Only a queued trace can be started; this one is {locked.status}.", code="bad_state")
     if sampling_params is not None:
         locked.sampling_params = _params(locked.project, sampling_params)
+        if locked.guide:  # the guided trace's rules of trace_create hold for new parameters too
+            if locked.guide.get("k", 1) > 1 and locked.sampling_params["temperature"] == 0:
+                raise InvalidInput("Guided generation samples its candidates: give a temperature above 0.",
+                                   code="bad_guide")
+            if locked.sampling_params.get("seed") is None:
+                locked.sampling_params["seed"] = locked.seed if locked.seed is not None else secrets.randbelow(2**31)
         locked.seed = locked.sampling_params.get("seed")
         locked.save(update_fields=["sampling_params", "seed", "updated_at"])
     audit_record(project=locked.project, actor=actor, action="trace.started", target=locked)
@@ -316,10 +345,11 @@ class TokenBatcher:
         )
 
 
-def _save_step(trace: Trace, index: int, text: str) -> Step:
-    step = Step.objects.create(trace=trace, index=index, text=text, origin=StepOrigin.MODEL)
+def _save_step(trace: Trace, index: int, text: str, guide: dict[str, Any] | None = None) -> Step:
+    step = Step.objects.create(trace=trace, index=index, text=text, origin=StepOrigin.MODEL, guide=guide)
     events.publish_trace_event(
-        trace.pk, "trace.step", step={"id": step.pk, "index": index, "text": text, "origin": step.origin, "labels": []}
+        trace.pk, "trace.step", step={"id": step.pk, "index": index, "text": text, "origin": step.origin, "labels": [],
+                                      "guide": guide}
     )
     return step
 
@@ -431,6 +461,9 @@ def _scorer_title(name: str) -> str:
 def _generate(trace_id: int) -> None:
     trace = Trace.objects.select_related("prompt", "project", "model_version").get(pk=trace_id)
     prefix_steps = list(trace.steps.order_by("index").values_list("text", flat=True))
+    if trace.guide:
+        _generate_guided(trace, prefix_steps)
+        return
     segmenter = StepSegmenter(trace.project.step_rule, prefix_steps=prefix_steps)
     batcher = TokenBatcher(trace_id, segmenter)
     plan = supervision.project_supervision(trace.project)
@@ -509,7 +542,14 @@ def _generate(trace_id: int) -> None:
         if scorers and answer is not None:
             _score(trace, None, supervision.ANSWER_INDEX, scorers, steps, answer)
         status = TraceStatus.FINISHED
-    Trace.objects.filter(pk=trace_id, status__in=GENERATING).update(
+    _end(trace, status=status, finish_reason=finish_reason, answer=answer, pause_reason=pause_reason,
+         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+def _end(trace: Trace, *, status: str, finish_reason: str, answer: str | None, pause_reason: str,
+         prompt_tokens: int, completion_tokens: int) -> None:
+    """Record how a generation ended (unless the sweep ended it first) and tell viewers and queues."""
+    Trace.objects.filter(pk=trace.pk, status__in=GENERATING).update(
         status=status,
         finish_reason=finish_reason,
         final_answer=answer,
@@ -521,6 +561,100 @@ def _generate(trace_id: int) -> None:
     trace.refresh_from_db()
     trace_status_event(trace)
     _tell_queue(trace)
+
+
+def _generate_guided(trace: Trace, prefix_steps: list[str]) -> None:
+    """A guided trace (annotator/generation/guided.py): each step is the best of k sampled candidates
+    by the trace's guide. Viewers get each kept step as a ``trace.token`` and a ``trace.step`` (with
+    the candidates it beat), then the answer streams as usual. A stop is seen between steps and
+    within the answer; the project's scorers and auto-pause apply to the kept steps as to any
+    others (the guide's own score is stored too), and step mode does not apply (nobody waits)."""
+    guide = supervision.Guide(k=int(trace.guide["k"]), by=str(trace.guide["by"]))
+    messages = trace.prompt.messages
+    plan = supervision.project_supervision(trace.project)
+    scorers = supervision.Scorers(tuple(dict.fromkeys((guide.by, *plan.scorers))), messages)
+    judge = supervision.guide_score_fn(guide.by, messages)
+    pause_below = plan.pause_below
+    if pause_below is not None and StepScore.objects.filter(trace=trace, score__lt=pause_below).exists():
+        pause_below = None  # continued after a low score: as in _generate, it does not pause again
+    stopped = [False]
+    last_poll = [0.0]
+
+    def stop_seen() -> bool:
+        now = time.monotonic()
+        if not stopped[0] and now - last_poll[0] >= STOP_POLL_S:
+            last_poll[0] = now
+            try:
+                stopped[0] = flags.stop_requested(trace.pk)
+            except Exception:  # Redis away for a moment: keep generating, ask again later
+                log.warning("stop flag of trace %s unreadable; asking again", trace.pk, exc_info=True)
+        return stopped[0]
+
+    model = trace.model_version or trace.project.serving_model
+    if model is None:
+        raise GenerationError("the project has no serving model")
+    backend = backend_for(model)
+    request = _request_for(trace, prefix_steps)
+    budget, rule = request.params.max_new_tokens, trace.project.step_rule
+    steps = list(prefix_steps)
+    used, prompt_tokens, finish_reason, pause_reason, answering = 0, 0, "stop", "", True
+    picks = guided.guided_steps(
+        backend, request, k=guide.k, rule=rule, prefix_steps=list(steps), score=judge, seed=trace.seed,
+        max_steps=max(0, guided.MAX_GUIDED_STEPS - len(prefix_steps)), should_stop=stop_seen,
+    )
+    for pick in picks:
+        best = pick.best
+        if best.next.kind == "end":
+            break
+        if best.next.kind == "incomplete":  # every candidate ran out of tokens inside the step
+            finish_reason, answering = "length", False
+            break
+        text = storable_text(best.next.text)
+        used += best.completion_tokens
+        events.publish_trace_event(trace.pk, "trace.token", text=text + "\n", phase="think", partial="", answer="")
+        saved = _save_step(trace, pick.index, text, guide=pick.as_json())
+        steps.append(text)
+        for sc in _score(trace, saved, pick.index, scorers, steps):
+            if pause_below is not None and sc.score < pause_below and not pause_reason:
+                pause_reason = (
+                    f"Paused: {_scorer_title(sc.scorer)} scored step {pick.index + 1} {sc.score:.2f}, below the "
+                    f"project's threshold {pause_below:.2f} ({sc.detail}), though it was the best of {guide.k}."
+                )
+        if pause_reason:
+            answering = False
+            break
+        if used >= budget:
+            finish_reason, answering = "length", False
+            break
+    answer = None
+    if answering and not stop_seen():
+        # The guide chose to end (or the step budget is spent): the think block closes and the model
+        # writes its answer to the chosen chain, streamed like any other.
+        batcher = TokenBatcher(trace.pk, StepSegmenter(rule, prefix_steps=steps))
+        batcher.push(THINK_CLOSE + "\n")
+        answer_request = guided.answer_request(request, steps, max_new_tokens=budget - used, seed=trace.seed)
+        try:
+            for delta in backend.stream(answer_request, should_stop=stop_seen):
+                if delta.text and not stopped[0]:
+                    batcher.push(storable_text(delta.text))
+                if delta.finish_reason:
+                    finish_reason = delta.finish_reason
+                    prompt_tokens = delta.prompt_tokens or 0
+                    used += delta.completion_tokens or 0
+        finally:
+            batcher.flush()
+        if not stopped[0] and finish_reason != "cancelled":
+            _rest, answer = batcher.finish()
+            if answer is not None:
+                _score(trace, None, supervision.ANSWER_INDEX, scorers, steps, answer)
+    if stopped[0] or stop_seen():
+        status, answer, finish_reason = TraceStatus.STOPPED, None, "cancelled"
+    elif pause_reason:
+        status, finish_reason = TraceStatus.STOPPED, "auto_pause"
+    else:
+        status = TraceStatus.FINISHED
+    _end(trace, status=status, finish_reason=finish_reason, answer=answer, pause_reason=pause_reason,
+         prompt_tokens=prompt_tokens, completion_tokens=used)
 
 
 # --- lost generations -----------------------------------------------------------------------------

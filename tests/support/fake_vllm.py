@@ -40,6 +40,7 @@ class FakeVLLMState:
     # its first multi-byte character: a client must decode the byte stream incrementally.
     split_utf8: bool = False
     delay_s: float = 0.0  # pause before each chunk
+    sample_delay_s: float = 0.0  # pause before answering a non-streamed (n-choice) request
     prompt_tokens: int = 11
     error_status: int | None = None  # answer every chat request with this HTTP error
     error_message: str = "The model `x` does not exist."
@@ -155,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"n must be between 1 and 64, got {n!r}")
             return
         samples = state.samples or [state.completion]
+        if state.sample_delay_s:
+            time.sleep(state.sample_delay_s)
         choices, tokens = [], 0
         for i in range(n):
             text, finish, stop_reason = samples[i % len(samples)], "stop", None

@@ -90,15 +90,32 @@ def safety_scorer(items: list[dict[str, Any]]) -> Callable[[Any, str], float]:
     return score
 
 
-def evaluate_heldout(model_path: str, items: list[dict[str, Any]], *, max_new_tokens: int,
-                     batch_size: int = 8) -> dict[str, Any]:
-    """``evaluate_model``'s scores of the model at ``model_path`` on ``items`` (per class too)."""
-    from trainer_worker.training.evaluate import evaluate_model
-
+def _checkable(items: list[dict[str, Any]]) -> None:
     for item in items:
         # evaluate_model counts a "knowledge" prompt as verifiable when a checker is given; one with
         # neither a reference nor a demo-task solution cannot be checked, so it is not counted.
         if not _is_demo(item["text"]) and item["reference"] is None and item["category"] == "knowledge":
             item["category"] = "general"
+
+
+def evaluate_heldout(model_path: str, items: list[dict[str, Any]], *, max_new_tokens: int,
+                     batch_size: int = 8) -> dict[str, Any]:
+    """``evaluate_model``'s scores of the model at ``model_path`` on ``items`` (per class too)."""
+    from trainer_worker.training.evaluate import evaluate_model
+
+    _checkable(items)
     return evaluate_model(model_path, items, max_new_tokens=max_new_tokens, check_answer=answer_checker(items),
                           safety_scorer=safety_scorer(items), batch_size=batch_size)
+
+
+def score_heldout(model_path: str, items: list[dict[str, Any]], completions: list[str]) -> dict[str, Any]:
+    """The same scores as ``evaluate_heldout`` for completions written another way (guided
+    generation); the model's tokenizer counts the chain-of-thought tokens."""
+    from pathlib import Path
+
+    from trainer_worker.training.evaluate import score_completions
+    from trainer_worker.training.stages.common import load_tokenizer
+
+    _checkable(items)
+    return score_completions(items, completions, load_tokenizer(Path(model_path)),
+                             check_answer=answer_checker(items), safety_scorer=safety_scorer(items))

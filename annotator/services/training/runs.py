@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotator import events, flags
+from annotator import events, flags, supervision
 from annotator.enqueue import TRAIN, enqueue_on_commit
 from annotator.errors import Conflict, InvalidInput, NotFound
 from annotator.models import DatasetSnapshot, ModelVersion, Project, RunStatus, SnapshotStatus, Stage, TrainingRun
@@ -75,16 +75,24 @@ def publish_progress(run_id: int) -> None:
         )
 
 
-def _validate_config(stage: str, config: dict[str, Any], base_path: str, dataset_path: str, kinds: set[str]) -> None:
+def _validate_config(stage: str, config: dict[str, Any], base_path: str, dataset_path: str, kinds: set[str],
+                     project_id: int | None = None) -> None:
     problems: list[str] = []
     given = sorted(k for k in STUDIO_KEYS if k in config)
     if given:
         problems.append(f"the studio sets {', '.join(given)} itself; leave them out of config")
     evaluation = config.get("eval", {})
-    if not isinstance(evaluation, dict) or set(evaluation) - set(EVAL_DEFAULTS):
-        problems.append(f"config.eval must be an object with some of: {', '.join(EVAL_DEFAULTS)}")
+    if not isinstance(evaluation, dict) or set(evaluation) - {*EVAL_DEFAULTS, "guide"}:
+        problems.append(f"config.eval must be an object with some of: {', '.join([*EVAL_DEFAULTS, 'guide'])}")
     else:
+        if "guide" in evaluation:
+            try:
+                supervision.guide_check(evaluation["guide"], project_id=project_id)
+            except InvalidInput as exc:
+                problems.append(f"config.eval.guide: {exc.message}")
         for key, value in evaluation.items():
+            if key == "guide":
+                continue
             low, high = EVAL_LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 problems.append(f"config.eval.{key} must be an integer from {low} to {high}")
@@ -144,7 +152,7 @@ def run_create(
     if problems:
         raise InvalidInput("These datasets cannot feed this run: " + "; ".join(problems), details=problems)
     dataset_path = str(snapshot_file(snapshots[0], "parquet")[0])
-    _validate_config(stage, config, model_path(base_model), dataset_path, kinds)
+    _validate_config(stage, config, model_path(base_model), dataset_path, kinds, project_id=project.pk)
 
     run = TrainingRun.objects.create(
         project=project, stage=stage, base_model=base_model, config=config, automatic=automatic,

@@ -200,12 +200,20 @@ def heldout_prompts(project: Project, limit: int) -> list[dict[str, Any]]:
 CLASS_METRICS = ("accuracy", "refusal_rate", "mean_cot_tokens", "n")
 
 
-def _eval_rows(version: ModelVersion, run_id: int | None, scores: dict[str, Any]) -> list[EvalResult]:
-    details = {"n": scores["n"], "n_verifiable": scores["n_verifiable"], "n_safety": scores["n_safety"]}
+def _eval_rows(version: ModelVersion, run_id: int | None, scores: dict[str, Any], *,
+               guide: dict[str, Any] | None = None) -> list[EvalResult]:
+    """One row per figure. A guided evaluation's rows are named ``guided.<metric>`` (e.g.
+    ``guided.accuracy``, ``guided.planted.accuracy``) and say their guide in ``details``, so the
+    unguided figures keep their names and both stand side by side."""
+    details: dict[str, Any] = {"n": scores["n"], "n_verifiable": scores["n_verifiable"],
+                               "n_safety": scores["n_safety"]}
     values: dict[str, float] = {m: float(scores[m]) for m in ("accuracy", "safety_score", "mean_cot_tokens",
                                                              "format_rate") if scores.get(m) is not None}
     for klass, row in (scores.get("classes") or {}).items():
         values.update({f"{klass}.{m}": float(row[m]) for m in CLASS_METRICS if row.get(m) is not None})
+    if guide is not None:
+        details["guide"] = {**guide, "temperature": GUIDED_EVAL_TEMPERATURE}
+        values = {f"{GUIDED_PREFIX}{metric}": value for metric, value in values.items()}
     rows = []
     with transaction.atomic():  # all of one evaluation's figures, or none
         for metric, value in values.items():
@@ -216,29 +224,79 @@ def _eval_rows(version: ModelVersion, run_id: int | None, scores: dict[str, Any]
     return rows
 
 
-def _evaluate(project: Project, options: dict[str, Any], model_path_: str) -> dict[str, Any] | None:
+GUIDED_PREFIX = "guided."
+GUIDED_EVAL_TEMPERATURE = 1.0  # candidates come from the model's own distribution
+
+
+def guided_completions(project: Project, model_path_: str, items: list[dict[str, Any]], *, guide: dict[str, Any],
+                       max_new_tokens: int, seed: int = 0) -> list[str]:
+    """Each item's completion by guided generation (annotator/generation/guided.py): best of
+    ``guide["k"]`` candidates per step by ``guide["by"]``, item i seeded ``seed + i``."""
+    from annotator import supervision
+    from annotator.generation import guided
+    from annotator.generation.backends import GenerationRequest, SamplingParams
+    from annotator.generation.factory import make_backend
+
+    checked = supervision.guide_check(guide, project_id=project.pk)
+    backend = make_backend("local", model_path=model_path_)
+    params = SamplingParams(temperature=GUIDED_EVAL_TEMPERATURE, max_new_tokens=max_new_tokens)
+    out = []
+    try:
+        for i, item in enumerate(items):
+            result = guided.guided_completion(
+                backend, GenerationRequest(messages=item["prompt"], params=params), k=checked.k,
+                rule=project.step_rule, score=supervision.guide_score_fn(checked.by, item["prompt"]), seed=seed + i,
+            )
+            out.append(result.completion)
+    finally:
+        from annotator.generation.local import evict
+
+        evict(model_path_)  # the train worker's memory is for training, not for a warm copy
+    return out
+
+
+def _evaluate(project: Project, options: dict[str, Any], model_path_: str, *,
+              guide: dict[str, Any] | None = None) -> dict[str, Any] | None:
     items = heldout_prompts(project, int(options["max_prompts"]))
     if not items:
         return None
+    if guide is not None:
+        completions = guided_completions(project, model_path_, items, guide=guide,
+                                         max_new_tokens=int(options["max_new_tokens"]))
+        return heldout.score_heldout(model_path_, items, completions)
     return heldout.evaluate_heldout(model_path_, items, max_new_tokens=int(options["max_new_tokens"]),
                                     batch_size=int(options["batch_size"]))
 
 
+def _evaluations(version: ModelVersion, run_id: int | None, options: dict[str, Any],
+                 model_path_: str) -> list[EvalResult]:
+    """The unguided evaluation and, when ``options["guide"]`` names one, the guided one beside it."""
+    scores = _evaluate(version.project, options, model_path_)
+    if scores is None:
+        return []
+    rows = _eval_rows(version, run_id, scores)
+    guide = options.get("guide")
+    if guide:
+        guided_scores = _evaluate(version.project, options, model_path_, guide=guide)
+        if guided_scores is not None:
+            rows += _eval_rows(version, run_id, guided_scores, guide=guide)
+    return rows
+
+
 def run_evaluate(*, run_id: int, version: ModelVersion, model_path: str) -> list[EvalResult]:
     """Evaluate the run's model on the held-out prompts; one EvalResult per metric, overall and per
-    class of prompt (``<class>.accuracy`` …)."""
+    class of prompt (``<class>.accuracy`` …); with ``config.eval.guide``, guided too (``guided.…``)."""
     run = TrainingRun.objects.select_related("project").get(pk=run_id)
     options = {**EVAL_DEFAULTS, **(run.config.get("eval") or {})}
-    scores = _evaluate(run.project, options, model_path)
-    return [] if scores is None else _eval_rows(version, run_id, scores)
+    return _evaluations(version, run_id, options, model_path)
 
 
 def version_evaluate(*, version_id: int, options: dict[str, Any] | None = None) -> list[EvalResult]:
     """Evaluate a model version that no run produced (the base model) on the held-out prompts, so
-    the dashboard's comparison starts with a point. Rows have no run."""
+    the dashboard's comparison starts with a point. Rows have no run. ``options["guide"]``
+    ({"k", "by"}) adds the guided evaluation."""
     version = ModelVersion.objects.select_related("project").get(pk=version_id)
-    scores = _evaluate(version.project, {**EVAL_DEFAULTS, **(options or {})}, model_path(version))
-    return [] if scores is None else _eval_rows(version, None, scores)
+    return _evaluations(version, None, {**EVAL_DEFAULTS, **(options or {})}, model_path(version))
 
 
 def run_execute(*, run_id: int, worker: str) -> str | None:

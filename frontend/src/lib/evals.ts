@@ -4,15 +4,43 @@ import { api } from "./api";
 
 export type EvalTable = Map<number, Record<string, number>>;
 
-export async function loadEvals(projectId: number): Promise<EvalTable> {
+// A guided evaluation (best of K per step by a scorer) writes `guided.<metric>` beside each
+// unguided `<metric>`, with its guide in the row's details.
+export const GUIDED_PREFIX = "guided.";
+
+/** Model version id → how its guided evaluation was guided, e.g. "best of 8 by rule:demo_task". */
+export type EvalGuides = Map<number, string>;
+
+export async function loadEvalsWithGuides(projectId: number): Promise<{ table: EvalTable; guides: EvalGuides }> {
   const rows = await api.get("/api/projects/{project_id}/evals/", { params: { path: { project_id: projectId } } });
-  const t: EvalTable = new Map();
+  const table: EvalTable = new Map();
+  const guides: EvalGuides = new Map();
   for (const r of rows) {
-    const row = t.get(r.model_version) ?? {};
+    const row = table.get(r.model_version) ?? {};
     row[r.metric] = r.value;
-    t.set(r.model_version, row);
+    table.set(r.model_version, row);
+    const guide = (r.details as { guide?: { k?: unknown; by?: unknown } } | null)?.guide;
+    if (r.metric.startsWith(GUIDED_PREFIX) && guide && typeof guide.k === "number" && typeof guide.by === "string")
+      guides.set(r.model_version, `best of ${guide.k} by ${guide.by}`);
   }
-  return t;
+  return { table, guides };
+}
+
+export async function loadEvals(projectId: number): Promise<EvalTable> {
+  return (await loadEvalsWithGuides(projectId)).table;
+}
+
+/** A version's figure unguided and guided (either may be missing). */
+export interface GuidedPair {
+  unguided?: number;
+  guided?: number;
+}
+
+/** `metric` of a version's results, unguided and guided; null when it has no guided figure. */
+export function guidedPair(row: Record<string, number>, metric: string): GuidedPair | null {
+  const guided = row[GUIDED_PREFIX + metric];
+  if (guided === undefined) return null;
+  return { unguided: row[metric], guided };
 }
 
 // Per-class metrics are named `<class>.<metric>` (e.g. `planted.accuracy`, `benign.refusal_rate`).
@@ -28,6 +56,7 @@ export const KNOWN_CLASSES = ["general", "planted", "padded", "unsafe", "disguis
 export function classMetrics(row: Record<string, number>): Map<string, ClassRow> {
   const out = new Map<string, ClassRow>();
   for (const [name, value] of Object.entries(row)) {
+    if (name.startsWith(GUIDED_PREFIX)) continue; // the guided figures have their own table
     const dot = name.lastIndexOf(".");
     if (dot <= 0) continue;
     const metric = name.slice(dot + 1);

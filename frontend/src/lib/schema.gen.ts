@@ -1500,6 +1500,25 @@ export interface components {
                 [key: string]: number;
             };
         };
+        Guide: {
+            /** @description Candidates sampled per step */
+            readonly k: number;
+            /** @description The scorer that picks: "rule:demo_task", "prm:<id>", ... */
+            readonly by: string;
+        };
+        GuideCandidate: {
+            /**
+             * @description step; end: the sample would answer now; incomplete: cut by the budget
+             *
+             *     * `step` - step
+             *     * `end` - end
+             *     * `incomplete` - incomplete
+             */
+            readonly kind: components["schemas"]["CandidateKindEnum"];
+            readonly text: string;
+            /** Format: double */
+            readonly score: number | null;
+        };
         ImageUploadRequest: {
             /** Format: binary */
             file: string;
@@ -1974,6 +1993,8 @@ export interface components {
             /** Format: double */
             readonly pace_tps: number | null;
             readonly pause_reason: string;
+            /** @description Guided generation (null: unguided) */
+            readonly guide: components["schemas"]["Guide"] | null;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -2068,8 +2089,17 @@ export interface components {
             readonly text: string;
             readonly origin: components["schemas"]["OriginEnum"];
             readonly labels: components["schemas"]["StepLabel"][];
+            /** @description A guided step: the candidates it was the best of (null: not guided) */
+            readonly guide: components["schemas"]["StepGuide"] | null;
             /** Format: date-time */
             readonly created_at: string;
+        };
+        StepGuide: {
+            /** @description This step's sampling seed */
+            readonly seed: number | null;
+            /** @description Index of the kept candidate */
+            readonly chosen: number;
+            readonly candidates: components["schemas"]["GuideCandidate"][];
         };
         StepLabel: {
             readonly id: number;
@@ -2141,6 +2171,8 @@ export interface components {
             /** Format: double */
             readonly pace_tps: number | null;
             readonly pause_reason: string;
+            /** @description Guided generation (null: unguided) */
+            readonly guide: components["schemas"]["Guide"] | null;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -2186,6 +2218,8 @@ export interface components {
              * @description paced mode: tokens per second viewers receive
              */
             pace_tps?: number;
+            /** @description Guided generation without a human: {"k": 1..16, "by": "rule:demo_task" | "prm:<id>" | "verifier:<id>"}: each step is the best of k sampled candidates by that scorer (live mode only) */
+            guide?: unknown;
         };
         TraceDetail: {
             readonly id: number;
@@ -2206,6 +2240,8 @@ export interface components {
             /** Format: double */
             readonly pace_tps: number | null;
             readonly pause_reason: string;
+            /** @description Guided generation (null: unguided) */
+            readonly guide: components["schemas"]["Guide"] | null;
             readonly step_count: number;
             readonly review_count: number;
             readonly verdict: string;
@@ -2487,6 +2523,8 @@ export type FamilyAgreement = components['schemas']['FamilyAgreement'];
 export type FormatEnum = components['schemas']['FormatEnum'];
 export type Gold = components['schemas']['Gold'];
 export type GoldInputRequest = components['schemas']['GoldInputRequest'];
+export type Guide = components['schemas']['Guide'];
+export type GuideCandidate = components['schemas']['GuideCandidate'];
 export type ImageUploadRequest = components['schemas']['ImageUploadRequest'];
 export type Invite = components['schemas']['Invite'];
 export type InviteCreated = components['schemas']['InviteCreated'];
@@ -2540,6 +2578,7 @@ export type SafetyTagsEnum = components['schemas']['SafetyTagsEnum'];
 export type StageEnum = components['schemas']['StageEnum'];
 export type StateEnum = components['schemas']['StateEnum'];
 export type Step = components['schemas']['Step'];
+export type StepGuide = components['schemas']['StepGuide'];
 export type StepLabel = components['schemas']['StepLabel'];
 export type StepLabelInputRequest = components['schemas']['StepLabelInputRequest'];
 export type StepRuleEnum = components['schemas']['StepRuleEnum'];

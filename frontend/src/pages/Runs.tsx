@@ -3,11 +3,12 @@
 import { useEffect, useMemo, useState } from "react";
 import { ClassTable, type ClassTableVersion } from "../components/ClassTable";
 import { ErrorState, fmtDate, Loading, Section } from "../components/common";
+import { GuidedTable, type GuidedTableVersion } from "../components/GuidedTable";
 import { LineChart } from "../components/LineChart";
 import { ProjectNav } from "../components/ProjectNav";
 import { Scatter, type ScatterPoint } from "../components/Scatter";
 import { api, stageEnumValues, type StageEnum, type TrainingRun } from "../lib/api";
-import { classMetrics, loadEvals, pickVersions } from "../lib/evals";
+import { classMetrics, loadEvalsWithGuides, pickVersions } from "../lib/evals";
 import { useLoad } from "../lib/hooks";
 import { Link, navigate, paths } from "../lib/router";
 import { useRunConnection } from "../stream/hooks";
@@ -201,11 +202,12 @@ function RunDetail({
 function EvalScatter({ projectId }: { projectId: number }) {
   const data = useLoad(async () => {
     const path = { project_id: projectId };
-    const [models, project, evals] = await Promise.all([
+    const [models, project, loaded] = await Promise.all([
       api.get("/api/projects/{project_id}/models/", { params: { path } }),
       api.get("/api/projects/{project_id}/", { params: { path } }),
-      loadEvals(projectId),
+      loadEvalsWithGuides(projectId),
     ]);
+    const { table: evals, guides } = loaded;
     // Models come in creation order, so the scatter's line follows the rounds.
     const points: ScatterPoint[] = [];
     for (const m of models) {
@@ -218,16 +220,21 @@ function EvalScatter({ projectId }: { projectId: number }) {
       name: m.name,
       metrics: evals.get(m.id) ?? {},
     }));
-    return { points, compared };
+    const guided: GuidedTableVersion[] = models
+      .filter((m) => guides.has(m.id))
+      .map((m) => ({ id: m.id, name: m.name, guide: guides.get(m.id) ?? "", metrics: evals.get(m.id) ?? {} }));
+    return { points, compared, guided };
   }, [projectId]);
   if (data.error) return <ErrorState error={data.error} what="Evaluations" />;
   if (!data.data) return <Loading />;
-  const { points, compared } = data.data;
-  if (points.length === 0 && compared.length === 0) return <p className="muted">No evaluated model versions yet.</p>;
+  const { points, compared, guided } = data.data;
+  if (points.length === 0 && compared.length === 0 && guided.length === 0)
+    return <p className="muted">No evaluated model versions yet.</p>;
   return (
     <>
       {points.length > 0 && <Scatter points={points} />}
       {compared.length > 0 && <ClassTable versions={compared} />}
+      {guided.length > 0 && <GuidedTable versions={guided} />}
     </>
   );
 }
