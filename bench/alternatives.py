@@ -74,12 +74,12 @@ async def ask(addr: str, cookie: str, trace_id: int, step_index: int, k: int, se
 
 def floor(model_path: str, jobs: list[tuple[list[dict], list[str], int]], k: int) -> list[float]:
     """The same sampling and scoring, called in this process: no queue, no worker, no socket."""
+    import torch
+
     from annotator.generation.backends import GenerationRequest, SamplingParams
     from annotator.generation.local import LocalBackend
     from annotator.supervision import Scorers
     from trainer_worker.vocabulary.format import render_prefix
-
-    import torch
 
     torch.set_num_threads(1)  # as the worker runs (OMP_NUM_THREADS=1): the same model work, compared fairly
     backend = LocalBackend(model_path, device="cpu")
