@@ -2,7 +2,7 @@
 import type { LiveStep, LiveTrace, ServerMsg, SnapshotMsg } from "./protocol";
 
 export function step(index: number, text: string, extra: Partial<LiveStep> = {}): LiveStep {
-  return { id: 100 + index, index, text, origin: "model", labels: [], ...extra };
+  return { id: 100 + index, index, text, origin: "model", labels: [], guide: null, ...extra };
 }
 
 export function trace(id: number, extra: Partial<LiveTrace> = {}): LiveTrace {
@@ -21,6 +21,7 @@ export function trace(id: number, extra: Partial<LiveTrace> = {}): LiveTrace {
     mode: "live",
     pace_tps: null,
     pause_reason: "",
+    guide: null,
     scores: [],
     prompt_tokens: 10,
     completion_tokens: 0,
