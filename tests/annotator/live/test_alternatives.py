@@ -139,6 +139,9 @@ def test_the_local_model_samples_k_candidates_in_one_batch_and_a_own_step_can_be
     assert picked.status_code == 200, picked.content
     step = Step.objects.get(trace_id=picked.json()["branch"], index=2)
     assert (step.text, step.origin) == ("3. 37 + 8 = 45", "human")
+    # The branch continues from it (and ends before the test's database is flushed).
+    branch = _wait(live, _url(live, picked.json()["branch"]), "status", ("finished", "stopped", "failed"))
+    assert branch["status"] == "finished"
 
 
 def test_bad_requests_and_picks_get_clear_errors_and_change_nothing(live):
@@ -178,7 +181,11 @@ def test_bad_requests_and_picks_get_clear_errors_and_change_nothing(live):
         response = client.post(pick, body, format="json")
         assert (response.status_code, response.json()["code"]) == (status, code), (body, response.content)
     assert _api(live, "viewer").get(alt_url).json()["picked"] is None
-    assert client.post(pick, {"candidate": 0, "expected_version": version}, format="json").status_code == 200
+    first = client.post(pick, {"candidate": 0, "expected_version": version}, format="json")
+    assert first.status_code == 200
+    # The branch starts generating (the stand-in is gone, so it fails at once); let it end before
+    # the test's database is flushed under it.
+    _wait(live, _url(live, first.json()["branch"]), "status", ("finished", "stopped", "failed"))
     twice = client.post(pick, {"candidate": 2, "expected_version": version + 1}, format="json")
     assert (twice.status_code, twice.json()["code"]) == (409, "already_picked")
     missing = client.post(_url(live, trace["id"], "alternatives/999999/pick/"),
