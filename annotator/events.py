@@ -199,8 +199,8 @@ def events_between(trace_id: int, after: int, upto: int) -> list[str]:
     return redis_client().zrangebyscore(trace_events_key(trace_id), f"({after}", upto)
 
 
-def publish_trace_event(trace_id: int, event_type: str, **payload: Any) -> dict[str, Any]:
-    """Sequence, keep and broadcast one event of a trace. Returns the event with its seq."""
+def _encoded(trace_id: int, event_type: str, payload: dict[str, Any]) -> tuple[str, str, bytes]:
+    """(event text with the seq marker, Redis channel to publish on or "", channel-layer wire message)."""
     text = SEQ_PREFIX + MARKER + "," + json.dumps({"type": event_type, "trace": trace_id, **payload})[1:]
     prefix = _direct_channel()
     message = {"type": "trace.event", "text": text}
@@ -208,14 +208,62 @@ def publish_trace_event(trace_id: int, event_type: str, **payload: Any) -> dict[
     if prefix is not None and MARKER.encode() not in wire:
         prefix, wire = None, b""  # a serializer that hides the text (e.g. encryption): use group_send
     channel = f"{prefix}{trace_group(trace_id)}" if prefix else ""
+    return text, channel, wire
+
+
+def publish_trace_event(trace_id: int, event_type: str, **payload: Any) -> dict[str, Any]:
+    """Sequence, keep and broadcast one event of a trace. Returns the event with its seq."""
+    text, channel, wire = _encoded(trace_id, event_type, payload)
     encoded = _with_redis_back(lambda: _publish_script()(
         keys=[trace_seq_key(trace_id), trace_events_key(trace_id), channel],
         args=[text, HISTORY, TTL_S, MARKER, wire, _known_seq(trace_id)],
     ))
     seq_seen(trace_id, seq_of(encoded))
-    if prefix is None:
+    if not channel:
         _group_send(trace_group(trace_id), {"type": "trace.event", "text": encoded})
     return json.loads(encoded)
+
+
+_async_scripts: Any = None
+
+
+async def apublish_trace_event(trace_id: int, event_type: str, **payload: Any) -> int:
+    """``publish_trace_event`` from a running event loop (the generate worker's relay hub): the same
+    script, seq and wire, through that loop's asyncio Redis client, so a publish waiting for Redis
+    lets the loop relay other traces meanwhile. Returns the seq. A trace's events keep their order
+    as long as its publishes are awaited one after the other (the hub does)."""
+    global _async_scripts
+    import weakref
+
+    import redis
+
+    from annotator.flags import async_redis_client
+
+    text, channel, wire = _encoded(trace_id, event_type, payload)
+    client = async_redis_client()
+    if _async_scripts is None:
+        _async_scripts = weakref.WeakKeyDictionary()
+    script = _async_scripts.get(client)
+    if script is None:
+        script = _async_scripts[client] = client.register_script(_PUBLISH)
+    deadline = time.monotonic() + PUBLISH_RETRY_S
+    pause = 0.05
+    while True:
+        try:
+            encoded = await script(keys=[trace_seq_key(trace_id), trace_events_key(trace_id), channel],
+                                   args=[text, HISTORY, TTL_S, MARKER, wire, _known_seq(trace_id)])
+            break
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("Redis unreachable; publishing again in %.2f s", pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+    seq = seq_of(encoded)
+    seq_seen(trace_id, seq)
+    if not channel:
+        _group_send(trace_group(trace_id), {"type": "trace.event", "text": encoded})
+    return seq
 
 
 def _with_redis_back(call: Any) -> Any:

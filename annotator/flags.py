@@ -51,6 +51,27 @@ def redis_client() -> Any:
     return client
 
 
+_async_clients: Any = None
+
+
+def async_redis_client() -> Any:
+    """A redis.asyncio client of the running event loop (the generate worker's relay hub), one per
+    loop: an asyncio connection belongs to the loop that opened it."""
+    global _async_clients
+    import asyncio
+    import weakref
+
+    import redis.asyncio
+
+    if _async_clients is None:
+        _async_clients = weakref.WeakKeyDictionary()
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = _async_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    return client
+
+
 def key_prefix() -> str:
     """Keys are namespaced by database, so two studios (or the tests) can share one Redis safely."""
     return f"safeladder:{settings.DATABASES['default']['NAME']}:"

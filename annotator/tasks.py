@@ -11,7 +11,7 @@ import socket
 import threading
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from annotator.enqueue import BUILD_SNAPSHOT, DELIVER_WEBHOOK, GENERATE_ALTERNATIVES, GENERATE_TRACE
 
@@ -20,9 +20,11 @@ log = logging.getLogger(__name__)
 
 @shared_task(name=GENERATE_TRACE, bind=True, acks_late=True, ignore_result=True)
 def generate_trace(self, *, trace_id: int) -> None:
-    from annotator.services.generation import trace_generate
+    from annotator.services.relay import trace_relay
 
-    trace_generate(trace_id=trace_id, owner=self.request.hostname or socket.gethostname())
+    # A vLLM stream is handed to this process's relay hub (one event loop for all of them) and the
+    # task returns; a local model generates here, in this thread (annotator/services/relay.py).
+    trace_relay(trace_id=trace_id, owner=self.request.hostname or socket.gethostname())
 
 
 @shared_task(name=GENERATE_ALTERNATIVES, bind=True, acks_late=True, ignore_result=True)
@@ -91,3 +93,12 @@ def _sweep_lost_generations(sender=None, **kwargs) -> None:
         daemon=True,
     ).start()
     log.info("sweeping for lost generations and snapshot builds every %.0f s", settings.GENERATE_SWEEP_S)
+
+
+@worker_shutdown.connect
+def _drain_relay_hub(sender=None, **kwargs) -> None:
+    """A warm shutdown waits for the traces this process's relay hub streams (as Celery waits for
+    running tasks), up to GENERATE_RELAY_DRAIN_S, then ends the rest with a reason."""
+    from annotator.services.relay import relay_drain
+
+    relay_drain()

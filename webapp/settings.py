@@ -272,6 +272,16 @@ TRAIN_HEARTBEAT_S = int(os.environ.get("TRAIN_HEARTBEAT_S", 30))
 GENERATE_HEARTBEAT_S = int(os.environ.get("GENERATE_HEARTBEAT_S", 9))
 GENERATE_SWEEP_S = float(os.environ.get("GENERATE_SWEEP_S", 3))
 GENERATE_SWEEP_GRACE_S = float(os.environ.get("GENERATE_SWEEP_GRACE_S", 6))
+# How the generate worker relays vLLM streams: "asyncio" (every stream of a worker process on one
+# event loop, annotator/services/relay.py) or "thread" (one thread per trace, as local models do).
+GENERATE_RELAY = os.environ.get("GENERATE_RELAY", "asyncio")
+if GENERATE_RELAY not in ("asyncio", "thread"):
+    raise ImproperlyConfigured(f"GENERATE_RELAY must be 'asyncio' or 'thread', got {GENERATE_RELAY!r}")
+GENERATE_RELAY_MAX_TRACES = int(os.environ.get("GENERATE_RELAY_MAX_TRACES", 256))  # per worker process
+GENERATE_RELAY_DB_THREADS = int(os.environ.get("GENERATE_RELAY_DB_THREADS", 4))  # = its DB connections
+GENERATE_RELAY_DRAIN_S = float(os.environ.get("GENERATE_RELAY_DRAIN_S", 60))
+if GENERATE_RELAY_MAX_TRACES < 1 or GENERATE_RELAY_DB_THREADS < 1:
+    raise ImproperlyConfigured("GENERATE_RELAY_MAX_TRACES and GENERATE_RELAY_DB_THREADS must be at least 1")
 # A snapshot build keeps its own heartbeat (same lifetime and renewal); the same sweep ends a
 # `building` snapshot whose heartbeat has been missing for GENERATE_SWEEP_GRACE_S as `failed`.
 SNAPSHOT_HEARTBEAT_S = int(os.environ.get("SNAPSHOT_HEARTBEAT_S", 9))

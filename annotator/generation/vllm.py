@@ -11,9 +11,11 @@ Only httpx is needed here: vLLM runs as its own service (it is CUDA-only and wou
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -88,6 +90,59 @@ def _error_message(response: httpx.Response) -> str:
     return json.dumps(body)
 
 
+class _StreamReader:
+    """The SSE lines of one streamed chat completion → deltas, for the sync and the async client
+    alike (so both relay exactly the same text, errors and finish reasons)."""
+
+    def __init__(self) -> None:
+        self.finish: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.done = False
+        self.cancelled = False
+        self.held = ""
+
+    def line(self, line: str) -> list[Delta]:
+        if not line.startswith("data:"):
+            return []  # blank separators and ": keep-alive" comments
+        payload = line[len("data:") :].strip()
+        if payload == "[DONE]":
+            self.done = True
+            return []
+        try:
+            chunk = json.loads(payload)
+        except ValueError as exc:
+            raise GenerationError("vLLM sent a malformed event", remote_detail=repr(payload[:200])) from exc
+        if "error" in chunk:
+            err = chunk["error"]
+            msg = err.get("message") if isinstance(err, dict) else err
+            raise GenerationError("vLLM reported an error during generation", remote_detail=str(msg))
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        out = []
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                text, self.held = _whole_characters(self.held, text)
+                if text:
+                    out.append(Delta(text))
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        return out
+
+    def end(self) -> Iterator[Delta]:
+        """The last deltas once the stream is over (or cancelled); raises when it was cut short."""
+        if self.held:
+            yield Delta(self.held)  # a half that never got its other half: the caller stores it as U+FFFD
+        usage = self.usage
+        if self.cancelled:
+            # vLLM sends usage only at the end, so a cancelled stream has no token counts.
+            yield Delta("", "cancelled", usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            return
+        if not self.done and self.finish is None:
+            raise GenerationError("the vLLM stream ended before the completion finished")
+        yield Delta("", _FINISH_MAP.get(self.finish or "stop", "stop"), usage.get("prompt_tokens"),
+                    usage.get("completion_tokens"))
+
 class VLLMBackend:
     """Client for one served model (or LoRA adapter name) on a vLLM server."""
 
@@ -103,12 +158,12 @@ class VLLMBackend:
         if self.base_url.endswith("/v1"):
             self.base_url = self.base_url[: -len("/v1")]
         self.model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # The read timeout bounds the wait for the next token, not the whole generation.
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self._client = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
         )
 
     def close(self) -> None:
@@ -142,11 +197,7 @@ class VLLMBackend:
     def stream(self, request: GenerationRequest, *, should_stop: Callable[[], bool]) -> Iterator[Delta]:
         request.validate()
         body = self.request_body(request)
-        finish: str | None = None
-        usage: dict[str, Any] = {}
-        done = False
-        cancelled = False
-        held = ""
+        reader = _StreamReader()
         try:
             if should_stop():
                 yield Delta("", "cancelled", None, 0)
@@ -160,50 +211,65 @@ class VLLMBackend:
                 for line in response.iter_lines():
                     if should_stop():
                         # Leaving the with-block closes the connection; vLLM aborts the request.
-                        cancelled = True
+                        reader.cancelled = True
                         break
-                    if not line.startswith("data:"):
-                        continue  # blank separators and ": keep-alive" comments
-                    payload = line[len("data:") :].strip()
-                    if payload == "[DONE]":
-                        done = True
+                    yield from reader.line(line)
+                    if reader.done:
                         break
-                    try:
-                        chunk = json.loads(payload)
-                    except ValueError as exc:
-                        raise GenerationError(
-                            "vLLM sent a malformed event", remote_detail=repr(payload[:200])
-                        ) from exc
-                    if "error" in chunk:
-                        err = chunk["error"]
-                        msg = err.get("message") if isinstance(err, dict) else err
-                        raise GenerationError("vLLM reported an error during generation", remote_detail=str(msg))
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            text, held = _whole_characters(held, text)
-                            if text:
-                                yield Delta(text)
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
         except httpx.HTTPError as exc:
             raise GenerationError(f"cannot stream from vLLM at {self.base_url}: {exc}") from exc
-        if held:
-            yield Delta(held)  # a half that never got its other half: the caller stores it as U+FFFD
-        if cancelled:
-            # vLLM sends usage only at the end, so a cancelled stream has no token counts.
-            yield Delta("", "cancelled", usage.get("prompt_tokens"), usage.get("completion_tokens"))
-            return
-        if not done and finish is None:
-            raise GenerationError("the vLLM stream ended before the completion finished")
-        yield Delta(
-            "",
-            _FINISH_MAP.get(finish or "stop", "stop"),
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-        )
+        yield from reader.end()
+
+    async def astream(self, request: GenerationRequest, *, should_stop: Callable[[], bool]) -> AsyncIterator[Delta]:
+        """``stream`` on the running event loop (the generate worker's relay hub): the same request,
+        the same deltas and errors, read with an httpx AsyncClient of this loop, so one thread
+        relays many streams. ``should_stop`` must be cheap and must not block (it is called
+        between lines on the loop)."""
+        request.validate()
+        body = self.request_body(request)
+        reader = _StreamReader()
+        try:
+            if should_stop():
+                yield Delta("", "cancelled", None, 0)
+                return
+            async with self._async_client().stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise GenerationError(
+                        f"vLLM answered {response.status_code}", remote_detail=_error_message(response)
+                    )
+                async for line in response.aiter_lines():
+                    if should_stop():
+                        reader.cancelled = True  # leaving the block closes the connection: vLLM aborts
+                        break
+                    for delta in reader.line(line):
+                        yield delta
+                    if reader.done:
+                        break
+        except httpx.HTTPError as exc:
+            raise GenerationError(f"cannot stream from vLLM at {self.base_url}: {exc}") from exc
+        for delta in reader.end():
+            yield delta
+
+    def _async_client(self) -> httpx.AsyncClient:
+        """One AsyncClient per event loop (an httpx AsyncClient's connections belong to one loop).
+        No cap on connections: the relay hub bounds how many streams a worker holds at once."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_clients[loop] = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=self._headers,
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            )
+        return client
+
+    async def aclose(self) -> None:
+        """Close this loop's AsyncClient (the relay hub does this as it shuts down)."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def sample_body(self, request: GenerationRequest, *, n: int, rule: str) -> dict[str, Any]:
         """The JSON of a ``sample_steps`` call: one non-streamed chat completion with ``n`` choices

@@ -371,6 +371,8 @@ def storable_text(text: str) -> str:
 
 
 def _claim(trace_id: int, owner: str) -> tuple[Trace, flags.TraceHeartbeat] | None:
+    """Take a queued trace: ``running``, with a heartbeat key set (not yet renewed: the caller
+    starts the heartbeat's thread, or the relay hub renews it)."""
     with transaction.atomic():
         trace = Trace.objects.select_for_update().filter(pk=trace_id).first()
         if trace is None or trace.status != TraceStatus.QUEUED:
@@ -382,31 +384,41 @@ def _claim(trace_id: int, owner: str) -> tuple[Trace, flags.TraceHeartbeat] | No
         # Cleared before the claim commits: a stop that sees this trace running raises its flag
         # after the commit (flags are raised on commit), so it can never be wiped by this clear.
         flags.clear_stop(trace_id)
-    return trace, heartbeat.start()
+    return trace, heartbeat
 
 
 def trace_generate(*, trace_id: int, owner: str = "") -> None:
-    """Run one generation to its end (or stop). Idempotent: only a queued trace is picked up.
+    """Run one generation to its end (or stop), in this thread. Idempotent: only a queued trace is
+    picked up.
 
     Every trace this claims ends ``finished``, ``stopped`` or ``failed``: any error on the way
     (the backend, the database, Redis, a bug) fails the trace with its reason in ``error``. A
-    heartbeat says this process still holds it; if the process dies, ``traces_sweep`` ends it."""
-    claimed = _claim(trace_id, f"{owner or 'worker'}:{uuid.uuid4().hex}")
+    heartbeat says this process still holds it; if the process dies, ``traces_sweep`` ends it.
+    (The generate worker relays vLLM streams on one event loop instead: annotator/services/relay.py.)"""
+    claimed = _claim(trace_id, owner_token(owner))
     if claimed is None:
         return
     trace, heartbeat = claimed
+    heartbeat.start()
     try:
         trace_status_event(trace)
         _generate(trace_id)
     except Exception as exc:
         log.exception("generation of trace %s failed", trace_id)
-        # A backend's error says what failed without what a remote server answered (see GenerationError).
-        error = exc.public if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
-        _fail(trace_id, error)
+        _fail(trace_id, failure_text(exc))
     finally:
         heartbeat.release()
         with contextlib.suppress(Exception):
             flags.clear_stop(trace_id)
+
+
+def owner_token(owner: str) -> str:
+    return f"{owner or 'worker'}:{uuid.uuid4().hex}"
+
+
+def failure_text(exc: BaseException) -> str:
+    # A backend's error says what failed without what a remote server answered (see GenerationError).
+    return exc.public if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
 
 
 def _fail(trace_id: int, error: str) -> None:
@@ -458,92 +470,140 @@ def _scorer_title(name: str) -> str:
     return "the rule checker (rule-based)" if name == supervision.RULE_SCORER else name
 
 
+class Generation:
+    """One streamed (not guided) generation of a trace, from its claim to its end: what the relay
+    loop needs besides the stream itself. The thread relay (``_generate``) and the event-loop
+    relay (annotator/services/relay.py) both drive it, so they store, score, pause and end a trace
+    the same way. ``closed`` and ``end`` touch the database: the event-loop relay runs them in its
+    bounded thread pool, never on the loop."""
+
+    def __init__(self, trace_id: int) -> None:
+        trace = Trace.objects.select_related("prompt", "project", "model_version").get(pk=trace_id)
+        self.trace = trace
+        self.prefix_steps = list(trace.steps.order_by("index").values_list("text", flat=True))
+        self.guided = bool(trace.guide)
+        if self.guided:
+            return  # _generate_guided sets up its own
+        self.segmenter = StepSegmenter(trace.project.step_rule, prefix_steps=self.prefix_steps)
+        plan = supervision.project_supervision(trace.project)
+        self.scorers = supervision.Scorers(plan.scorers, trace.prompt.messages) if plan.scorers else None
+        self.pace = trace.pace_tps if trace.mode == TraceMode.PACED and trace.pace_tps else None
+        self.pause_below = plan.pause_below
+        if self.pause_below is not None and StepScore.objects.filter(trace=trace, score__lt=self.pause_below).exists():
+            # Continued after a low score: the supervisor chose to go on, so it does not pause again (every
+            # step after a wrong one scores low too). A branch starts without scores and can pause afresh.
+            self.pause_below = None
+        self.stopped = False  # a stop request was seen (it stays seen)
+        # Why this generation pauses itself ("": it does not) and how: "step" (step mode) or "auto_pause".
+        self.pause_reason = ""
+        self.pause_kind = ""
+        self.steps = list(self.prefix_steps)
+        self.finish_reason, self.prompt_tokens, self.completion_tokens = "stop", 0, 0
+
+    def model(self) -> ModelVersion:
+        model = self.trace.model_version or self.trace.project.serving_model
+        if model is None:
+            raise GenerationError("the project has no serving model")
+        return model
+
+    def request(self) -> GenerationRequest:
+        return _request_for(self.trace, self.prefix_steps)
+
+    def should_stop(self) -> bool:
+        """For the backend: stop reading (a pause or a stop). The thread relay polls the flag first."""
+        return bool(self.pause_reason) or self.stopped
+
+    def deliverable(self, text: str) -> bool:
+        """After a pause or a stop, what the model wrote on is not delivered (only closed steps count)."""
+        return bool(text) and not self.pause_reason and not self.stopped
+
+    def finished(self, delta: Any) -> None:
+        if delta.finish_reason:
+            self.finish_reason = delta.finish_reason
+            self.prompt_tokens = delta.prompt_tokens or 0
+            self.completion_tokens = delta.completion_tokens or 0
+
+    def closed(self, step: ClosedStep) -> None:
+        """A step closed: save it (viewers get ``trace.step``), score it, pause if it says so."""
+        trace = self.trace
+        saved = _save_step(trace, step.index, step.text)
+        self.steps.append(step.text)
+        for sc in _score(trace, saved, step.index, self.scorers, self.steps) if self.scorers else []:
+            if self.pause_below is not None and sc.score < self.pause_below and self.pause_kind != "auto_pause":
+                self.pause_kind = "auto_pause"
+                self.pause_reason = (
+                    f"Paused: {_scorer_title(sc.scorer)} scored step {step.index + 1} {sc.score:.2f}, below the "
+                    f"project's threshold {self.pause_below:.2f} ({sc.detail})."
+                )
+        if trace.mode == TraceMode.STEP and not self.pause_reason:
+            self.pause_kind = "step"
+            self.pause_reason = f"Step mode: step {step.index + 1} is written; accept it, edit it or ask for more."
+
+    def outcome(self) -> tuple[str, bool]:
+        """(status, whether the rest of the text is closed as steps and an answer)."""
+        if self.stopped or (self.finish_reason == "cancelled" and not self.pause_reason):
+            return TraceStatus.STOPPED, False  # the step being written when the stop came is dropped
+        if self.pause_reason:
+            return TraceStatus.STOPPED, False
+        return TraceStatus.FINISHED, True
+
+    def end(self, remaining: list[ClosedStep], answer: str | None) -> None:
+        """Close what is left (when finished), score the answer, record how it ended."""
+        status, complete = self.outcome()
+        finish_reason, pause_reason = self.finish_reason, ""
+        if not complete:
+            answer = None
+            if self.stopped or not self.pause_reason:
+                finish_reason = "cancelled"
+            else:
+                finish_reason, pause_reason = self.pause_kind, self.pause_reason
+        else:
+            for step in remaining:
+                self.closed(step)
+            if self.scorers and answer is not None:
+                _score(self.trace, None, supervision.ANSWER_INDEX, self.scorers, self.steps, answer)
+        _end(self.trace, status=status, finish_reason=finish_reason, answer=answer, pause_reason=pause_reason,
+             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+
+
 def _generate(trace_id: int) -> None:
-    trace = Trace.objects.select_related("prompt", "project", "model_version").get(pk=trace_id)
-    prefix_steps = list(trace.steps.order_by("index").values_list("text", flat=True))
-    if trace.guide:
-        _generate_guided(trace, prefix_steps)
+    gen = Generation(trace_id)
+    if gen.guided:
+        _generate_guided(gen.trace, gen.prefix_steps)
         return
-    segmenter = StepSegmenter(trace.project.step_rule, prefix_steps=prefix_steps)
-    batcher = TokenBatcher(trace_id, segmenter)
-    plan = supervision.project_supervision(trace.project)
-    scorers = supervision.Scorers(plan.scorers, trace.prompt.messages) if plan.scorers else None
-    pace = trace.pace_tps if trace.mode == TraceMode.PACED and trace.pace_tps else None
-    pause_below = plan.pause_below
-    if pause_below is not None and StepScore.objects.filter(trace=trace, score__lt=pause_below).exists():
-        # Continued after a low score: the supervisor chose to go on, so it does not pause again (every
-        # step after a wrong one scores low too). A branch starts without scores and can pause afresh.
-        pause_below = None
-    last_poll = [0.0, False]
-    # Why this generation pauses itself ("": it does not) and how: "step" (step mode) or "auto_pause".
-    pause = {"reason": "", "kind": ""}
+    batcher = TokenBatcher(trace_id, gen.segmenter)
+    last_poll = [0.0]
 
     def stop_seen() -> bool:
         now = time.monotonic()
-        if now - last_poll[0] >= STOP_POLL_S:
+        if not gen.stopped and now - last_poll[0] >= STOP_POLL_S:
             last_poll[0] = now
             try:
-                last_poll[1] = last_poll[1] or flags.stop_requested(trace_id)
+                gen.stopped = flags.stop_requested(trace_id)
             except Exception:  # Redis away for a moment (a restart): keep generating, ask again later
                 log.warning("stop flag of trace %s unreadable; asking again", trace_id, exc_info=True)
-        return last_poll[1]
+        return gen.stopped
 
     def should_stop() -> bool:
-        return bool(pause["reason"]) or stop_seen()
+        stop_seen()
+        return gen.should_stop()
 
-    def closed(step: ClosedStep, steps: list[str]) -> None:
-        saved = _save_step(trace, step.index, step.text)
-        steps.append(step.text)
-        for sc in _score(trace, saved, step.index, scorers, steps) if scorers else []:
-            if pause_below is not None and sc.score < pause_below and pause["kind"] != "auto_pause":
-                pause["kind"] = "auto_pause"
-                pause["reason"] = (
-                    f"Paused: {_scorer_title(sc.scorer)} scored step {step.index + 1} {sc.score:.2f}, below the "
-                    f"project's threshold {pause_below:.2f} ({sc.detail})."
-                )
-        if trace.mode == TraceMode.STEP and not pause["reason"]:
-            pause["kind"] = "step"
-            pause["reason"] = f"Step mode: step {step.index + 1} is written; accept it, edit it or ask for more."
-
-    finish_reason, prompt_tokens, completion_tokens = "stop", 0, 0
-    steps = list(prefix_steps)
     delivered, started = 0, time.monotonic()
     try:
-        model = trace.model_version or trace.project.serving_model
-        if model is None:
-            raise GenerationError("the project has no serving model")
-        backend = backend_for(model)
-        for delta in backend.stream(_request_for(trace, prefix_steps), should_stop=should_stop):
-            # After a pause or a stop, what the model wrote on is not delivered (only closed steps count).
-            if delta.text and not pause["reason"] and not last_poll[1]:
-                if pace:
+        backend = backend_for(gen.model())
+        for delta in backend.stream(gen.request(), should_stop=should_stop):
+            if gen.deliverable(delta.text):
+                if gen.pace:
                     delivered += 1
-                    _wait_until(started + delivered / pace, stop_seen)
-                if not last_poll[1]:
+                    _wait_until(started + delivered / gen.pace, stop_seen)
+                if not gen.stopped:
                     for step in batcher.push(storable_text(delta.text)):
-                        closed(step, steps)
-            if delta.finish_reason:
-                finish_reason = delta.finish_reason
-                prompt_tokens = delta.prompt_tokens or 0
-                completion_tokens = delta.completion_tokens or 0
+                        gen.closed(step)
+            gen.finished(delta)
     finally:
         batcher.flush()  # what the model wrote before an error still reaches the viewers
-
-    pause_reason = ""
-    if last_poll[1] or (finish_reason == "cancelled" and not pause["reason"]):
-        # The step being written when the stop came is dropped: only closed steps are kept.
-        status, answer, finish_reason = TraceStatus.STOPPED, None, "cancelled"
-    elif pause["reason"]:
-        status, answer, finish_reason, pause_reason = TraceStatus.STOPPED, None, pause["kind"], pause["reason"]
-    else:
-        remaining, answer = batcher.finish()
-        for step in remaining:
-            closed(step, steps)
-        if scorers and answer is not None:
-            _score(trace, None, supervision.ANSWER_INDEX, scorers, steps, answer)
-        status = TraceStatus.FINISHED
-    _end(trace, status=status, finish_reason=finish_reason, answer=answer, pause_reason=pause_reason,
-         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    remaining, answer = batcher.finish() if gen.outcome()[1] else ([], None)
+    gen.end(remaining, answer)
 
 
 def _end(trace: Trace, *, status: str, finish_reason: str, answer: str | None, pause_reason: str,
