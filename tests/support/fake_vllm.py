@@ -43,6 +43,10 @@ class FakeVLLMState:
     sample_delay_s: float = 0.0  # pause before answering a non-streamed (n-choice) request
     prompt_tokens: int = 11
     error_status: int | None = None  # answer every chat request with this HTTP error
+    # A server failing mid-stream after this many streamed pieces: "error" sends an error event (as
+    # vLLM does when the engine dies), "drop" cuts the connection without ending the stream.
+    fail_after: int | None = None
+    fail_how: str = "error"
     error_message: str = "The model `x` does not exist."
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     chunks_sent: int = 0
@@ -140,6 +144,18 @@ class _Handler(BaseHTTPRequestHandler):
             for i, event in enumerate(events):
                 if 0 < i <= len(pieces) and state.delay_s:
                     time.sleep(state.delay_s)
+                if state.fail_after is not None and i == state.fail_after + 1:
+                    if state.fail_how == "drop":
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(2)  # no terminating chunk: the stream is cut short
+                        return
+                    self._send_event(json.dumps({"error": {"message": "EngineDeadError: the engine died",
+                                                           "type": "InternalServerError", "code": 500}}))
+                    self._send_event("[DONE]")
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                    return
                 self._send_event(json.dumps(event, ensure_ascii=not state.split_utf8))
                 if 0 < i <= len(pieces):
                     state.chunks_sent += 1

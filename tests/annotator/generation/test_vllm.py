@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import re
 import time
 from collections.abc import Iterator
 
@@ -40,13 +42,29 @@ def png_bytes() -> bytes:
     return buf.getvalue()
 
 
-def collect(backend: VLLMBackend, request: GenerationRequest) -> list[Delta]:
-    return list(backend.stream(request, should_stop=never))
+@pytest.fixture(params=["thread", "asyncio"])
+def how(request) -> str:
+    """Read the stream as the thread relay does (``stream``) or as the relay hub does (``astream``)."""
+    return request.param
 
 
-def test_streamed_text_equals_the_served_completion(fake: FakeVLLM) -> None:
+def collect(backend: VLLMBackend, request: GenerationRequest, how: str = "thread",
+            should_stop=never) -> list[Delta]:
+    if how == "thread":
+        return list(backend.stream(request, should_stop=should_stop))
+
+    async def read() -> list[Delta]:
+        try:
+            return [delta async for delta in backend.astream(request, should_stop=should_stop)]
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(read())
+
+
+def test_streamed_text_equals_the_served_completion(fake: FakeVLLM, how: str) -> None:
     backend = VLLMBackend(fake.base_url, "safeladder-demo")
-    deltas = collect(backend, GenerationRequest(messages=QUESTION))
+    deltas = collect(backend, GenerationRequest(messages=QUESTION), how)
     assert "".join(d.text for d in deltas) == fake.state.completion
     assert len(deltas) > 5  # it really streamed in pieces
     last = deltas[-1]
@@ -102,21 +120,33 @@ def test_images_are_sent_as_data_url_parts_in_order(fake: FakeVLLM) -> None:
     assert body["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "<think>\n"}]}
 
 
-def test_max_tokens_reached_reports_length() -> None:
+def test_max_tokens_reached_reports_length(how: str) -> None:
     with FakeVLLM(completion="x" * 90, chunk_size=1) as server:
         deltas = collect(VLLMBackend(server.base_url, "m"), GenerationRequest(messages=QUESTION,
-                         params=SamplingParams(max_new_tokens=20)))
+                         params=SamplingParams(max_new_tokens=20)), how)
     assert "".join(d.text for d in deltas) == "x" * 20
     assert (deltas[-1].finish_reason, deltas[-1].completion_tokens) == ("length", 20)
 
 
-def test_stop_closes_the_stream_promptly() -> None:
+def test_stop_closes_the_stream_promptly(how: str) -> None:
     with FakeVLLM(completion="tok " * 200, chunk_size=4, delay_s=0.02) as server:
         backend = VLLMBackend(server.base_url, "m")
         seen: list[Delta] = []
         started = time.monotonic()
-        for delta in backend.stream(GenerationRequest(messages=QUESTION), should_stop=lambda: len(seen) >= 3):
-            seen.append(delta)
+
+        def stop() -> bool:
+            return len(seen) >= 3
+
+        if how == "thread":
+            for delta in backend.stream(GenerationRequest(messages=QUESTION), should_stop=stop):
+                seen.append(delta)
+        else:
+            async def read() -> None:
+                async for delta in backend.astream(GenerationRequest(messages=QUESTION), should_stop=stop):
+                    seen.append(delta)
+                await backend.aclose()
+
+            asyncio.run(read())
         elapsed = time.monotonic() - started
         assert seen[-1].finish_reason == "cancelled"
         assert len(seen) == 4  # three tokens, then the cancelled marker
@@ -126,19 +156,44 @@ def test_stop_closes_the_stream_promptly() -> None:
         assert server.state.chunks_sent < 20
 
 
-def test_server_error_becomes_a_generation_error_with_its_message() -> None:
+def test_server_error_becomes_a_generation_error_with_its_message(how: str) -> None:
     with FakeVLLM(error_status=404, error_message="The model `nope` does not exist.") as server:
         backend = VLLMBackend(server.base_url, "nope")
-        with pytest.raises(GenerationError, match=r"404.*The model `nope` does not exist"):
-            collect(backend, GenerationRequest(messages=QUESTION))
+        with pytest.raises(GenerationError, match=r"404.*The model `nope` does not exist") as caught:
+            collect(backend, GenerationRequest(messages=QUESTION), how)
+    assert caught.value.public == "vLLM answered 404"  # what users see: no remote body
 
 
-def test_unreachable_server_is_a_generation_error() -> None:
+def test_unreachable_server_is_a_generation_error(how: str) -> None:
     with FakeVLLM() as server:
         url = server.base_url
     backend = VLLMBackend(url, "m", timeout=2.0, connect_timeout=1.0)
     with pytest.raises(GenerationError, match="cannot stream from vLLM"):
-        collect(backend, GenerationRequest(messages=QUESTION))
+        collect(backend, GenerationRequest(messages=QUESTION), how)
+
+
+@pytest.mark.parametrize("fail_how, public", [
+    ("error", "vLLM reported an error during generation"),
+    ("drop", "(cannot stream from vLLM|the vLLM stream ended before the completion finished)"),
+])
+def test_a_server_failing_mid_stream_is_a_generation_error_after_the_text_so_far(how: str, fail_how: str,
+                                                                                   public: str) -> None:
+    with FakeVLLM(completion="abcdefghijklmnopqrstuvwxyz", chunk_size=2, fail_after=5, fail_how=fail_how) as server:
+        backend = VLLMBackend(server.base_url, "m")
+        seen: list[Delta] = []
+
+        async def read() -> None:
+            async for delta in backend.astream(GenerationRequest(messages=QUESTION), should_stop=never):
+                seen.append(delta)
+
+        with pytest.raises(GenerationError) as caught:
+            if how == "thread":
+                for delta in backend.stream(GenerationRequest(messages=QUESTION), should_stop=never):
+                    seen.append(delta)
+            else:
+                asyncio.run(read())
+    assert re.fullmatch(public, caught.value.public) or re.match(public, caught.value.public)
+    assert "".join(d.text for d in seen) == "abcdefghij"  # the five pieces sent before the failure
 
 
 def test_load_lora_adapter_posts_name_and_path(fake: FakeVLLM) -> None:
