@@ -3,12 +3,15 @@
 Run it against real Daphne, a real Celery generate worker and Redis on loopback (both started here):
 
     .venv/bin/python -m webapp.embedded exec -- .venv/bin/python bench/streaming.py --traces 20 --viewers 5
+    .venv/bin/python bench/streaming.py --traces 20,200 --viewers 5,1 --relay thread,asyncio --repeats 3
 
 The backend is tests/support/fake_vllm.py, a local server speaking vLLM's OpenAI-compatible SSE wire
 format (vLLM needs CUDA and cannot run here), paced to a fixed token rate so that the figures measure
 the studio, not a model. Latency of a token = arrival at a websocket client - the moment the generate
 worker's backend yielded it (carried in token events when SAFELADDER_TRACE_TIMING=1). The baseline
-reads the same backend in-process in the same run, with the same concurrency.
+reads the same backend in-process in the same run, with the same concurrency. ``--relay`` compares
+the generate worker's relays in the same run (GENERATE_RELAY: a thread per trace, or all of a
+worker's vLLM streams on one event loop), alternating their runs.
 """
 
 from __future__ import annotations
@@ -123,16 +126,57 @@ async def watch(url: str, headers: dict[str, str], out: dict, ready: asyncio.Eve
                 return
 
 
+def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
+    """User + system CPU seconds of each group of processes (and their children): where a run's
+    CPU went, on a machine whose cores all the processes share."""
+    import psutil
+
+    out = {}
+    for name, group in pids.items():
+        total = 0.0
+        for pid in group:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)] if name != "clients" else [proc]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        out[name] = total
+    return out
+
+
+def mean_std(values: list[float]) -> str:
+    import statistics
+
+    if len(values) < 2:
+        return f"{values[0]:.1f}" if values else "nan"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--traces", type=int, default=20)
-    parser.add_argument("--viewers", type=int, default=5)
+    parser.add_argument("--traces", default="20", help="traces at once; a comma list pairs with --viewers")
+    parser.add_argument("--viewers", default="5", help="viewers per trace; a comma list pairs with --traces")
+    parser.add_argument("--relay", default="thread,asyncio",
+                        help="generate worker relays to compare in this run (GENERATE_RELAY): thread, asyncio")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each (traces, viewers, relay)")
+    parser.add_argument("--thread-max", type=int, default=60,
+                        help="skip the thread relay above this many traces: it holds a database connection per "
+                             "trace, and PostgreSQL's default max_connections is 100")
     parser.add_argument("--steps", type=int, default=40, help="steps per trace")
-    parser.add_argument("--workers", type=int, default=1, help="generate worker processes")
+    parser.add_argument("--workers", type=int, default=1, help="generate worker processes per relay")
     parser.add_argument("--token-delay", type=float, default=0.02, help="seconds between tokens per trace")
     parser.add_argument("--compare-scoring", action="store_true",
                         help="run twice in the same run, without and with live step scoring (the rule checker)")
     args = parser.parse_args()
+    trace_counts = [int(x) for x in args.traces.split(",")]
+    viewer_counts = [int(x) for x in args.viewers.split(",")]
+    if len(viewer_counts) == 1:
+        viewer_counts *= len(trace_counts)
+    if len(viewer_counts) != len(trace_counts):
+        parser.error("--traces and --viewers need the same number of entries (or one --viewers)")
+    relays = args.relay.split(",")
+    if not set(relays) <= {"thread", "asyncio"}:
+        parser.error("--relay takes thread and/or asyncio")
+    configs = list(zip(trace_counts, viewer_counts, strict=True))
 
     import django
 
@@ -143,7 +187,7 @@ def main() -> int:
 
     from annotator.models import Membership, ModelVersion, Prompt, Role, Trace
     from annotator.services.projects import project_create
-    from tests.support.live import Proc, daphne_server, process_env
+    from tests.support.live import Proc, process_env, web_server
 
     call_command("migrate", verbosity=0)
     os.environ["SAFELADDER_TRACE_TIMING"] = "1"
@@ -161,11 +205,10 @@ def main() -> int:
     # One of the demo task's prompts, so that the rule checker scores every step when scoring is on.
     prompt = Prompt.objects.create(project=project, messages=[{"role": "user", "content": "Compute 12 + 30 - 5 + 8."}])
 
-    def new_traces() -> list:
+    def new_traces(n: int) -> list:
         return [Trace.objects.create(project=project, prompt=prompt, model_version=model,
-                                     sampling_params={"seed": 1}) for _ in range(args.traces)]
+                                     sampling_params={"seed": 1}) for _ in range(n)]
 
-    traces = new_traces()
     client = Client()
     client.force_login(user)
     cookie = client.cookies["sessionid"].value
@@ -173,33 +216,60 @@ def main() -> int:
     # The stand-in listens on a free loopback port: allow it, as an administrator would allow vLLM's URL.
     env = process_env(SAFELADDER_TRACE_TIMING="1", SAFELADDER_BACKEND_URLS=fake.base_url)
     env["DATABASE_URL"] = os.environ["DATABASE_URL"]
-    # Generation threads of one process share its GIL; --workers spreads the traces over processes.
-    per_worker = -(-args.traces // args.workers) + 1
     from webapp.workers import WorkerSpec, worker_command
 
-    workers = [
-        Proc(worker_command(WorkerSpec(queues="generate", name=f"bench{stamp}-{i}", pool="threads",
-                                       concurrency=per_worker, prefetch=1), loglevel="WARNING"),
-             tmp / f"worker{i}.log", env)
-        for i in range(args.workers)
-    ]
+    # Each relay gets its own worker(s) on its own queue, all started up front, so the runs of the
+    # two relays can alternate in one run. The thread relay needs a pool thread per trace; the hub
+    # relays any number with the studio's usual few pool threads.
+    workers, queues = [], {}
+    for relay in relays:
+        queues[relay] = f"bench-{relay}-{stamp}"
+        thread_traces = max([n for n in trace_counts if n <= args.thread_max] or [1])
+        per_worker = -(-thread_traces // args.workers) + 1 if relay == "thread" else 4
+        for i in range(args.workers):
+            workers.append(Proc(
+                worker_command(WorkerSpec(queues=queues[relay], name=f"bench{stamp}-{relay}-{i}", pool="threads",
+                                          concurrency=per_worker, prefetch=1), loglevel="WARNING"),
+                tmp / f"worker-{relay}-{i}.log", {**env, "GENERATE_RELAY": relay}))
+    results: dict[tuple[int, int, str], list[dict]] = {}
     try:
-        time.sleep(6)
+        time.sleep(8)
         from tests.support import live as live_mod
 
         live_mod.process_env = lambda **extra: {**env, **extra}
-        with daphne_server(tmp) as addr:
-            results = asyncio.run(run_clients(addr, cookie, traces, args.viewers))
+        with web_server(tmp) as (addr, web):
+            for traces_n, viewers in configs:
+                for rep in range(args.repeats):
+                    for relay in relays:
+                        if relay == "thread" and traces_n > args.thread_max:
+                            continue
+                        print(f"{traces_n} traces x {viewers} viewers, relay {relay}, run {rep + 1} ...", flush=True)
+                        pids = {"worker": [w.proc.pid for w in workers if f"-{relay}-" in w.log_path.name],
+                                "web": [web.proc.pid], "vLLM stand-in": [fake.proc.pid], "clients": [os.getpid()]}
+                        cpu0 = cpu_seconds(pids)
+                        out = asyncio.run(run_clients(addr, cookie, new_traces(traces_n), viewers, queues[relay]))
+                        cpu1 = cpu_seconds(pids)
+                        results.setdefault((traces_n, viewers, relay), []).append(out)
+                        lat = out["latencies"]
+                        print("   CPU ms per token arrival: " + ", ".join(
+                            f"{k} {(cpu1[k] - cpu0[k]) * 1000 / max(1, len(lat)):.3f}" for k in pids), flush=True)
+                        print(f"   p50 {pct(lat, 0.5) * 1000:.1f} ms, p99 {pct(lat, 0.99) * 1000:.1f} ms, "
+                              f"{len(lat)} token arrivals, {out['wall_s']:.1f} s, statuses "
+                              f"{sorted(set(out['statuses']))}", flush=True)
+                        time.sleep(1)
             if args.compare_scoring:
+                traces_n, viewers = configs[0]
+                results_plain = asyncio.run(run_clients(addr, cookie, new_traces(traces_n), viewers,
+                                                        queues[relays[-1]]))
                 project.supervision = {"mode": "live", "scorers": ["rule:demo_task"], "pause_below": None}
                 project.save(update_fields=["supervision"])
                 print("again, with live step scoring ...", flush=True)
-                scored = asyncio.run(run_clients(addr, cookie, new_traces(), args.viewers))
+                scored = asyncio.run(run_clients(addr, cookie, new_traces(traces_n), viewers, queues[relays[-1]]))
                 from annotator.models import StepScore
 
                 n_scores = StepScore.objects.filter(trace__project=project).count()
         print("baseline: reading the backend in-process ...", flush=True)
-        base = baseline(fake.base_url, args.traces)
+        bases = {n: baseline(fake.base_url, n) for n, _v in configs}
     finally:
         for worker in workers:
             worker.stop()
@@ -207,28 +277,42 @@ def main() -> int:
         project.delete()
         user.delete()
 
-    lat = results["latencies"]
-    for part in ("publish", "deliver"):
-        vals = results.get(part, [])
-        print(f"  {part}: p50 {pct(vals, 0.5) * 1000:.1f} ms, p99 {pct(vals, 0.99) * 1000:.1f} ms")
     print()
-    print(f"{args.traces} traces x {args.viewers} viewers, {args.workers} generate worker process(es), "
-          f"{args.steps} steps each, "
-          f"1 token / {args.token_delay * 1000:.0f} ms per trace (vLLM SSE stand-in)")
-    print(f"{'path':<28}{'p50 ms':>10}{'p99 ms':>10}{'tokens':>10}{'wall s':>9}")
-    print(f"{'websocket (via worker)':<28}{pct(lat, 0.5) * 1000:>10.1f}{pct(lat, 0.99) * 1000:>10.1f}"
-          f"{len(lat):>10}{results['wall_s']:>9.1f}")
-    print(f"{'in-process baseline':<28}{base['p50_ms']:>10.1f}{base['p99_ms']:>10.1f}{base['tokens']:>10}"
-          f"{base['wall_s']:>9.1f}")
-    added_p99 = pct(lat, 0.99) * 1000 - base["p99_ms"]
-    print(f"added latency p50 {pct(lat, 0.5) * 1000 - base['p50_ms']:.1f} ms, p99 {added_p99:.1f} ms "
-          f"(target p99 < 30 ms): {'OK' if added_p99 < 30 else 'MISSED'}")
-    print(f"websocket messages delivered: {results['messages']} in {results['wall_s']:.1f}s = "
-          f"{results['messages'] / results['wall_s']:.0f} msg/s; wall-time ratio websocket/in-process "
-          f"{results['wall_s'] / base['wall_s']:.2f}; statuses {sorted(set(results['statuses']))}")
+    print(f"{args.steps} steps per trace, 1 token / {args.token_delay * 1000:.0f} ms per trace (vLLM SSE stand-in), "
+          f"{args.workers} generate worker process(es) per relay, {args.repeats} run(s) each; "
+          f"added latency = websocket arrival - worker yield, minus the in-process baseline")
+    print(f"{'traces x viewers':<18}{'relay':<9}{'p50 added ms':>16}{'p99 added ms':>16}{'msg/s':>10}"
+          f"{'wall s':>8}  statuses")
+    summary: dict[tuple[int, int, str], float] = {}
+    for traces_n, viewers in configs:
+        base = bases[traces_n]
+        for relay in relays:
+            runs = results.get((traces_n, viewers, relay))
+            if not runs:
+                print(f"{f'{traces_n} x {viewers}':<18}{relay:<9}  not run (more traces than --thread-max)")
+                continue
+            p50s = [pct(r["latencies"], 0.5) * 1000 - base["p50_ms"] for r in runs]
+            p99s = [pct(r["latencies"], 0.99) * 1000 - base["p99_ms"] for r in runs]
+            rates = [r["messages"] / r["wall_s"] for r in runs]
+            walls = [r["wall_s"] for r in runs]
+            summary[(traces_n, viewers, relay)] = sum(p99s) / len(p99s)
+            statuses = sorted({s for r in runs for s in r["statuses"]})
+            print(f"{f'{traces_n} x {viewers}':<18}{relay:<9}{mean_std(p50s):>16}{mean_std(p99s):>16}"
+                  f"{mean_std(rates):>10}{mean_std(walls):>8}  {statuses}")
+        if all((traces_n, viewers, r) in summary for r in ("thread", "asyncio")):
+            ratio = summary[(traces_n, viewers, "asyncio")] / summary[(traces_n, viewers, "thread")]
+            print(f"{'':<18}p99 ratio asyncio / thread: {ratio:.2f}")
+    for traces_n, viewers in configs:
+        for relay in relays:
+            if (traces_n, viewers, relay) not in summary:
+                continue
+            p99 = summary[(traces_n, viewers, relay)]
+            goal = 30 if viewers > 1 else 50
+            print(f"target {traces_n} x {viewers}, relay {relay}: p99 added {p99:.1f} ms (< {goal} ms): "
+                  f"{'OK' if p99 < goal else 'MISSED'}")
     if args.compare_scoring:
-        s_lat = scored["latencies"]
-        tps, s_tps = len(lat) / results["wall_s"], len(s_lat) / scored["wall_s"]
+        lat, s_lat = results_plain["latencies"], scored["latencies"]
+        tps, s_tps = len(lat) / results_plain["wall_s"], len(s_lat) / scored["wall_s"]
         d99 = (pct(s_lat, 0.99) - pct(lat, 0.99)) * 1000
         print(f"{'websocket, scored':<28}{pct(s_lat, 0.5) * 1000:>10.1f}{pct(s_lat, 0.99) * 1000:>10.1f}"
               f"{len(s_lat):>10}{scored['wall_s']:>9.1f}   ({n_scores} step scores stored)")
@@ -238,7 +322,7 @@ def main() -> int:
     return 0
 
 
-async def run_clients(addr: str, cookie: str, traces: list, viewers: int) -> dict:
+async def run_clients(addr: str, cookie: str, traces: list, viewers: int, queue: str) -> dict:
     from asgiref.sync import sync_to_async
 
     from annotator.tasks import generate_trace
@@ -255,7 +339,7 @@ async def run_clients(addr: str, cookie: str, traces: list, viewers: int) -> dic
             await asyncio.wait_for(ready.wait(), 30)
     started = time.monotonic()
     for trace in traces:
-        await sync_to_async(generate_trace.delay)(trace_id=trace.pk)
+        await sync_to_async(generate_trace.apply_async)(kwargs={"trace_id": trace.pk}, queue=queue)
     await asyncio.wait_for(asyncio.gather(*tasks), 600)
     wall = time.monotonic() - started
     return {"latencies": [x for o in outs for x in o["latencies"]], "messages": counter[0], "wall_s": wall,

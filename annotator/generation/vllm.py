@@ -161,7 +161,10 @@ class VLLMBackend:
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # The read timeout bounds the wait for the next token, not the whole generation.
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self._client = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+        # No cap on connections (httpx's default is 100): a thread relay with more traces than that
+        # would hold the rest back silently; the worker's concurrency (or the relay hub) bounds them.
+        self._client = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
+                                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )

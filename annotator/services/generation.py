@@ -347,11 +347,21 @@ class TokenBatcher:
 
 def _save_step(trace: Trace, index: int, text: str, guide: dict[str, Any] | None = None) -> Step:
     step = Step.objects.create(trace=trace, index=index, text=text, origin=StepOrigin.MODEL, guide=guide)
-    events.publish_trace_event(
-        trace.pk, "trace.step", step={"id": step.pk, "index": index, "text": text, "origin": step.origin, "labels": [],
-                                      "guide": guide}
-    )
+    events.publish_trace_event(trace.pk, "trace.step", step=step_event(step))
     return step
+
+
+def step_event(step: Step) -> dict[str, Any]:
+    """The ``step`` of a ``trace.step`` event for a step the model just wrote."""
+    return {"id": step.pk, "index": step.index, "text": step.text, "origin": step.origin, "labels": [],
+            "guide": step.guide}
+
+
+def steps_save(rows: list[tuple[Trace, int, str]]) -> list[Step]:
+    """Model-written steps of (possibly) many traces in one INSERT (the relay hub batches them)."""
+    return Step.objects.bulk_create(
+        [Step(trace=trace, index=index, text=text, origin=StepOrigin.MODEL) for trace, index, text in rows]
+    )
 
 
 GENERATING = (TraceStatus.RUNNING, TraceStatus.STOPPING)
@@ -525,8 +535,12 @@ class Generation:
 
     def closed(self, step: ClosedStep) -> None:
         """A step closed: save it (viewers get ``trace.step``), score it, pause if it says so."""
+        self.saved(step, _save_step(self.trace, step.index, step.text))
+
+    def saved(self, step: ClosedStep, saved: Step) -> None:
+        """After a closed step is saved and announced: score it (database work when there are
+        scorers), pause if it says so."""
         trace = self.trace
-        saved = _save_step(trace, step.index, step.text)
         self.steps.append(step.text)
         for sc in _score(trace, saved, step.index, self.scorers, self.steps) if self.scorers else []:
             if self.pause_below is not None and sc.score < self.pause_below and self.pause_kind != "auto_pause":

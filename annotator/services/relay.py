@@ -59,6 +59,8 @@ from annotator.services.generation import (
     backend_for,
     failure_text,
     owner_token,
+    step_event,
+    steps_save,
     storable_text,
     trace_generate,
     trace_status_event,
@@ -201,6 +203,28 @@ def _in_db_thread(fn: Callable[..., Any], *args: Any) -> Any:
         raise
 
 
+STEP_WRITERS = 2  # batch INSERTs of closed steps at once (the other database threads end traces)
+
+
+def _save_steps(rows: list[tuple[Trace, int, str]]) -> list[Any]:
+    """Save the closed steps of many traces in one INSERT; if that fails, one by one, so that one
+    trace's bad row (its trace deleted meanwhile) fails that trace only. Returns, per row, the saved
+    step or the exception."""
+    try:
+        return list(steps_save(rows))
+    except Exception:
+        log.warning("relay hub: a batch of %d steps failed; saving them one by one", len(rows), exc_info=True)
+        with contextlib.suppress(Exception):
+            connection.close()
+    out: list[Any] = []
+    for row in rows:
+        try:
+            out.extend(steps_save([row]))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
 def _release(heartbeat: flags.TraceHeartbeat, trace_id: int) -> None:
     heartbeat.release()
     with contextlib.suppress(Exception):
@@ -225,6 +249,8 @@ class RelayHub:
         self.idle = threading.Event()
         self.idle.set()
         self.backends: set[Any] = set()
+        self.step_rows: list[tuple[Trace, int, str, asyncio.Future]] = []  # waiting to be saved
+        self.step_writers = 0
         self._thread = threading.Thread(target=self._run, name="relay-hub", daemon=True)
         self._thread.start()
         log.info("relay hub: relaying vLLM streams on one event loop (up to %d traces, %d database threads)",
@@ -333,7 +359,7 @@ class RelayHub:
                         if batcher.due:
                             await batcher.flush()
                         for step in closed:  # after the token that closed it: trace.step follows it
-                            await self._db(gen.closed, step)
+                            await self._closed(gen, step, batcher)
                 gen.finished(delta)
         finally:
             with contextlib.suppress(Exception):
@@ -342,6 +368,48 @@ class RelayHub:
             await batcher.flush()  # what the model wrote before an error still reaches the viewers
         remaining, answer = await batcher.finish() if gen.outcome()[1] else ([], None)
         await self._db(gen.end, remaining, answer)
+
+    async def _closed(self, gen: Generation, step: ClosedStep, batcher: AsyncTokenBatcher) -> None:
+        """A step closed: saved in a batch with the other traces' steps (one INSERT), announced from
+        the loop, then scored (in a database thread) when the project scores steps."""
+        future = self.loop.create_future()
+        self.step_rows.append((gen.trace, step.index, step.text, future))
+        self._write_steps()
+        saved = await future
+        async with batcher.lock:  # after this trace's token batches, before its next ones
+            await events.apublish_trace_event(gen.trace.pk, "trace.step", step=step_event(saved))
+        if gen.scorers:
+            await self._db(gen.saved, step, saved)
+        else:
+            gen.saved(step, saved)  # no database work without scorers
+
+    def _write_steps(self) -> None:
+        """Start a batch INSERT of the waiting steps, unless STEP_WRITERS batches are already being
+        written (the waiting steps then go in the next batch, when one ends)."""
+        if not self.step_rows or self.step_writers >= STEP_WRITERS:
+            return
+        rows, self.step_rows = self.step_rows, []
+        self.step_writers += 1
+        job = self.loop.run_in_executor(self.db, _in_db_thread, _save_steps, [r[:3] for r in rows])
+
+        def done(job: asyncio.Future) -> None:
+            self.step_writers -= 1
+            if job.cancelled() or job.exception() is not None:
+                error = job.exception() if not job.cancelled() else asyncio.CancelledError()
+                results: list[Any] = [error] * len(rows)
+            else:
+                results = job.result()
+            for row, result in zip(rows, results, strict=True):
+                future = row[3]
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            self._write_steps()
+
+        job.add_done_callback(done)
 
     async def _beat(self) -> None:
         """Renew every relayed trace's heartbeat, all in one round trip, every third of its lifetime."""

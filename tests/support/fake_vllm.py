@@ -202,6 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # socketserver's default backlog (5) resets a burst of connects; vLLM's is 2048
     state: FakeVLLMState
 
     def handle_error(self, request: Any, client_address: Any) -> None:
