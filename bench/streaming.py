@@ -281,8 +281,8 @@ def main() -> int:
     print(f"{args.steps} steps per trace, 1 token / {args.token_delay * 1000:.0f} ms per trace (vLLM SSE stand-in), "
           f"{args.workers} generate worker process(es) per relay, {args.repeats} run(s) each; "
           f"added latency = websocket arrival - worker yield, minus the in-process baseline")
-    print(f"{'traces x viewers':<18}{'relay':<9}{'p50 added ms':>16}{'p99 added ms':>16}{'msg/s':>10}"
-          f"{'wall s':>8}  statuses")
+    print(f"{'traces x viewers':<18}{'relay':<9}{'p50 added ms':>18}{'p99 added ms':>18}{'msg/s':>18}"
+          f"{'wall s':>14}  statuses")
     summary: dict[tuple[int, int, str], float] = {}
     for traces_n, viewers in configs:
         base = bases[traces_n]
@@ -297,8 +297,8 @@ def main() -> int:
             walls = [r["wall_s"] for r in runs]
             summary[(traces_n, viewers, relay)] = sum(p99s) / len(p99s)
             statuses = sorted({s for r in runs for s in r["statuses"]})
-            print(f"{f'{traces_n} x {viewers}':<18}{relay:<9}{mean_std(p50s):>16}{mean_std(p99s):>16}"
-                  f"{mean_std(rates):>10}{mean_std(walls):>8}  {statuses}")
+            print(f"{f'{traces_n} x {viewers}':<18}{relay:<9}{mean_std(p50s):>18}{mean_std(p99s):>18}"
+                  f"{mean_std(rates):>18}{mean_std(walls):>14}  {statuses}")
         if all((traces_n, viewers, r) in summary for r in ("thread", "asyncio")):
             ratio = summary[(traces_n, viewers, "asyncio")] / summary[(traces_n, viewers, "thread")]
             print(f"{'':<18}p99 ratio asyncio / thread: {ratio:.2f}")

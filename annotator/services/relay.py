@@ -79,7 +79,9 @@ def trace_relay(*, trace_id: int, owner: str = "") -> None:
         trace_generate(trace_id=trace_id, owner=owner)
         return
     hub = RelayHub.get()
-    hub.acquire_slot()  # before the claim: a trace waiting for room stays queued
+    if not hub.acquire_slot():  # before the claim: a trace waiting for room stays queued
+        trace_generate(trace_id=trace_id, owner=owner)  # the hub is draining (worker shutdown)
+        return
     try:
         claimed = _claim(trace_id, owner_token(owner))
         if claimed is None:
@@ -246,8 +248,10 @@ class RelayHub:
                                                         initializer=close_old_connections)
         self.relayed: dict[int, _Relayed] = {}  # touched on the loop only
         self.accepting = True
-        self.idle = threading.Event()
+        self.idle = threading.Event()  # no trace in flight
         self.idle.set()
+        self.in_flight = 0
+        self._count_guard = threading.Lock()
         self.backends: set[Any] = set()
         self.step_rows: list[tuple[Trace, int, str, asyncio.Future]] = []  # waiting to be saved
         self.step_writers = 0
@@ -277,10 +281,12 @@ class RelayHub:
 
     # --- from the Celery task's thread ------------------------------------------------------------
 
-    def acquire_slot(self) -> None:
+    def acquire_slot(self) -> bool:
+        """Wait for room in the hub; False when it is draining (the caller generates in its thread)."""
         if not self.accepting:
-            raise RuntimeError("the relay hub is shutting down")
+            return False
         self.slots.acquire()
+        return True
 
     def release_slot(self) -> None:
         self.slots.release()
@@ -288,10 +294,19 @@ class RelayHub:
     def submit(self, gen: Generation, heartbeat: flags.TraceHeartbeat, backend: Any,
                request: GenerationRequest) -> concurrent.futures.Future:
         """Relay a claimed trace (its slot already taken; released when the relay ends)."""
-        self.idle.clear()
+        with self._count_guard:
+            self.in_flight += 1
+            self.idle.clear()
         future = asyncio.run_coroutine_threadsafe(self._relay(gen, heartbeat, backend, request), self.loop)
-        future.add_done_callback(lambda _f: self.release_slot())
+        future.add_done_callback(self._relay_done)
         return future
+
+    def _relay_done(self, _future: concurrent.futures.Future) -> None:
+        self.release_slot()
+        with self._count_guard:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
 
     def drain(self, timeout_s: float) -> None:
         """Worker shutdown: take no more; let the traces in flight end for up to ``timeout_s``; end the
@@ -342,8 +357,6 @@ class RelayHub:
                 await self._db(_release, heartbeat, trace_id)
             except BaseException:
                 log.exception("could not release the heartbeat of trace %s", trace_id)
-            if not self.relayed:
-                self.idle.set()
 
     async def _stream(self, gen: Generation, backend: Any, request: GenerationRequest,
                       batcher: AsyncTokenBatcher) -> None:
