@@ -251,6 +251,11 @@ def main() -> int:
                         cpu1 = cpu_seconds(pids)
                         results.setdefault((traces_n, viewers, relay), []).append(out)
                         lat = out["latencies"]
+                        print("   worker yield -> publish p50/p99 "
+                              f"{pct(out['publish'], 0.5) * 1000:.1f}/{pct(out['publish'], 0.99) * 1000:.1f} ms, "
+                              "publish -> websocket arrival p50/p99 "
+                              f"{pct(out['deliver'], 0.5) * 1000:.1f}/{pct(out['deliver'], 0.99) * 1000:.1f} ms",
+                              flush=True)
                         print("   CPU ms per token arrival: " + ", ".join(
                             f"{k} {(cpu1[k] - cpu0[k]) * 1000 / max(1, len(lat)):.3f}" for k in pids), flush=True)
                         print(f"   p50 {pct(lat, 0.5) * 1000:.1f} ms, p99 {pct(lat, 0.99) * 1000:.1f} ms, "
