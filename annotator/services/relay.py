@@ -312,6 +312,27 @@ class RelayHub:
         """Worker shutdown: take no more; let the traces in flight end for up to ``timeout_s``; end the
         rest ``failed`` (a stopping one ``stopped``), saying the worker shut down."""
         self.accepting = False
+        try:
+            self._drain(timeout_s)
+        finally:
+            self.close_connections()
+
+    def close_connections(self) -> None:
+        """Close each database thread's connection (they are kept between jobs), so none outlives
+        the worker, e.g. a test database being dropped just after the worker exits."""
+        n = self.db._max_workers
+        barrier = threading.Barrier(n, timeout=2)
+
+        def close() -> None:
+            with contextlib.suppress(Exception):
+                connection.close()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()  # one job per thread: each waits until every thread has taken one
+
+        jobs = [self.db.submit(close) for _ in range(n)]
+        concurrent.futures.wait(jobs, timeout=5)
+
+    def _drain(self, timeout_s: float) -> None:
         if self.idle.wait(timeout_s):
             return
         log.warning("relay hub: %d trace(s) still streaming after %.0f s; ending them", len(self.relayed), timeout_s)
