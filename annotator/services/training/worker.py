@@ -302,7 +302,7 @@ def version_evaluate(*, version_id: int, options: dict[str, Any] | None = None) 
 def run_execute(*, run_id: int, worker: str) -> str | None:
     """Train one run (the body of the train task). Returns the final status, or None when this
     delivery did nothing (a duplicate, or a run that is already over)."""
-    from trainer_worker.training.runner import run_stage
+    from trainer_worker.training.launch import train
 
     claimed = _claim(run_id, worker)
     if claimed is None:
@@ -318,8 +318,10 @@ def run_execute(*, run_id: int, worker: str) -> str | None:
             dataset_path=_dataset_path(run, folder), kinds=kinds,
         )
         config = StageConfig.from_dict(values)
-        result = run_stage(config, on_metrics=reporter.on_metrics, on_log=reporter.on_log,
-                           should_stop=reporter.should_stop, resume=True)
+        # One process here, or several under `accelerate launch` (config.num_processes; see launch).
+        result = train(config, on_metrics=reporter.on_metrics, on_log=reporter.on_log,
+                       should_stop=reporter.should_stop, resume=True,
+                       accelerate_config=settings.ACCELERATE_CONFIG_FILE)
         if result.cancelled:
             _finish(run_id, status=RunStatus.CANCELLED)
             return RunStatus.CANCELLED
