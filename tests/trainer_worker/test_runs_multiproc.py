@@ -149,3 +149,51 @@ def test_bad_num_processes_is_refused(studio, client_for, project, users, base_v
     assert answer["code"] == "invalid"
     assert any("num_processes must be an integer from 1 to 64" in e for e in answer["errors"]), answer
     assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.slow
+def test_killed_worker_takes_its_ranks_with_it_and_the_run_resumes_once(transactional_db, studio, studio_dirs,
+                                                                         worker_tmp, project, users, base_version):
+    """SIGKILL to the train worker (a crash): its ranks end too (nothing keeps training unowned),
+    and another worker resumes the run on 2 processes from the last checkpoint; one model."""
+    from annotator.flags import owner_alive
+    from annotator.services.training.runs import run_create
+    from tests.support.live import start_worker
+    from tests.trainer_worker.conftest import HEARTBEAT_S, SESSION, worker_env
+
+    steps = 160
+    queue = f"train-mp-kill-{SESSION}"
+    studio.CELERY_TRAIN_QUEUE = queue  # this run goes to the victim, not the session worker
+    victim = start_worker(worker_tmp, queues=queue, name=f"mpvictim-{SESSION}", pool="prefork", concurrency=1,
+                          **worker_env(studio_dirs, queue=queue))
+    rescuer = None
+    try:
+        build_corpus(project, users["owner"])
+        run = run_create(project=project, actor=users["owner"], stage="sft", base_model=base_version,
+                         snapshots=[ready_snapshot(project, users["owner"], "sft")],
+                         config={**TWO, "max_steps": steps, "save_steps": 20, "logging_steps": 5})
+        folder = Path(studio.MODEL_STORE) / "runs" / str(run.pk)
+        wait_for(lambda: (folder / "checkpoint-20" / "trainer_state.json").exists(), timeout=120,
+                 what="a checkpoint at step 20")
+        assert set(rank_processes(folder)) == {0, 1}
+
+        victim.kill()
+        killed_at = max(MetricPoint.objects.filter(run=run).values_list("step", flat=True))
+        assert killed_at < steps, "the run finished before the kill; make it longer"
+        _no_rank_left(folder)  # the launcher got its parent-death signal and ended them
+        wait_for(lambda: not owner_alive(run.pk), timeout=HEARTBEAT_S + 3, what="the heartbeat to expire")
+
+        rescuer = start_worker(worker_tmp, queues=queue, name=f"mprescuer-{SESSION}", pool="prefork",
+                               concurrency=1, **worker_env(studio_dirs, queue=queue))
+        run = wait_run(run.pk, {"succeeded", "failed", "cancelled"}, timeout=180, worker=rescuer)
+        assert run.status == "succeeded", f"{run.error}\n{run.log}"
+        assert run.worker.startswith("mprescuer-") and "Resuming from checkpoint-" in run.log
+        assert run.log.count("Trained on 2 processes (gloo backend)") == 1  # the rescuer's launch
+        loss_steps = sorted(set(MetricPoint.objects.filter(run=run, name="loss").values_list("step", flat=True)))
+        assert loss_steps == list(range(5, steps + 1, 5))
+        assert ModelVersion.objects.filter(produced_by=run).count() == 1
+        _no_rank_left(folder)
+    finally:
+        victim.stop()
+        if rescuer is not None:
+            rescuer.stop()
