@@ -21,7 +21,7 @@ Every rank runs ``run_stage`` on the same config. How they talk to the worker, t
   ``result.json``; the worker registers the model (once) from that.
 * ``STOP``: the worker creates it when ``should_stop()`` says so; every rank checks it after each
   optimiser step and the ranks agree by an all-reduce (``runner._any_rank``), so they stop at the
-  same step. A rank also stops when the worker process that launched it is gone.
+  same step. A rank on the worker's machine also stops when the worker process is gone.
 * ``rank-R.error``: a rank that raises writes its reason there; ``train`` then raises
   ``LaunchError`` naming the rank. A rank killed by a signal writes nothing: the launcher's own
   report (its output is kept in ``output.log``) names the rank and the signal. When one rank ends,
@@ -202,7 +202,8 @@ def run_stage_processes(
     for stale in [*folder.glob("rank-*.error"), folder / EVENTS, folder / RESULT, folder / STOP]:
         stale.unlink(missing_ok=True)  # a resumed run starts its launch afresh
     spec = folder / SPEC
-    spec.write_text(json.dumps({"config": config.to_dict(), "resume": resume, "parent_pid": os.getpid()}))
+    spec.write_text(json.dumps({"config": config.to_dict(), "resume": resume, "parent_pid": os.getpid(),
+                                "host": socket.gethostname()}))
     port = free_port()
     cmd = launch_command(spec, processes, port, accelerate_config=accelerate_config)
     if on_log is not None:
@@ -281,7 +282,9 @@ def rank_main(spec_path: Path) -> None:
     try:
         spec = json.loads(spec_path.read_text())
         config = StageConfig.from_dict(spec["config"])
-        parent = int(spec["parent_pid"])
+        # The worker's pid means something on its own machine only (the ranks of other machines,
+        # started by hand for a multi-node run, see README, do not watch it).
+        parent = int(spec["parent_pid"]) if spec.get("host") == socket.gethostname() else None
         main = rank == 0
         events = open(folder / EVENTS, "a", encoding="utf-8") if main else None  # noqa: SIM115
 
@@ -291,7 +294,7 @@ def rank_main(spec_path: Path) -> None:
                 events.flush()
 
         def should_stop() -> bool:
-            if not _pid_alive(parent):
+            if parent is not None and not _pid_alive(parent):
                 raise LaunchError(f"the train worker (pid {parent}) that launched this run is gone")
             return (folder / STOP).exists()
 
