@@ -1,8 +1,10 @@
 """Training runs, the train worker's side: claim, heartbeat, report, register, evaluate.
 
 ``run_execute`` is what the train task calls. It claims the run under a row lock, trains through
-``trainer_worker.training.runner.run_stage`` with a reporter as its callbacks, registers the model
-version and evaluates it on the project's held-out prompts.
+``trainer_worker.training.launch.train`` with a reporter as its callbacks (``run_stage`` in this
+process, or under ``accelerate launch`` when the run asks for more than one process: rank 0 reports
+through this process, which alone touches the database), registers the model version and
+evaluates it on the project's held-out prompts.
 
 Ownership and redelivery. Tasks are late-acked: a worker that dies leaves its message unacked and
 Redis hands it out again after the visibility timeout. A claimed run carries a heartbeat
