@@ -14,7 +14,7 @@ With an accelerate config file (``accelerate_config``: DeepSpeed, FSDP, several 
 says the distributed type and only ``--num_processes`` is given beside it.
 
 Every rank runs ``run_stage`` on the same config. How they talk to the worker, through files in
-``output_dir/launch/`` (the folder is shared by the ranks, which run on this machine):
+``output_dir/launch/`` (ranks on other machines, see README, need it on a shared filesystem):
 
 * ``events.jsonl``: rank 0 alone appends its metrics and log lines; the worker tails the file and
   calls ``on_metrics`` / ``on_log``. Rank 0 alone saves the final model and tokenizer, and writes
@@ -106,12 +106,22 @@ def launch_env(processes: int) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # PR_SET_PDEATHSIG: the launcher gets SIGTERM when the worker dies, and ends its ranks.
-    with contextlib.suppress(Exception):
-        import ctypes
+PR_SET_PDEATHSIG = 1
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to send the child SIGTERM when this process dies (the
+    launcher then ends its ranks). libc is loaded here, before the fork: the child runs only the
+    one foreign call between fork and exec, and takes no import lock another thread might hold."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Tail:
@@ -221,7 +231,7 @@ def run_stage_processes(
     with open(folder / OUTPUT, "wb") as output:
         proc = subprocess.Popen(
             cmd, env=launch_env(processes), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            start_new_session=True, preexec_fn=_parent_death_signal(),
         )
         try:
             stopping = False
