@@ -22,6 +22,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Coalesce
 
 from annotator.errors import NotFound
 from annotator.models import (
@@ -37,6 +38,7 @@ from annotator.models import (
     ModelVersion,
     Project,
     Prompt,
+    PromptImage,
     Step,
     StepLabel,
     StepScore,
@@ -73,14 +75,25 @@ def get_in_project(queryset: QuerySet, project: Project, pk, *, what: str):
 def prompt_list(
     project: Project, *, category: str | None = None, search: str | None = None, has_images: bool | None = None
 ) -> QuerySet[Prompt]:
-    qs = Prompt.objects.filter(project=project).prefetch_related("images").annotate(trace_count=Count("traces"))
+    # Counted per returned row (a correlated subquery), not by a GROUP BY over every prompt and trace:
+    # a page of a million prompts reads its 50 rows' traces only.
+    traces = Trace.objects.filter(prompt_id=OuterRef("pk")).order_by().values("prompt_id").annotate(n=Count("id"))
+    qs = Prompt.objects.filter(project=project).prefetch_related("images").annotate(
+        trace_count=Coalesce(Subquery(traces.values("n")[:1]), 0))
     if category:
         qs = qs.filter(category=category)
     if search:
         qs = qs.filter(messages__icontains=search)
     if has_images is not None:
-        qs = qs.filter(images__isnull=not has_images).distinct()
+        has = Exists(PromptImage.objects.filter(prompt_id=OuterRef("pk")))
+        qs = qs.filter(has if has_images else ~has)
     return qs.order_by("id")
+
+
+def with_step_counts(qs: QuerySet[Trace]) -> QuerySet[Trace]:
+    """``step_count`` per returned row: a correlated subquery, evaluated for the page's rows only."""
+    steps = Step.objects.filter(trace_id=OuterRef("pk")).order_by().values("trace_id").annotate(n=Count("id"))
+    return qs.annotate(step_count=Coalesce(Subquery(steps.values("n")[:1]), 0))
 
 
 def trace_list(
@@ -93,7 +106,7 @@ def trace_list(
     category: str | None = None,
     started_by: str | None = None,
 ) -> QuerySet[Trace]:
-    qs = Trace.objects.filter(project=project).annotate(step_count=Count("steps"))
+    qs = with_step_counts(Trace.objects.filter(project=project))
     if status:
         qs = qs.filter(status=status)
     if prompt_id:
