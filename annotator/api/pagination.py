@@ -70,8 +70,9 @@ def planner_estimate(qs: QuerySet) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def fast_count(qs: QuerySet, *, cap: int = COUNT_CAP) -> tuple[int, bool]:
-    """(count, exact): exact up to ``cap`` rows, else the planner's estimate (at least cap + 1)."""
+def fast_count(qs: QuerySet, *, cap: int | None = None) -> tuple[int, bool]:
+    """(count, exact): exact up to ``cap`` rows (COUNT_CAP), else the planner's estimate (at least cap + 1)."""
+    cap = COUNT_CAP if cap is None else cap
     counted = qs.order_by().values("pk")[: cap + 1].count()
     if counted <= cap:
         return counted, True
@@ -93,9 +94,8 @@ class Key:
         return Key(self.name, not self.descending, not self.nulls_last)
 
     def order(self) -> OrderBy:
-        if self.descending:
-            return F(self.name).desc(nulls_last=self.nulls_last, nulls_first=not self.nulls_last)
-        return F(self.name).asc(nulls_last=self.nulls_last, nulls_first=not self.nulls_last)
+        nulls = {"nulls_last": True} if self.nulls_last else {"nulls_first": True}
+        return F(self.name).desc(**nulls) if self.descending else F(self.name).asc(**nulls)
 
     def strictly_after(self, value: Any) -> Q | None:
         """Rows whose key sorts after ``value`` in this direction (None: no row can)."""
