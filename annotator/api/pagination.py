@@ -16,7 +16,9 @@ Counts: an exact ``COUNT(*)`` of a million rows takes hundreds of milliseconds, 
 the count is exact up to ``COUNT_CAP`` (PostgreSQL counts at most ``COUNT_CAP + 1`` rows of the
 page's query, which costs at most that many rows); above it the answer gives PostgreSQL's planner
 estimate of the query's rows (``EXPLAIN``, from ``pg_class.reltuples`` and the column statistics,
-never below ``COUNT_CAP + 1``) with ``count_exact: false``. Clients show "about N" then.
+never below ``COUNT_CAP + 1``) with ``count_exact: false``. Clients show "about N" then. The
+capped count gets at most ``COUNT_BUDGET_MS`` of PostgreSQL's time (a rare filter can make even
+10,001 matches a long read); past it, the answer is the planner's estimate, not exact.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.expressions import OrderBy
+from psycopg.errors import QueryCanceled
 from rest_framework.pagination import BasePagination, LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
@@ -42,6 +45,7 @@ MAX_LIMIT = 500
 MAX_OFFSET = 10**9
 DEFAULT_LIMIT = 50
 COUNT_CAP = 10_000
+COUNT_BUDGET_MS = 50
 MAX_CURSOR_CHARS = 512
 _INT64 = 2**63
 
@@ -70,10 +74,27 @@ def planner_estimate(qs: QuerySet) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def fast_count(qs: QuerySet, *, cap: int | None = None) -> tuple[int, bool]:
-    """(count, exact): exact up to ``cap`` rows (COUNT_CAP), else the planner's estimate (at least cap + 1)."""
+def fast_count(qs: QuerySet, *, cap: int | None = None, budget_ms: int | None = None) -> tuple[int, bool]:
+    """(count, exact): exact up to ``cap`` rows (COUNT_CAP), else the planner's estimate (at least
+    cap + 1). A filter that few rows match can make even the capped count read most of the table
+    (10,000 matches among a million rows); so the count gets ``budget_ms`` (COUNT_BUDGET_MS) of
+    PostgreSQL's time, and past that the answer is the planner's estimate, not exact."""
     cap = COUNT_CAP if cap is None else cap
-    counted = qs.order_by().values("pk")[: cap + 1].count()
+    budget_ms = COUNT_BUDGET_MS if budget_ms is None else budget_ms
+    capped = qs.order_by().values("pk")[: cap + 1]
+    try:
+        # A savepoint (or a transaction): a cancelled count leaves the request's own transaction usable,
+        # and SET LOCAL ends with it (restored by hand when the count finishes inside an outer one).
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            previous = cursor.fetchone()[0]
+            cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(budget_ms))}")  # 0 would mean none
+            counted = capped.count()
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+    except OperationalError as exc:
+        if not isinstance(exc.__cause__, QueryCanceled):
+            raise
+        return planner_estimate(qs), False
     if counted <= cap:
         return counted, True
     return max(cap + 1, planner_estimate(qs)), False

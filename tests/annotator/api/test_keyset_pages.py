@@ -258,3 +258,19 @@ def test_steps_are_not_needed_for_a_page(project, prompt, client_for, django_ass
     with django_assert_max_num_queries(8):
         body = client_for("viewer").get(f"/api/projects/{project.pk}/traces/").json()
     assert [r["step_count"] for r in body["results"]] == [2] * 10
+
+
+def test_a_count_that_overruns_its_budget_answers_the_estimate_and_leaves_the_request_usable(project, prompt):
+    _bulk_traces(project, prompt, 60)
+    slow = Trace.objects.filter(project=project).extra(
+        where=["(SELECT 1 FROM pg_sleep(0.005 + 0 * annotator_trace.id)) = 1"])  # per row: not an InitPlan
+    n, exact = pagination.fast_count(slow, budget_ms=20)  # 60 rows x 5 ms: cancelled by PostgreSQL
+    assert exact is False and n >= 0
+    assert Trace.objects.filter(project=project).count() == 60  # the transaction goes on
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"  # and has no timeout left behind
+    assert pagination.fast_count(slow, budget_ms=5000) == (60, True)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"
