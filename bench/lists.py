@@ -177,6 +177,7 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
         "audit: deep page, offset (baseline)": lambda r: f"{base}/audit/?limit=50&offset={deep_audit[r][1]}",
         "prompts, first page": lambda r: f"{base}/prompts/?limit=50",
         "prompts: deep page, cursor": lambda r: f"{base}/prompts/?limit=50&cursor={cur(asc, deep_prompts[r][0])}",
+        "queue counts": lambda r: f"{base}/queue/counts/",
         "queue: lowest_score (triage)": lambda r: f"{base}/queue/?order=lowest_score&limit=50",
     }
     results = {}
@@ -210,6 +211,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--baseline-repeats", type=int, default=10, help="for offset pages and the triage order")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--project", type=int, help="reuse the project of an earlier run (seeded already)")
     parser.add_argument("--cleanup", action="store_true", help="delete the benchmark project afterwards")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -217,8 +219,13 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     setup_test_environment()  # lets the test client's "testserver" host through ALLOWED_HOSTS
     rng = random.Random(args.seed)
-    user = get_user_model().objects.create_user(username=f"bench-lists-{os.getpid()}")
-    project = project_create(owner=user, name=f"bench-lists-{os.getpid()}")
+    if args.project:  # a project an earlier run seeded (it printed its id): only the difference is added
+        project = Project.objects.get(pk=args.project)
+        user = project.created_by
+    else:
+        user = get_user_model().objects.create_user(username=f"bench-lists-{os.getpid()}")
+        project = project_create(owner=user, name=f"bench-lists-{os.getpid()}")
+    print(f"project {project.pk}", flush=True)
     client = Client()
     client.force_login(user)
     table: dict[int, dict] = {}

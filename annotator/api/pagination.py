@@ -31,21 +31,20 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import OperationalError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.expressions import OrderBy
-from psycopg.errors import QueryCanceled
 from rest_framework.pagination import BasePagination, LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
+from annotator.counting import COUNT_BUDGET_MS, COUNT_CAP, fast_count, planner_estimate
 from annotator.errors import InvalidInput
+
+__all__ = ["COUNT_BUDGET_MS", "COUNT_CAP", "KeysetPagination", "StudioPagination", "fast_count", "planner_estimate"]
 
 MAX_LIMIT = 500
 MAX_OFFSET = 10**9
 DEFAULT_LIMIT = 50
-COUNT_CAP = 10_000
-COUNT_BUDGET_MS = 50
 MAX_CURSOR_CHARS = 512
 _INT64 = 2**63
 
@@ -58,46 +57,6 @@ class StudioPagination(LimitOffsetPagination):
         if offset > MAX_OFFSET:
             raise InvalidInput(f"offset must be at most {MAX_OFFSET}.")
         return offset
-
-
-# --- counts ---------------------------------------------------------------------------------------
-
-
-def planner_estimate(qs: QuerySet) -> int:
-    """PostgreSQL's estimate of the rows ``qs`` returns (EXPLAIN; nothing is read)."""
-    sql, params = qs.order_by().values("pk").query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
-        plan = cursor.fetchone()[0]
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    return int(plan[0]["Plan"]["Plan Rows"])
-
-
-def fast_count(qs: QuerySet, *, cap: int | None = None, budget_ms: int | None = None) -> tuple[int, bool]:
-    """(count, exact): exact up to ``cap`` rows (COUNT_CAP), else the planner's estimate (at least
-    cap + 1). A filter that few rows match can make even the capped count read most of the table
-    (10,000 matches among a million rows); so the count gets ``budget_ms`` (COUNT_BUDGET_MS) of
-    PostgreSQL's time, and past that the answer is the planner's estimate, not exact."""
-    cap = COUNT_CAP if cap is None else cap
-    budget_ms = COUNT_BUDGET_MS if budget_ms is None else budget_ms
-    capped = qs.order_by().values("pk")[: cap + 1]
-    try:
-        # A savepoint (or a transaction): a cancelled count leaves the request's own transaction usable,
-        # and SET LOCAL ends with it (restored by hand when the count finishes inside an outer one).
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SHOW statement_timeout")
-            previous = cursor.fetchone()[0]
-            cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(budget_ms))}")  # 0 would mean none
-            counted = capped.count()
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-    except OperationalError as exc:
-        if not isinstance(exc.__cause__, QueryCanceled):
-            raise
-        return planner_estimate(qs), False
-    if counted <= cap:
-        return counted, True
-    return max(cap + 1, planner_estimate(qs)), False
 
 
 # --- keyset ---------------------------------------------------------------------------------------

@@ -1983,6 +1983,8 @@ export interface components {
             unreviewed: number;
             reviewed: number;
             disputed: number;
+            /** @description Whether traces / unreviewed / reviewed / disputed are exact; above 10,000 they are PostgreSQL's estimates */
+            totals_exact: boolean;
         };
         QueueItem: {
             readonly id: number;

@@ -195,7 +195,8 @@ export function Queue({ projectId }: { projectId: number }) {
                   of <span data-testid="count-assigned">{c.assigned}</span> assigned
                   {c.prompts_without_trace > 0 && ` · ${c.prompts_without_trace} prompts still to generate`} ·{" "}
                   <span className="muted">
-                    project: {c.traces} traces, {c.unreviewed} unreviewed, {c.disputed} in disagreement
+                    project: {c.totals_exact === false ? "about " : ""}
+                    {c.traces} traces, {c.unreviewed} unreviewed, {c.disputed} in disagreement
                   </span>
                 </span>
               ) : (

@@ -180,6 +180,17 @@ def test_count_is_exact_up_to_the_cap_and_an_estimate_above(project, prompt, cli
     assert (failed["count"], failed["count_exact"]) == (5, True)
     queue = client.get(f"/api/projects/{project.pk}/queue/", {"limit": 2}).json()
     assert queue["count_exact"] is False and queue["count"] > pagination.COUNT_CAP
+    counts = client.get(f"/api/projects/{project.pk}/queue/counts/").json()
+    assert counts["totals_exact"] is False and counts["traces"] > pagination.COUNT_CAP
+    assert counts["disputed"] == 0
+
+
+def test_queue_counts_are_exact_on_a_small_project(project, prompt, client_for):
+    _bulk_traces(project, prompt, 4)
+    _bulk_traces(project, prompt, 2, review_count=1, disputed=True)
+    counts = client_for("viewer").get(f"/api/projects/{project.pk}/queue/counts/").json()
+    assert {k: counts[k] for k in ("traces", "unreviewed", "reviewed", "disputed", "totals_exact")} == {
+        "traces": 6, "unreviewed": 4, "reviewed": 2, "disputed": 2, "totals_exact": True}
 
 
 def _b64(raw: bytes) -> str:
