@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from psycopg.errors import QueryCanceled
 
 COUNT_CAP = 10_000
-COUNT_BUDGET_MS = 50
+COUNT_BUDGET_MS = 30
 
 
 def planner_estimate(qs: QuerySet) -> int:
@@ -35,13 +35,11 @@ def fast_count(qs: QuerySet, *, cap: int | None = None, budget_ms: int | None = 
     capped = qs.order_by().values("pk")[: cap + 1]
     try:
         # A savepoint (or a transaction): a cancelled count leaves the request's own transaction usable,
-        # and SET LOCAL ends with it (restored by hand when the count finishes inside an outer one).
+        # and SET LOCAL ends with it (set back to the default when the count finishes inside an outer one).
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SHOW statement_timeout")
-            previous = cursor.fetchone()[0]
             cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(budget_ms))}")  # 0 would mean none
             counted = capped.count()
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+            cursor.execute("SET LOCAL statement_timeout TO DEFAULT")
     except OperationalError as exc:
         if not isinstance(exc.__cause__, QueryCanceled):
             raise
