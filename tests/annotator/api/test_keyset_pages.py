@@ -285,3 +285,22 @@ def test_a_count_that_overruns_its_budget_answers_the_estimate_and_leaves_the_re
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == "0"
+
+
+def test_first_pages_start_at_the_projects_own_rows_when_another_project_has_older_and_newer_ones(
+        project, other_project, prompt, users, client_for):
+    theirs = make_prompt(other_project, actor=users["outsider"])
+    _bulk_traces(other_project, theirs, 30)
+    mine = [t.pk for t in _bulk_traces(project, prompt, 7)]
+    _bulk_traces(other_project, theirs, 30)
+    body = client_for("viewer").get(f"/api/projects/{project.pk}/traces/", {"limit": 5}).json()
+    assert [r["id"] for r in body["results"]] == mine[:5] and body["count"] == 7
+    assert [r["id"] for r in client_for("viewer").get(body["next"]).json()["results"]] == mine[5:]
+    assert [r["id"] for r in client_for("viewer").get(f"/api/projects/{project.pk}/queue/",
+                                                      {"offset": 2, "limit": 3}).json()["results"]] == mine[2:5]
+    for n in range(3):
+        audit_record(project=other_project, actor=users["outsider"], action="their.event", target_type="x")
+    log = client_for("owner").get(f"/api/projects/{project.pk}/audit/", {"limit": 2}).json()["results"]
+    assert log and all(r["action"] != "their.event" for r in log)
+    assert [r["id"] for r in log] == list(AuditEvent.objects.filter(project=project).order_by("-id")
+                                          .values_list("id", flat=True)[:2])
