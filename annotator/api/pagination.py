@@ -31,6 +31,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.db.models.expressions import OrderBy
 from rest_framework.pagination import BasePagination, LimitOffsetPagination
@@ -186,12 +187,19 @@ def _from_the_projects_edge(qs: QuerySet, key: Key, view) -> QuerySet:
     Without the bound, PostgreSQL may read a large project's first page from the primary key and
     filter out every row of the other projects that comes before it (it assumes the project's rows
     are spread evenly): 100,000 rows of another project cost 30-80 ms (bench/lists.py). The bound
-    comes from the (project, id) index in a fraction of a millisecond."""
+    comes from the (project, id) index: asked as a row comparison, since for ``WHERE project = p
+    ORDER BY id LIMIT 1`` (or ``min(id)``) the planner makes the same choice of the primary key."""
     project = getattr(view, "project", None)
     if key.name != "id" or project is None or not any(f.name == "project" for f in qs.model._meta.fields):
         return qs
-    edge = (qs.model.objects.filter(project=project).order_by("-id" if key.descending else "id")
-            .values_list("id", flat=True).first())
+    table = connection.ops.quote_name(qs.model._meta.db_table)
+    column = connection.ops.quote_name(qs.model._meta.get_field("project").column)
+    op, order, bound = ("<=", "DESC", _INT64 - 1) if key.descending else (">=", "ASC", 0)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {column}, id FROM {table} WHERE ({column}, id) {op} (%s, %s) "  # noqa: S608
+                       f"ORDER BY {column} {order}, id {order} LIMIT 1", [project.pk, bound])
+        row = cursor.fetchone()
+    edge = row[1] if row and row[0] == project.pk else None
     if edge is None:
         return qs
     return qs.filter(id__lte=edge) if key.descending else qs.filter(id__gte=edge)
