@@ -490,7 +490,7 @@ class _AnyOf(Func):
     def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple[Any, ...]]:
         lhs, params = compiler.compile(self.source_expressions[0])
         # An array literal: psycopg's list adapter is Python code, one call per element.
-        return f"{lhs} = ANY(%s::bigint[])", (*params, "{" + ",".join(str(int(i)) for i in self.ids) + "}")
+        return f"{lhs} = ANY(%s::bigint[])", (*params, "{" + ",".join(map(str, map(int, self.ids))) + "}")
 
 
 def _chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
