@@ -39,6 +39,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+# As a production worker runs. With DEBUG on, Django keeps the SQL of the last 9,000 queries in
+# memory (connection.queries), tens of MiB here, which would be counted as the build's.
+os.environ.setdefault("DJANGO_DEBUG", "0")
 
 import django  # noqa: E402
 
@@ -174,10 +177,29 @@ def legacy_write_files(snapshot: DatasetSnapshot, folder: Path) -> dict[str, Any
 
 # --- one build in a child process ------------------------------------------------------------------
 
+def _rss() -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
+
+
+def _cpu_of(pid: int) -> float | None:
+    """CPU seconds of a local process (the PostgreSQL backend serving this build), if readable."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def child(path: str, snapshot_id: int) -> None:
     import datasets  # noqa: F401  (both paths import it for the card; import it before the clock)
     import pyarrow.parquet  # noqa: F401
 
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        backend = cur.fetchone()[0]
+    rss_before, pg_before, cpu_before = _rss(), _cpu_of(backend), time.process_time()
     t0 = time.perf_counter()
     if path == "new":
         snapshot = snapshot_build(snapshot_id=snapshot_id)
@@ -192,8 +214,12 @@ def child(path: str, snapshot_id: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
         sha, count = info["sha256"], info["record_count"]
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - cpu_before
+    pg_after = _cpu_of(backend)
+    pg = None if pg_before is None or pg_after is None else pg_after - pg_before
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({"seconds": seconds, "peak_rss": peak, "sha256": sha, "count": count}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "pg_cpu": pg, "peak_rss": peak, "rss_before": rss_before,
+                      "sha256": sha, "count": count}))
 
 
 def run_child(path: str, snapshot_id: int) -> dict[str, Any]:
@@ -202,6 +228,10 @@ def run_child(path: str, snapshot_id: int) -> dict[str, Any]:
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _grew(r: dict[str, Any]) -> float:
+    return (r["peak_rss"] - r["rss_before"]) / 2**20
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -239,7 +269,8 @@ def main() -> None:
                         assert r["count"] == n, (path, r["count"], n)
                         results.setdefault((n, path), []).append(r)
                         print(f"  {path} {n:>9,}: {r['seconds']:6.2f} s  {n / r['seconds']:>9,.0f} rec/s  "
-                              f"peak RSS {r['peak_rss'] / 2**20:6.0f} MiB", flush=True)
+                              f"CPU {r['cpu']:6.2f} s + PostgreSQL {r['pg_cpu'] or 0:5.2f} s  "
+                              f"peak RSS {r['peak_rss'] / 2**20:6.0f} MiB (build +{_grew(r):.0f})", flush=True)
                 shas = {r["sha256"] for path in paths for r in results[(n, path)]}
                 assert len(shas) == 1, f"the builds disagree on the content hash at {n}: {shas}"
             finally:
@@ -248,20 +279,30 @@ def main() -> None:
         user.delete()
 
     print(f"\nkind=sft  cores={os.cpu_count()}  repeats={args.repeats}  (mean ± std; each build in its own process)")
-    print(f"{'records':>9} {'path':>4} {'build s':>14} {'records/s':>20} {'peak RSS MiB':>14} {'new/old rate':>13}")
+    print("records/CPU s: records per CPU second of the build process and its PostgreSQL backend together")
+    print(f"{'records':>9} {'path':>4} {'build s':>14} {'records/s':>20} {'records/CPU s':>20} "
+          f"{'peak RSS MiB':>14} {'build +MiB':>12} {'new/old rate':>13} {'new/old per CPU':>16}")
+
+    def rates(runs: list[dict[str, Any]], n: int) -> tuple[tuple[float, float], tuple[float, float]]:
+        return (mean_std([n / r["seconds"] for r in runs]),
+                mean_std([n / (r["cpu"] + (r["pg_cpu"] or 0)) for r in runs]))
+
     for n in sizes:
         for path in ("new", "old"):
             runs = results.get((n, path))
             if not runs:
                 continue
             secs = mean_std([r["seconds"] for r in runs])
-            rate = mean_std([n / r["seconds"] for r in runs])
+            rate, per_cpu = rates(runs, n)
             rss = mean_std([r["peak_rss"] / 2**20 for r in runs])
-            ratio = ""
+            grew = mean_std([_grew(r) for r in runs])
+            ratio = ratio_cpu = ""
             if path == "new" and (n, "old") in results:
-                ratio = f"{rate[0] / mean_std([n / r['seconds'] for r in results[(n, 'old')]])[0]:.2f}x"
+                old_rate, old_cpu = rates(results[(n, "old")], n)
+                ratio, ratio_cpu = f"{rate[0] / old_rate[0]:.2f}x", f"{per_cpu[0] / old_cpu[0]:.2f}x"
             print(f"{n:>9,} {path:>4} {secs[0]:>7.2f} ± {secs[1]:<4.2f} {rate[0]:>11,.0f} ± {rate[1]:<6,.0f} "
-                  f"{rss[0]:>6.0f} ± {rss[1]:<4.0f} {ratio:>13}")
+                  f"{per_cpu[0]:>11,.0f} ± {per_cpu[1]:<6,.0f} {rss[0]:>6.0f} ± {rss[1]:<4.0f} "
+                  f"{grew[0]:>5.0f} ± {grew[1]:<4.0f} {ratio:>13} {ratio_cpu:>16}")
     new_peaks = {n: statistics.fmean(r["peak_rss"] for r in results[(n, "new")]) for n in sizes}
     base = sizes[0] if len(sizes) == 1 else next((n for n in sizes if n >= 100_000), sizes[0])
     for n in sizes:

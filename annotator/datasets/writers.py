@@ -391,7 +391,7 @@ def write_snapshot(
                     prompt_id = record.get("prompt_id")
                     split = splits_of.get(prompt_id)
                     if split is None:
-                        if len(splits_of) > 100_000:
+                        if len(splits_of) >= 10_000:  # bounded: memory must not grow with the corpus
                             splits_of.clear()
                         split = splits_of[prompt_id] = split_of(prompt_id, eval_fraction=eval_fraction, seed=seed)
                     record = {**record, "split": split}
