@@ -87,7 +87,10 @@ class Prompt(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "category"])]
+        indexes = [
+            models.Index(fields=["project", "id"], name="prompt_project_id"),
+            models.Index(fields=["project", "category", "id"], name="prompt_project_category_id"),
+        ]
         constraints = [models.CheckConstraint(condition=Q(category__in=Category.values), name="prompt_category_valid")]
 
     def __str__(self) -> str:
@@ -208,10 +211,16 @@ class Trace(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # The lists and the queue page by (filter columns…, id) with keyset cursors: each index puts a
+        # filter's rows in id order, so a page is an index range scan however deep it is (bench/lists.py).
         indexes = [
-            models.Index(fields=["project", "status"]),
-            models.Index(fields=["project", "prompt"]),
-            models.Index(fields=["project", "disputed"]),
+            models.Index(fields=["project", "id"], name="trace_project_id"),
+            models.Index(fields=["project", "status", "id"], name="trace_project_status_id"),
+            models.Index(fields=["project", "prompt", "id"], name="trace_project_prompt_id"),
+            models.Index(fields=["project", "disputed", "id"], name="trace_project_disputed_id"),
+            models.Index(fields=["project", "verdict", "id"], name="trace_project_verdict_id"),
+            # The queue's default view: what nobody has reviewed yet, oldest first.
+            models.Index(fields=["project", "id"], condition=Q(review_count=0), name="trace_project_unreviewed"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=TraceStatus.values), name="trace_status_valid"),
@@ -424,6 +433,7 @@ class Correction(models.Model):
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["project", "id"], name="correction_project_id")]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=CorrectionStatus.values), name="correction_status_valid")
         ]

@@ -22,7 +22,9 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.functions import Coalesce
 
+from annotator.counting import fast_count
 from annotator.errors import NotFound
 from annotator.models import (
     Adjudication,
@@ -37,6 +39,7 @@ from annotator.models import (
     ModelVersion,
     Project,
     Prompt,
+    PromptImage,
     Step,
     StepLabel,
     StepScore,
@@ -73,14 +76,25 @@ def get_in_project(queryset: QuerySet, project: Project, pk, *, what: str):
 def prompt_list(
     project: Project, *, category: str | None = None, search: str | None = None, has_images: bool | None = None
 ) -> QuerySet[Prompt]:
-    qs = Prompt.objects.filter(project=project).prefetch_related("images").annotate(trace_count=Count("traces"))
+    # Counted per returned row (a correlated subquery), not by a GROUP BY over every prompt and trace:
+    # a page of a million prompts reads its 50 rows' traces only.
+    traces = Trace.objects.filter(prompt_id=OuterRef("pk")).order_by().values("prompt_id").annotate(n=Count("id"))
+    qs = Prompt.objects.filter(project=project).prefetch_related("images").annotate(
+        trace_count=Coalesce(Subquery(traces.values("n")[:1]), 0))
     if category:
         qs = qs.filter(category=category)
     if search:
         qs = qs.filter(messages__icontains=search)
     if has_images is not None:
-        qs = qs.filter(images__isnull=not has_images).distinct()
+        has = Exists(PromptImage.objects.filter(prompt_id=OuterRef("pk")))
+        qs = qs.filter(has if has_images else ~has)
     return qs.order_by("id")
+
+
+def with_step_counts(qs: QuerySet[Trace]) -> QuerySet[Trace]:
+    """``step_count`` per returned row: a correlated subquery, evaluated for the page's rows only."""
+    steps = Step.objects.filter(trace_id=OuterRef("pk")).order_by().values("trace_id").annotate(n=Count("id"))
+    return qs.annotate(step_count=Coalesce(Subquery(steps.values("n")[:1]), 0))
 
 
 def trace_list(
@@ -93,7 +107,7 @@ def trace_list(
     category: str | None = None,
     started_by: str | None = None,
 ) -> QuerySet[Trace]:
-    qs = Trace.objects.filter(project=project).annotate(step_count=Count("steps"))
+    qs = with_step_counts(Trace.objects.filter(project=project))
     if status:
         qs = qs.filter(status=status)
     if prompt_id:
@@ -328,12 +342,15 @@ def queue_left(project: Project, user) -> int:
 def queue_counts(project: Project, user) -> dict[str, int]:
     """Counters for the queue page: the user's assigned / done / left, and the project's totals."""
     mine_counts = _mine_counts(project, user)
-    totals = Trace.objects.filter(project=project).aggregate(
-        traces=Count("id"),
-        unreviewed=Count("id", filter=Q(review_count=0)),
-        reviewed=Count("id", filter=Q(review_count__gt=0)),
-        disputed=Count("id", filter=Q(disputed=True)),
-    )
+    # The project's totals: fast counts (annotator/counting.py), each an index range read of at most
+    # COUNT_CAP + 1 rows, not one aggregate over every trace; above the cap they are estimates.
+    traces = Trace.objects.filter(project=project)
+    totals: dict[str, int] = {}
+    exact = True
+    for name, qs in (("traces", traces), ("unreviewed", traces.filter(review_count=0)),
+                     ("reviewed", traces.filter(review_count__gt=0)), ("disputed", traces.filter(disputed=True))):
+        totals[name], was_exact = fast_count(qs)
+        exact = exact and was_exact
     untraced = (
         Prompt.objects.filter(project=project, assignments__annotator=user)
         .exclude(Exists(Trace.objects.filter(prompt_id=OuterRef("pk"))))
@@ -341,7 +358,7 @@ def queue_counts(project: Project, user) -> dict[str, int]:
     )
     assigned, done = mine_counts["assigned"], mine_counts["done"]
     return {"assigned": assigned, "done": done, "left": assigned - done, "prompts_without_trace": untraced,
-            **totals}
+            **totals, "totals_exact": exact}
 
 
 def assignment_list(project: Project) -> QuerySet[Assignment]:

@@ -33,9 +33,7 @@ import json
 import math
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from seeds import run_seeds  # noqa: E402  (bench/seeds.py, beside this script)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SAFELADDER_DATA_DIR", str(ROOT / ".data" / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
@@ -348,22 +348,6 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _demo_dir(args: argparse.Namespace) -> Path:
-    from trainer_worker.training.demo_model import MAX_STEPS, REPORT_FILE, build_demo_model
-    from trainer_worker.training.demo_task import TASK_VERSION
-
-    if args.demo_model:
-        return args.demo_model
-    made = ROOT / ".data" / "models" / f"demo-task{TASK_VERSION}"  # what `make run` builds
-    if (made / REPORT_FILE).exists():
-        return made
-    own = Path(os.environ["SAFELADDER_DATA_DIR"]) / "models" / f"demo-task{TASK_VERSION}"
-    if not (own / REPORT_FILE).exists():
-        _log(f"building the demo model at {own} ({MAX_STEPS} steps; `make run` would have built it)")
-        build_demo_model(own, max_steps=MAX_STEPS, seed=0)
-    return own
-
-
 def _child(args: argparse.Namespace) -> int:
     demo_dir = Path(args.child_demo)
     result = run_seed(args.child_seed, demo_dir, args, args.tag)
@@ -402,45 +386,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_seed is not None:
         return _child(args)
 
-    from webapp.embedded import services
 
     out = args.out or Path(os.environ["SAFELADDER_DATA_DIR"]) / f"loop-{args.tag}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    with services() as env:
-        os.environ.update(env)
-        subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], check=True, cwd=ROOT)
-        demo_dir = _demo_dir(args)
-        # The demo model may lie outside the bench's model store (`make run` built it): allow its folder.
-        roots = [r for r in os.environ.get("SAFELADDER_MODEL_ROOTS", "").split(",") if r]
-        os.environ["SAFELADDER_MODEL_ROOTS"] = ",".join([*roots, str(demo_dir.resolve().parent)])
-        seeds = [int(s) for s in args.seeds.split(",")]
-        procs: dict[int, subprocess.Popen] = {}
-        results: dict[int, dict] = {}
-        pending = list(seeds)
-
-        def stop(*_: Any) -> None:
-            for p in procs.values():
-                p.terminate()
-            raise SystemExit(1)
-
-        signal.signal(signal.SIGTERM, stop)
-        forwarded = ["--rounds", str(args.rounds), "--traces", str(args.traces), "--n-eval", str(args.n_eval),
-                     "--tag", args.tag, "--mix", args.mix] + (["--no-grpo"] if args.no_grpo else [])
-        while pending or procs:
-            while pending and len(procs) < max(1, args.jobs):
-                seed = pending.pop(0)
-                procs[seed] = subprocess.Popen(
-                    [sys.executable, __file__, "--child-seed", str(seed), "--child-demo", str(demo_dir),
-                     "--child-out", str(out / f"seed{seed}.json"), *forwarded], cwd=ROOT)
-            time.sleep(1)
-            for seed, proc in list(procs.items()):
-                if proc.poll() is not None:
-                    del procs[seed]
-                    if proc.returncode != 0:
-                        stop()
-                        raise SystemExit(f"seed {seed} failed (exit {proc.returncode})")
-                    results[seed] = json.loads((out / f"seed{seed}.json").read_text())
+    seeds = [int(s) for s in args.seeds.split(",")]
+    forwarded = ["--rounds", str(args.rounds), "--traces", str(args.traces), "--n-eval", str(args.n_eval),
+                 "--tag", args.tag, "--mix", args.mix] + (["--no-grpo"] if args.no_grpo else [])
+    demo_dir, results = run_seeds(__file__, seeds, args.demo_model, out, forwarded, args.jobs)
     ordered = [results[s] for s in seeds]
     summary = summarise(ordered)
     demo_report = json.loads((demo_dir / "demo_report.json").read_text())

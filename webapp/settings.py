@@ -265,6 +265,9 @@ if os.environ.get("CELERY_UNACKED_NAMESPACE"):
         unacked_key=f"unacked:{_ns}", unacked_index_key=f"unacked_index:{_ns}", unacked_mutex_key=f"unacked_mutex:{_ns}"
     )
 TRAIN_HEARTBEAT_S = int(os.environ.get("TRAIN_HEARTBEAT_S", 30))
+# A run with more than one process is started under `accelerate launch`; with this accelerate config
+# file (DeepSpeed, FSDP, several machines) rather than the built-in single-machine multi-process one.
+ACCELERATE_CONFIG_FILE = os.environ.get("SAFELADDER_ACCELERATE_CONFIG") or None
 # A generation's heartbeat lives this long and is renewed every third of it. Every generate and
 # default worker sweeps for traces whose heartbeat has gone (their worker died) every
 # GENERATE_SWEEP_S and ends those missing it for GENERATE_SWEEP_GRACE_S: with the defaults a trace

@@ -770,6 +770,9 @@ class QueueCountsSerializer(serializers.Serializer):
     unreviewed = serializers.IntegerField()
     reviewed = serializers.IntegerField()
     disputed = serializers.IntegerField()
+    totals_exact = serializers.BooleanField(
+        help_text="Whether traces / unreviewed / reviewed / disputed are exact; above 10,000 they are "
+        "PostgreSQL's estimates")
 
 
 class AssignmentSerializer(serializers.ModelSerializer):

@@ -7,7 +7,6 @@ owners) adjudicate, approve or reject corrections and keep gold items.
 
 from __future__ import annotations
 
-from django.db.models import Count, OuterRef, Subquery
 from django.http import JsonResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -16,9 +15,10 @@ from rest_framework.response import Response
 
 from annotator import selectors
 from annotator.api import serializers as s
+from annotator.api.pagination import KeysetPagination
 from annotator.api.views import ProjectScoped
 from annotator.errors import InvalidInput
-from annotator.models import Category, Role, Step, Trace, Verdict
+from annotator.models import Category, Role, Trace, Verdict
 from annotator.services import adjudication, assignments, claims
 
 
@@ -32,10 +32,7 @@ def _flag(value: str | None, name: str) -> bool | None:
     raise InvalidInput(f"{name} must be true or false.")
 
 
-def _step_counts(qs):
-    # A correlated count per returned row: evaluated for the page only, not for the whole queue.
-    steps = Step.objects.filter(trace_id=OuterRef("pk")).order_by().values("trace_id").annotate(n=Count("id"))
-    return qs.annotate(step_count=Subquery(steps.values("n")[:1]))
+_step_counts = selectors.with_step_counts
 
 
 @extend_schema_view(
@@ -62,6 +59,7 @@ class QueueView(ProjectScoped, generics.ListAPIView):
     """The review queue, oldest first. It changes live: /ws/projects/{p}/ says when."""
 
     serializer_class = s.QueueItemSerializer
+    pagination_class = KeysetPagination
 
     def get_queryset(self):
         q = self.request.query_params

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from annotator import auth, selectors
 from annotator.access import access_project
 from annotator.api import serializers as s
+from annotator.api.pagination import KeysetPagination
 from annotator.api.parsers import StrictJSONParser
 from annotator.errors import InvalidInput, NotFound
 from annotator.models import AlternativeSet, ApiToken, Category, Role, Trace, TraceStatus
@@ -192,6 +193,7 @@ class MemberDetailView(ProjectScoped):
 )
 class PromptListView(ProjectScoped, generics.ListAPIView):
     serializer_class = s.PromptSerializer
+    pagination_class = KeysetPagination
 
     def get_queryset(self):
         q = self.request.query_params
@@ -371,6 +373,7 @@ class TraceListView(ProjectScoped, generics.ListAPIView):
 
     serializer_class = s.TraceSerializer
     write_role = Role.SUPERVISOR
+    pagination_class = KeysetPagination
 
     def get_queryset(self):
         q = self.request.query_params
@@ -613,6 +616,7 @@ class AlternativesPickView(AlternativeSetView):
 
 class CorrectionListView(ProjectScoped, generics.ListAPIView):
     serializer_class = s.CorrectionSerializer
+    pagination_class = KeysetPagination
 
     def get_queryset(self):
         return selectors.correction_list(self.project)
@@ -623,6 +627,7 @@ class AuditLogView(ProjectScoped, generics.ListAPIView):
 
     serializer_class = s.AuditEventSerializer
     read_role = Role.OWNER
+    pagination_class = KeysetPagination
 
     def get_queryset(self):
         return selectors.audit_list(self.project)

@@ -34,14 +34,15 @@ rejected never become training data, with or without ``adjudicated_only``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.postgres.aggregates import ArrayAgg
 from django.core.files.storage import default_storage
-from django.db.models import Q, QuerySet
+from django.db.models import BooleanField, F, Func, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -56,6 +57,7 @@ from annotator.datasets.records import (
     StepLabelRec,
     StepRec,
     TraceRec,
+    _order_key,
 )
 from annotator.errors import InvalidInput
 from annotator.models import (
@@ -272,11 +274,23 @@ def _by_annotator(qs: QuerySet, field: str, f: CorpusFilter) -> QuerySet:
     return qs.filter(**{f"{field}__username__in": f.annotators}) if f.annotators else qs
 
 
+_PROMPT_FIELDS = ("pk", "messages", "category", "reference_answer")
+
+
 def _prompt_recs(prompts: QuerySet[Prompt]) -> list[PromptRec]:
+    # The images by a subquery, not an IN list of up to 100k ids.
+    return _prompt_recs_of(list(prompts.values_list(*_PROMPT_FIELDS)), PromptImage.objects.filter(prompt__in=prompts))
+
+
+def _prompt_recs_of(rows: list[tuple[Any, ...]], images_qs: QuerySet[PromptImage] | None = None) -> list[PromptRec]:
+    """PromptRecs of prompt rows (``_PROMPT_FIELDS``), in their order; ``images_qs`` selects their
+    images (default: by the rows' ids)."""
     images: dict[int, list[str]] = defaultdict(list)
-    rows = PromptImage.objects.filter(prompt__in=prompts).order_by("prompt_id", "position")
-    for prompt_id, name in rows.values_list("prompt_id", "file"):
-        images[prompt_id].append(default_storage.path(name))
+    if images_qs is None:
+        images_qs = PromptImage.objects.filter(_AnyOf("prompt_id", [row[0] for row in rows])) if rows else None
+    if images_qs is not None:
+        for prompt_id, name in images_qs.order_by("prompt_id", "position").values_list("prompt_id", "file"):
+            images[prompt_id].append(default_storage.path(name))
     return [
         PromptRec(
             id=pk,
@@ -285,23 +299,49 @@ def _prompt_recs(prompts: QuerySet[Prompt]) -> list[PromptRec]:
             category=category,
             reference=_none_if_blank(reference),
         )
-        for pk, messages, category, reference in prompts.values_list("pk", "messages", "category", "reference_answer")
+        for pk, messages, category, reference in rows
     ]
+
+
+def _rl_prompts(project: Project, f: CorpusFilter) -> QuerySet[Prompt]:
+    """The prompts of an ``rl_prompts`` export: no trace is read, and the date range applies to the
+    prompts themselves."""
+    prompts = _training_prompts(project)
+    if f.categories:
+        prompts = prompts.filter(category__in=f.categories)
+    if f.created_from:
+        prompts = prompts.filter(created_at__gte=f.created_from)
+    if f.created_to:
+        prompts = prompts.filter(created_at__lte=f.created_to)
+    return prompts
+
+
+_CORRECTION_FIELDS = (
+    "pk", "original_trace_id", "corrected_trace_id", "step_index", "old_text", "new_text", "author__username",
+)
+
+
+def _correction_rec(row: tuple[Any, ...]) -> CorrectionRec:
+    pk, original, corrected, index, old, new, author = row
+    return CorrectionRec(pk, original, corrected, index, old, new, author or "")
+
+
+def _corrections(project: Project, f: CorpusFilter) -> QuerySet[Correction]:
+    """Corrections that may become training data (never rejected ones; with ``adjudicated_only``,
+    approved ones only), by the filter's annotators, in id order (``_CORRECTION_FIELDS``)."""
+    rows = (
+        Correction.objects.filter(project=project)
+        .exclude(status=CorrectionStatus.REJECTED)
+        .exclude(status=CorrectionStatus.PENDING if f.adjudicated_only else "-")
+    )
+    return _by_annotator(rows, "author", f).order_by("pk")
 
 
 def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = None) -> Corpus:
     """Read the project's rows that ``filters`` selects into a Corpus for ``kind``."""
     f = filters or CorpusFilter()
     if kind == "rl_prompts":
-        # Prompts only: no trace is read, and the date range applies to the prompts themselves.
-        prompts = _training_prompts(project)
-        if f.categories:
-            prompts = prompts.filter(category__in=f.categories)
-        if f.created_from:
-            prompts = prompts.filter(created_at__gte=f.created_from)
-        if f.created_to:
-            prompts = prompts.filter(created_at__lte=f.created_to)
-        return Corpus(prompts=_prompt_recs(prompts))
+        return Corpus(prompts=_prompt_recs(_rl_prompts(project, f)))
 
     traces = _traces(project, f)
 
@@ -380,17 +420,9 @@ def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = 
 
     corrections = [
         CorrectionRec(pk, original, corrected, index, old, new, author or "")
-        for pk, original, corrected, index, old, new, author in _by_annotator(
-            Correction.objects.filter(project=project)
-            .exclude(status=CorrectionStatus.REJECTED)
-            .exclude(status=CorrectionStatus.PENDING if f.adjudicated_only else "-")
-            .filter(Q(original_trace__in=traces) | Q(corrected_trace__in=traces)),
-            "author",
-            f,
-        )
-        .order_by("pk")
-        .values_list("pk", "original_trace_id", "corrected_trace_id", "step_index", "old_text", "new_text",
-                     "author__username")
+        for pk, original, corrected, index, old, new, author in _corrections(project, f)
+        .filter(Q(original_trace__in=traces) | Q(corrected_trace__in=traces))
+        .values_list(*_CORRECTION_FIELDS)
         if original in selected or corrected in selected
     ]
     comparisons = [
@@ -408,10 +440,12 @@ def build_corpus(project: Project, *, kind: str, filters: CorpusFilter | None = 
     return Corpus(prompts=prompts, traces=trace_recs, corrections=corrections, comparisons=comparisons, picks=picks)
 
 
-def _picks(project: Project, traces: QuerySet[Trace], f: CorpusFilter, selected: set[int]) -> list[AlternativePickRec]:
-    """Picks among alternatives on the selected traces. A pick whose branch's correction a reviewer
-    rejected is left out, as the correction is; with ``adjudicated_only``, only picks whose
-    correction was approved count."""
+def _picks(
+    project: Project, traces: QuerySet[Trace], f: CorpusFilter, selected: set[int] | None
+) -> list[AlternativePickRec]:
+    """Picks among alternatives on the selected traces (``selected``; None: all of ``traces``). A
+    pick whose branch's correction a reviewer rejected is left out, as the correction is; with
+    ``adjudicated_only``, only picks whose correction was approved count."""
     rows = AlternativeSet.objects.filter(trace__project=project, trace__in=traces).exclude(picked_text="")
     rows = rows.exclude(branch__correction__status=CorrectionStatus.REJECTED)
     if f.adjudicated_only:
@@ -423,10 +457,251 @@ def _picks(project: Project, traces: QuerySet[Trace], f: CorpusFilter, selected:
             "pk", "trace_id", "step_index", "picked_text", "candidates", "branch__correction__old_text",
             "picked_by__username", "picked_at")
     ):
-        if trace_id not in selected:
+        if selected is not None and trace_id not in selected:
             continue
         texts = [c["text"] for c in candidates if c.get("kind") == "step" and c.get("text")]
         rejected = [t for t in dict.fromkeys(texts) if t != chosen and t != own]
         if rejected:
             out.append(AlternativePickRec(pk, trace_id, index, chosen, rejected, who or "", when))
     return out
+
+
+# --- the same corpus, read in chunks ----------------------------------------------------------------
+
+# The pair kinds are driven by their pairs, not by the traces: which pairs each reads, in the order
+# its materialiser reads them (materialise._preference / _preference_step).
+PAIR_SOURCES: dict[str, tuple[str, ...]] = {
+    "preference": ("corrections", "comparisons"),
+    "preference_step": ("corrections", "picks"),
+}
+_TRACE_FIELDS = ("pk", "prompt_id", "parent_id", "branch_step_index", "model_version__name", "status", "final_answer")
+
+
+class _AnyOf(Func):
+    """``field = ANY(%s)``, the ids as one array parameter. Django's ``field__in=ids`` renders and
+    prepares one placeholder per id, which at a chunk of 5,000 ids costs more than the query."""
+
+    output_field = BooleanField()
+
+    def __init__(self, field: str, ids: Iterable[int]) -> None:
+        super().__init__(F(field))
+        self.ids = list(ids)
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple[Any, ...]]:
+        lhs, params = compiler.compile(self.source_expressions[0])
+        # An array literal: psycopg's list adapter is Python code, one call per element.
+        return f"{lhs} = ANY(%s::bigint[])", (*params, "{" + ",".join(map(str, map(int, self.ids))) + "}")
+
+
+def _chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class CorpusStream:
+    """The corpus ``build_corpus`` reads, as a sequence of small Corpus chunks, so that memory holds
+    one chunk (``chunk_size`` traces, prompts or pairs) whatever the size of the project.
+
+    ``materialise`` of each chunk in turn yields exactly the records, in exactly the order, that
+    ``materialise`` of ``build_corpus`` yields (same filters, same rules), so a snapshot's hash does
+    not depend on which of the two read it:
+
+    - trace kinds (sft, stepwise, verifiers, ...): the traces are read in ``Corpus`` order (created,
+      then id) from one server-side cursor; each chunk holds its traces with their steps, labels,
+      reviews and adjudication, their prompts, and the corrections on or into them;
+    - pair kinds (``PAIR_SOURCES``): the pairs are read in id order (picks in ``Corpus`` order), and
+      each chunk holds its pairs and the selected traces they name;
+    - ``rl_prompts``: the prompts in id order.
+
+    Chunks' records are presorted (``Corpus(presorted=True)``); their ``created_at`` is not read
+    (the database sorts). ``has_images()`` is the whole corpus's ``Corpus.has_images``: pass it to
+    ``materialise`` as ``images`` when the filter leaves it unset, since one chunk does not know."""
+
+    def __init__(
+        self, project: Project, *, kind: str, filters: CorpusFilter | None = None, chunk_size: int = CHUNK
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        self.project, self.kind, self.filters, self.chunk_size = project, kind, filters or CorpusFilter(), chunk_size
+
+    def __iter__(self) -> Iterator[Corpus]:
+        if self.kind == "rl_prompts":
+            return self._prompt_chunks()
+        if self.kind in PAIR_SOURCES:
+            return self._pair_chunks()
+        return self._trace_chunks()
+
+    # -- the images column
+
+    def has_images(self) -> bool:
+        """Whether a prompt of the corpus has an image (``Corpus.has_images`` of ``build_corpus``)."""
+        f = self.filters
+        if self.kind == "rl_prompts":
+            return PromptImage.objects.filter(prompt__in=_rl_prompts(self.project, f)).exists()
+        with_images = _traces(self.project, f).filter(prompt_id__in=PromptImage.objects.values("prompt_id"))
+        if f.review_status == "any":
+            return with_images.exists()
+        ids = with_images.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=self.chunk_size)
+        return any(self._judged(batch)[2] for batch in _chunked(ids, self.chunk_size))
+
+    # -- chunks
+
+    def _prompt_chunks(self) -> Iterator[Corpus]:
+        rows = (
+            _rl_prompts(self.project, self.filters)
+            .order_by("pk")
+            .values_list(*_PROMPT_FIELDS)
+            .iterator(chunk_size=self.chunk_size)
+        )
+        for batch in _chunked(rows, self.chunk_size):
+            yield Corpus(prompts=_prompt_recs_of(batch), presorted=True)
+
+    def _trace_chunks(self) -> Iterator[Corpus]:
+        rows = (
+            _traces(self.project, self.filters)
+            .order_by("created_at", "pk")  # Corpus order (records._order_key), sorted by the database
+            .values_list(*_TRACE_FIELDS)
+            .iterator(chunk_size=self.chunk_size)
+        )
+        for batch in _chunked(rows, self.chunk_size):
+            traces = self._trace_recs(batch)
+            if traces:
+                yield Corpus(
+                    prompts=self._prompts_of(traces),
+                    traces=traces,
+                    corrections=self._corrections_touching([t.id for t in traces]),
+                    presorted=True,
+                )
+
+    def _pair_chunks(self) -> Iterator[Corpus]:
+        project, f = self.project, self.filters
+        traces = _traces(project, f)
+        sources = PAIR_SOURCES[self.kind]
+        if "corrections" in sources:
+            corrections = [
+                _correction_rec(row)
+                for row in _corrections(project, f).filter(
+                    Q(original_trace__in=traces) | Q(corrected_trace__in=traces)
+                ).values_list(*_CORRECTION_FIELDS)
+            ]
+            for part in _chunked(corrections, self.chunk_size):
+                ids = {c.original_trace_id for c in part} | {c.corrected_trace_id for c in part}
+                yield self._with_traces(ids, corrections=part)
+        if "comparisons" in sources:
+            comparisons = [
+                ComparisonRec(*row)
+                for row in _by_annotator(
+                    Comparison.objects.filter(project=project, preferred__in=traces, other__in=traces), "annotator", f
+                ).order_by("pk").values_list("pk", "preferred_id", "other_id", "annotator__username")
+            ]
+            for part in _chunked(comparisons, self.chunk_size):
+                ids = {c.preferred_trace_id for c in part} | {c.other_trace_id for c in part}
+                yield self._with_traces(ids, comparisons=part)
+        if "picks" in sources:
+            picks = sorted(_picks(project, traces, f, None), key=_order_key)
+            for part in _chunked(picks, self.chunk_size):
+                yield self._with_traces({p.trace_id for p in part}, picks=part)
+
+    def _with_traces(self, ids: set[int], **pairs: Any) -> Corpus:
+        """A chunk of pairs with the traces they name that the filter selects (others stay out, as
+        in ``build_corpus``: the materialiser skips a pair whose trace it does not find)."""
+        rows = _traces(self.project, self.filters).filter(_AnyOf("pk", ids)).order_by("pk").values_list(*_TRACE_FIELDS)
+        traces = self._trace_recs(list(rows))
+        return Corpus(prompts=self._prompts_of(traces), traces=traces, presorted=True, **pairs)
+
+    # -- one chunk's rows
+
+    def _judged(self, ids: list[int]) -> tuple[dict[int, list[ReviewRec]], dict[int, ReviewRec], list[int]]:
+        """The reviews and adjudications of traces ``ids``, and the ids the verdict filter keeps."""
+        f = self.filters
+        blank = _none_if_blank
+        reviews: dict[int, list[ReviewRec]] = defaultdict(list)
+        for trace_id, who, verdict, safety, value, knowledge in (
+            _by_annotator(TraceReview.objects.filter(_AnyOf("trace_id", ids)), "annotator", f)
+            .order_by("trace_id", "annotator__username")
+            .values_list("trace_id", "annotator__username", "verdict", "safety_label", "value_label", "knowledge_label")
+        ):
+            reviews[trace_id].append(ReviewRec(who, blank(verdict), blank(safety), blank(value), blank(knowledge)))
+        adjudications: dict[int, ReviewRec] = {}
+        for trace_id, who, verdict, safety, value, knowledge in Adjudication.objects.filter(
+            _AnyOf("trace_id", ids)
+        ).values_list("trace_id", "adjudicator__username", "verdict", "safety_label", "value_label", "knowledge_label"):
+            adjudications[trace_id] = ReviewRec(
+                who or "", blank(verdict), blank(safety), blank(value), blank(knowledge)
+            )
+        if f.review_status == "any":
+            return reviews, adjudications, ids
+        wanted = "accept" if f.review_status == "accepted" else "reject"
+        kept = [tid for tid in ids if _verdict(reviews.get(tid, []), adjudications.get(tid)) == wanted]
+        return reviews, adjudications, kept
+
+    def _trace_recs(self, rows: list[tuple[Any, ...]]) -> list[TraceRec]:
+        """TraceRecs of trace rows (``_TRACE_FIELDS``), in the rows' order, that the filter keeps."""
+        if not rows:
+            return []
+        reviews, adjudications, kept = self._judged([row[0] for row in rows])
+        if not kept:
+            return []
+        labels: dict[tuple[int, int], list[StepLabelRec]] = defaultdict(list)
+        for trace_id, index, who, rating, tags in (
+            _by_annotator(StepLabel.objects.filter(_AnyOf("step__trace_id", kept)), "annotator", self.filters)
+            .order_by("step__trace_id", "step__index", "annotator__username")
+            .values_list("step__trace_id", "step__index", "annotator__username", "rating", "safety_tags")
+        ):
+            labels[(trace_id, index)].append(StepLabelRec(who, rating, list(tags or [])))
+        # One row per trace, its steps as arrays in index order: a quarter of the rows of one per step.
+        steps: dict[int, list[StepRec]] = {}
+        for trace_id, indexes, texts, origins in (
+            Step.objects.filter(_AnyOf("trace_id", kept))
+            .order_by()
+            .values("trace_id")
+            .annotate(
+                indexes=ArrayAgg("index", order_by="index"),
+                texts=ArrayAgg("text", order_by="index"),
+                origins=ArrayAgg("origin", order_by="index"),
+            )
+            .values_list("trace_id", "indexes", "texts", "origins")
+        ):
+            if labels:
+                steps[trace_id] = [
+                    StepRec(i, text, origin, labels.pop((trace_id, i), []))
+                    for i, text, origin in zip(indexes, texts, origins, strict=True)
+                ]
+            else:
+                steps[trace_id] = [
+                    StepRec(i, text, origin, []) for i, text, origin in zip(indexes, texts, origins, strict=True)
+                ]
+        keep = set(kept)
+        return [
+            TraceRec(
+                id=pk,
+                prompt_id=prompt_id,
+                steps=steps.pop(pk, []),
+                answer=answer,
+                parent_id=parent_id,
+                branch_step_index=branch_at,
+                model_version=version,
+                status=status,
+                reviews=reviews.get(pk, []),
+                adjudication=adjudications.get(pk),
+            )
+            for pk, prompt_id, parent_id, branch_at, version, status, answer in rows
+            if pk in keep
+        ]
+
+    def _prompts_of(self, traces: list[TraceRec]) -> list[PromptRec]:
+        ids = {t.prompt_id for t in traces}
+        return _prompt_recs_of(list(Prompt.objects.filter(_AnyOf("pk", ids)).values_list(*_PROMPT_FIELDS)))
+
+    def _corrections_touching(self, ids: list[int]) -> list[CorrectionRec]:
+        """The corrections on (original) or into (corrected branch) traces ``ids``, in id order."""
+        rows = _corrections(self.project, self.filters).filter(
+            _AnyOf("original_trace_id", ids) | _AnyOf("corrected_trace_id", ids)
+        )
+        return [_correction_rec(row) for row in rows.values_list(*_CORRECTION_FIELDS)]

@@ -8,7 +8,7 @@ keep the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -468,6 +468,16 @@ def materialise(
     if redundant_steps not in REDUNDANT_STEPS:
         raise ValueError(f"redundant_steps must be one of {', '.join(REDUNDANT_STEPS)}, not {redundant_steps!r}")
     return _RUNNERS[kind](_Ctx(corpus, images, redundant_steps))
+
+
+def materialise_chunks(
+    kind: str, chunks: Iterable[Corpus], *, images: bool, redundant_steps: str = "keep"
+) -> Iterator[Record]:
+    """``materialise`` of each corpus chunk in turn (``corpus.CorpusStream``): the records of the
+    whole corpus, one chunk in memory at a time. ``images`` must be decided for the whole corpus
+    (the filter's value, or ``CorpusStream.has_images()``): a chunk alone would decide it wrongly."""
+    for corpus in chunks:
+        yield from materialise(kind, corpus, images=images, redundant_steps=redundant_steps)
 
 
 # ---------------------------------------------------------------------------------------------

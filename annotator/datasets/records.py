@@ -125,12 +125,16 @@ class Corpus:
         corrections: Iterable[CorrectionRec] = (),
         comparisons: Iterable[ComparisonRec] = (),
         picks: Iterable[AlternativePickRec] = (),
+        presorted: bool = False,
     ) -> None:
-        self.prompts: list[PromptRec] = sorted(prompts, key=_order_key)
-        self.traces: list[TraceRec] = sorted(traces, key=_order_key)
-        self.corrections: list[CorrectionRec] = sorted(corrections, key=_order_key)
-        self.comparisons: list[ComparisonRec] = sorted(comparisons, key=_order_key)
-        self.picks: list[AlternativePickRec] = sorted(picks, key=_order_key)
+        # ``presorted``: the caller gives each list in ``_order_key`` order already (a chunk of a
+        # corpus read in that order from the database), so it is kept as it is.
+        order = list if presorted else (lambda items: sorted(items, key=_order_key))
+        self.prompts: list[PromptRec] = order(prompts)
+        self.traces: list[TraceRec] = order(traces)
+        self.corrections: list[CorrectionRec] = order(corrections)
+        self.comparisons: list[ComparisonRec] = order(comparisons)
+        self.picks: list[AlternativePickRec] = order(picks)
         self._prompts = {p.id: p for p in self.prompts}
         self._traces = {t.id: t for t in self.traces}
         self._corrections_of: dict[Id, list[CorrectionRec]] = defaultdict(list)

@@ -2,24 +2,29 @@
 
 Records go in as an iterable and bytes come out as they are produced; nothing holds the full list
 (the zip writer spools each split to a temporary file on disk, not in memory). No Django here: the
-web view wraps ``iter_jsonl_chunks`` in a StreamingHttpResponse and the default worker writes
-snapshots with the same functions.
+web view wraps ``iter_jsonl_chunks`` in a StreamingHttpResponse, and the default worker writes a
+snapshot's files in one pass with ``write_snapshot``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from annotator.datasets.materialise import KINDS, arrow_schema
@@ -27,9 +32,13 @@ from annotator.datasets.materialise import KINDS, arrow_schema
 Record = dict[str, Any]
 
 
+# sort_keys + fixed separators: the same record always gives the same bytes. One encoder object,
+# made once: ``json.dumps`` with these arguments builds a new one per call, for the same output.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _canonical(record: Record) -> str:
-    # sort_keys + fixed separators: the same record always gives the same bytes.
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _CANONICAL.encode(record)
 
 
 def canonical_hash(records: Iterable[Record]) -> tuple[str, int]:
@@ -201,6 +210,11 @@ def _card(
     )
 
 
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"dataset name {name!r} must be a plain folder name")
+
+
 def write_hf_zip(
     records: Iterable[Record],
     fileobj: IO[bytes],
@@ -222,10 +236,7 @@ def write_hf_zip(
     over the records with that key, so it equals ``canonical_hash`` of the snapshot's JSONL.
     Returns ``{"sha256", "count", "splits": {split: n}}``.
     """
-    from datasets import Features, Image, List  # heavy import, only for the card's feature types
-
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"dataset name {name!r} must be a plain folder name")
+    _check_name(name)
 
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
@@ -269,29 +280,280 @@ def write_hf_zip(
         for writer in writers.values():
             writer.close()
 
-        features = Features.from_arrow_schema(schema)
-        if "images" in schema.names:
-            features["images"] = List(Image())
         sha = digest.hexdigest()
-        sizes = {s: os.path.getsize(os.path.join(tmp, f"{s}.parquet")) for s in writers}
-        card = _card(
+        _zip_folder(
+            fileobj,
+            {s: os.path.join(tmp, f"{s}.parquet") for s in writers},
             kind=kind,
             name=name,
+            schema=schema,
             counts=counts,
-            sizes=sizes,
-            features_yaml=features._to_yaml_list(),
             sha256=sha,
             seed=seed,
             eval_fraction=eval_fraction,
             license=license,
             provenance=provenance or {},
         )
-        with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for split in sorted(writers):
-                with (
-                    open(os.path.join(tmp, f"{split}.parquet"), "rb") as src,
-                    zf.open(f"{name}/data/{split}-00000-of-00001.parquet", "w", force_zip64=True) as dst,
-                ):
-                    shutil.copyfileobj(src, dst, 1024 * 1024)
-            zf.writestr(f"{name}/README.md", card)
     return {"sha256": sha, "count": sum(counts.values()), "splits": {s: counts.get(s, 0) for s in writers}}
+
+
+def _zip_folder(
+    fileobj: IO[bytes],
+    split_files: dict[str, str | os.PathLike[str]],
+    *,
+    kind: str,
+    name: str,
+    schema: pa.Schema,
+    counts: dict[str, int],
+    sha256: str,
+    seed: int,
+    eval_fraction: float,
+    license: str,
+    provenance: dict[str, Any],
+) -> None:
+    """The zipped dataset folder: each split's Parquet file (copied in, 1 MiB at a time) and the card."""
+    from datasets import Features, Image, List  # heavy import, only for the card's feature types
+
+    features = Features.from_arrow_schema(schema)
+    if "images" in schema.names:
+        features["images"] = List(Image())
+    card = _card(
+        kind=kind,
+        name=name,
+        counts=counts,
+        sizes={s: os.path.getsize(path) for s, path in split_files.items()},
+        features_yaml=features._to_yaml_list(),
+        sha256=sha256,
+        seed=seed,
+        eval_fraction=eval_fraction,
+        license=license,
+        provenance=provenance,
+    )
+    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for split in sorted(split_files):
+            with (
+                open(split_files[split], "rb") as src,
+                zf.open(f"{name}/data/{split}-00000-of-00001.parquet", "w", force_zip64=True) as dst,
+            ):
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+        zf.writestr(f"{name}/README.md", card)
+
+
+# ---------------------------------------------------------------------------------------------
+# A snapshot's files, in one pass
+
+SNAPSHOT_BATCH = 10_000  # records per Parquet row group (and per hand-over to the writer thread)
+
+
+def write_snapshot(
+    records: Iterable[Record],
+    *,
+    jsonl: str | os.PathLike[str],
+    parquet: str | os.PathLike[str],
+    split_jsonl: dict[str, str | os.PathLike[str]],
+    split_parquet: dict[str, str | os.PathLike[str]],
+    hf_zip: str | os.PathLike[str],
+    kind: str,
+    name: str,
+    seed: int = 0,
+    eval_fraction: float = 0.1,
+    provenance: dict[str, Any] | None = None,
+    license: str = "other",
+    batch_size: int = SNAPSHOT_BATCH,
+) -> dict[str, Any]:
+    """Write every file of a snapshot in one pass over ``records``: ``jsonl`` (all records),
+    ``parquet``, one JSONL and one Parquet file per split (``SPLITS``) and the ``hf_zip`` folder of
+    ``write_hf_zip``, with the same content as those functions write one by one.
+
+    Each record gets its ``split`` (``with_split``) and is encoded to JSON once: its line of
+    ``jsonl`` is its canonical JSON (``canonical_hash``), hashed as it is written, so the returned
+    ``sha256`` is both the content hash and the sha256 of the ``jsonl`` file. Every
+    ``batch_size`` lines go to a writer thread, which appends them to the JSONL files and parses
+    them into one Arrow table (in C++, off the GIL) for the Parquet files: memory holds a few
+    batches, whatever the number of records. Returns ``{"sha256", "count", "splits": {split: n}}``
+    as ``write_hf_zip`` does (every split in the zip: ``train`` always, ``eval`` when it has records).
+    """
+    _check_name(name)
+    digest = hashlib.sha256()
+    counts = dict.fromkeys(SPLITS, 0)
+    splits_of: dict[Any, str] = {}  # prompt id → split: a prompt's records usually come together
+    with tempfile.TemporaryDirectory(prefix="snapshot-") as tmp:
+        sink = _SnapshotSink(
+            kind=kind, jsonl=jsonl, parquet=parquet, split_jsonl=split_jsonl, split_parquet=split_parquet,
+            spool=tmp, batch_size=batch_size,
+        )
+        try:
+            lines: list[bytes] = []
+            by_split: dict[str, list[bytes]] = {s: [] for s in SPLITS}
+            for record in records:
+                split = record.get("split")
+                if "split" not in record:
+                    prompt_id = record.get("prompt_id")
+                    split = splits_of.get(prompt_id)
+                    if split is None:
+                        if len(splits_of) >= 10_000:  # bounded: memory must not grow with the corpus
+                            splits_of.clear()
+                        split = splits_of[prompt_id] = split_of(prompt_id, eval_fraction=eval_fraction, seed=seed)
+                    record = {**record, "split": split}
+                if split not in counts:
+                    raise ValueError(f"record split {split!r} is not one of {', '.join(SPLITS)}")
+                if not sink.started:
+                    sink.start(with_images="images" in record)
+                line = (_CANONICAL.encode(record) + "\n").encode("utf-8")
+                digest.update(line)
+                counts[split] += 1
+                lines.append(line)
+                by_split[split].append(line)
+                if len(lines) >= batch_size:
+                    sink.put(lines, by_split)
+                    lines, by_split = [], {s: [] for s in SPLITS}
+            if not sink.started:  # empty export: empty files with the kind's columns
+                sink.start(with_images=False)
+            if lines:
+                sink.put(lines, by_split)
+            zip_splits = sink.close()
+        except BaseException:
+            sink.abort()
+            raise
+        sha = digest.hexdigest()
+        # As write_hf_zip: the zip holds the train split always, the eval split when it has records.
+        in_zip = {s: path for s, path in zip_splits.items() if s == "train" or counts[s]}
+        with open(hf_zip, "wb") as fh:
+            _zip_folder(
+                fh,
+                in_zip,
+                kind=kind,
+                name=name,
+                schema=sink.schema,
+                counts={s: n for s, n in counts.items() if n},
+                sha256=sha,
+                seed=seed,
+                eval_fraction=eval_fraction,
+                license=license,
+                provenance=provenance or {},
+            )
+    return {"sha256": sha, "count": sum(counts.values()), "splits": {s: counts[s] for s in in_zip}}
+
+
+class _SnapshotSink:
+    """The writer thread of ``write_snapshot``: JSONL bytes in, JSONL and Parquet files out.
+
+    The producer hands over batches of lines (``put``); the thread writes them and turns each
+    batch into an Arrow table with pyarrow's JSON reader and the kind's explicit schema (the same
+    table ``pa.Table.from_pylist`` makes from the records). It always drains its queue until the
+    end marker, also after an error, so the producer never blocks on a dead consumer; the error is
+    raised in the producer at its next ``put`` or at ``close``."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        jsonl: str | os.PathLike[str],
+        parquet: str | os.PathLike[str],
+        split_jsonl: dict[str, str | os.PathLike[str]],
+        split_parquet: dict[str, str | os.PathLike[str]],
+        spool: str,
+        batch_size: int,
+    ) -> None:
+        self.kind, self.batch_size, self.spool = kind, batch_size, spool
+        self.paths = (jsonl, parquet, split_jsonl, split_parquet)
+        self.schema: pa.Schema | None = None
+        self.started = False
+        self._queue: queue.Queue[tuple[list[bytes], dict[str, list[bytes]]] | None] = queue.Queue(maxsize=3)
+        self._error: BaseException | None = None
+        self._files = contextlib.ExitStack()  # every file the thread writes; closed in close / abort
+        self._thread: threading.Thread | None = None
+
+    def start(self, *, with_images: bool) -> None:
+        jsonl, parquet, split_jsonl, split_parquet = self.paths
+        self.schema = arrow_schema(self.kind, with_images=with_images, with_split=True)
+        self._parse = pj.ParseOptions(explicit_schema=self.schema, unexpected_field_behavior="ignore")
+        # In the zip, images travel as their bytes (datasets' Image storage), so it has its own files.
+        self._zip_schema: pa.Schema | None = None
+        if with_images:
+            idx = self.schema.get_field_index("images")
+            self._zip_schema = self.schema.set(idx, pa.field("images", pa.list_(_IMAGE_STRUCT)))
+        self.started = True
+        keep = self._files.enter_context
+        # The ExitStack closes them (close / abort): they outlive this method, so no `with` here.
+        self._jsonl = keep(open(jsonl, "wb"))  # noqa: SIM115
+        self._split_jsonl = {s: keep(open(split_jsonl[s], "wb")) for s in SPLITS}  # noqa: SIM115
+        self._parquet = keep(pq.ParquetWriter(os.fspath(parquet), self.schema))
+        self._split_parquet = {s: keep(pq.ParquetWriter(os.fspath(split_parquet[s]), self.schema)) for s in SPLITS}
+        self.zip_files: dict[str, str | os.PathLike[str]] = dict(split_parquet)
+        self._zip_parquet: dict[str, pq.ParquetWriter] = {}
+        if self._zip_schema is not None:
+            self.zip_files = {s: os.path.join(self.spool, f"{s}.parquet") for s in SPLITS}
+            self._zip_parquet = {s: keep(pq.ParquetWriter(self.zip_files[s], self._zip_schema)) for s in SPLITS}
+        self._pending: dict[str, list[pa.Table]] = {s: [] for s in SPLITS}
+        self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, lines: list[bytes], by_split: dict[str, list[bytes]]) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put((lines, by_split), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(*item)
+                except BaseException as exc:  # handed to the producer; keep draining
+                    self._error = exc
+
+    def _write(self, lines: list[bytes], by_split: dict[str, list[bytes]]) -> None:
+        blob = b"".join(lines)
+        self._jsonl.write(blob)
+        for split, part in by_split.items():
+            if part:
+                self._split_jsonl[split].write(b"".join(part))
+        # One block for the whole batch: a line never straddles two blocks, however long it is.
+        options = pj.ReadOptions(use_threads=False, block_size=len(blob) + 1)
+        table = pj.read_json(io.BytesIO(blob), read_options=options, parse_options=self._parse)
+        self._parquet.write_table(table)
+        for split in SPLITS:
+            if by_split[split]:
+                self._pending[split].append(table.filter(pc.equal(table["split"], split)))
+                if sum(t.num_rows for t in self._pending[split]) >= self.batch_size:
+                    self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        tables, self._pending[split] = self._pending[split], []
+        if not tables:
+            return
+        table = pa.concat_tables(tables)
+        self._split_parquet[split].write_table(table)
+        if self._zip_schema is not None:
+            paths = table["images"].to_pylist()
+            embedded = pa.array(
+                [[{"bytes": Path(p).read_bytes(), "path": Path(p).name} for p in ps] for ps in paths],
+                type=pa.list_(_IMAGE_STRUCT),
+            )
+            idx = table.schema.get_field_index("images")
+            self._zip_parquet[split].write_table(table.set_column(idx, self._zip_schema.field(idx), embedded))
+
+    def close(self) -> dict[str, str | os.PathLike[str]]:
+        """Wait for the thread, flush and close every file; raise the thread's error if it had one.
+        Returns each split's Parquet file for the zip."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        for split in SPLITS:
+            self._flush(split)
+        self._files.close()  # a failing close (a full disk) fails the snapshot
+        return self.zip_files
+
+    def abort(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._error = self._error or RuntimeError("aborted")
+            self._queue.put(None)
+            self._thread.join()
+        with contextlib.suppress(Exception):  # closing after a failure: the first error is the one that counts
+            self._files.close()

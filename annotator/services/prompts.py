@@ -356,9 +356,9 @@ def prompts_import_jsonl(
 ) -> list[int]:
     """Import prompts from JSONL: every line valid, or nothing is imported.
 
-    `data` is the bytes or a binary file (an upload on disk): it is read twice, line by line, never
-    whole, so memory stays flat in the file's size: a first pass checks every line, a second inserts
-    them in batches. Returns the new prompts' ids. Errors name their 1-based line numbers:
+    `data` is the bytes or a binary file (an upload on disk): it is read once, line by line, never
+    whole, so memory stays flat in the file's size; the rows go in by batches of IMPORT_BATCH, in
+    one transaction that a bad line rolls back. Returns the new prompts' ids. Errors name their 1-based line numbers:
     InvalidInput.details is [{line, error}].
     """
     uploads = uploads or {}
@@ -367,25 +367,13 @@ def prompts_import_jsonl(
         raise InvalidInput(f"The file is {size} bytes; the limit is {settings.MAX_IMPORT_BYTES}.", code="too_large")
     errors: list[dict[str, Any]] = []
     used: set[str] = set()
-    count = 0
-    for number, raw in _lines(data):
-        try:
-            _parse_import_line(number, raw, uploads, used)
-            count += 1
-        except InvalidInput as exc:
-            errors.append({"line": number, "error": exc.message})
-            if len(errors) >= MAX_REPORTED_ERRORS:
-                break
-    if errors:
-        first = errors[0]
-        raise InvalidInput(
-            f"Line {first['line']}: {first['error']}. Nothing was imported ({len(errors)} bad line(s)).",
-            code="import_failed",
-            details=errors,
-        )
-    if not count:
-        raise InvalidInput("The file holds no prompts.", code="import_failed")
     created: list[int] = []
+    # One pass: each line is checked and, while every line so far was good, inserted in batches; at
+    # the first bad line inserting stops, the rest is only checked (to report up to
+    # MAX_REPORTED_ERRORS bad lines), and raising rolls the transaction back. Parsing each line
+    # once instead of twice (a checking pass, then an inserting one) took a 100k import through REST
+    # from 20.1 ± 3.7 s to 18.4 ± 0.3 s (bench/import_prompts.py); a bad file costs the inserts
+    # before its first bad line.
     with _files_removed_on_error() as written, transaction.atomic():
         batch: list[tuple[Prompt, list[ImageData]]] = []
 
@@ -394,6 +382,8 @@ def prompts_import_jsonl(
                 # DEBUG keeps the SQL of every query of the request, parameters written out: over a
                 # 50 MiB import that is another 50 MiB or more held until the request ends.
                 reset_queries()
+            if not batch:
+                return
             Prompt.objects.bulk_create([prompt for prompt, _ in batch])
             for prompt, images in batch:
                 _store_images(prompt, images, written)
@@ -401,11 +391,29 @@ def prompts_import_jsonl(
             batch.clear()
 
         for number, raw in _lines(data):
-            fields, images = _parse_import_line(number, raw, uploads, set())
+            try:
+                fields, images = _parse_import_line(number, raw, uploads, used)
+            except InvalidInput as exc:
+                errors.append({"line": number, "error": exc.message})
+                batch.clear()
+                if len(errors) >= MAX_REPORTED_ERRORS:
+                    break
+                continue
+            if errors:
+                continue
             batch.append((Prompt(project=project, created_by=actor, **fields), images))
             if len(batch) >= IMPORT_BATCH:
                 flush()
+        if errors:
+            first = errors[0]
+            raise InvalidInput(
+                f"Line {first['line']}: {first['error']}. Nothing was imported ({len(errors)} bad line(s)).",
+                code="import_failed",
+                details=errors,
+            )
         flush()
+        if not created:
+            raise InvalidInput("The file holds no prompts.", code="import_failed")
         audit_record(
             project=project,
             actor=actor,

@@ -1,11 +1,13 @@
 """Dataset snapshots: a frozen, content-hashed export of one kind with one filter.
 
 ``snapshot_create`` validates and records the request, then enqueues the build on commit (ids
-only). ``snapshot_build`` (run by the Celery task ``annotator.build_snapshot``) materialises the
-records once, writes ``data.jsonl`` → ``data.parquet``, the per-split ``data.{train,eval}.jsonl`` /
-``.parquet`` and ``dataset.zip`` (all re-read from the JSONL, so the corpus is read and materialised
-a single time), and marks the snapshot ready. Every record has a ``split`` key ("train" / "eval");
-``sha256`` is the canonical hash of the records of ``data.jsonl``, that key included. A
+only). ``snapshot_build`` (run by the Celery task ``annotator.build_snapshot``) streams the corpus from
+the database in chunks (``CorpusStream``) through materialisation into ``write_snapshot``, which
+writes ``data.jsonl``, ``data.parquet``, the per-split ``data.{train,eval}.jsonl`` / ``.parquet``
+and ``dataset.zip`` in one pass, and marks the snapshot ready; memory holds a chunk, not the
+corpus. Every record has a ``split`` key ("train" / "eval"); ``sha256`` is the canonical hash of
+the records of ``data.jsonl``, that key included, and also the sha256 of the file itself (its
+lines are the records' canonical JSON). A
 ready snapshot is never written again; new labels show up in a new snapshot with a new hash.
 
 Files live under ``settings.EXPORT_ROOT/<project id>/<snapshot id>/``. A build writes into a
@@ -20,14 +22,15 @@ died.
 
 from __future__ import annotations
 
-import json
+import gc
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +40,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from annotator import flags
-from annotator.datasets.corpus import CorpusFilter, build_corpus
-from annotator.datasets.materialise import KINDS, arrow_schema, materialise
-from annotator.datasets.writers import SPLITS, with_split, write_hf_zip, write_jsonl, write_parquet
+from annotator.datasets.corpus import CorpusFilter, CorpusStream
+from annotator.datasets.materialise import KINDS, materialise_chunks
+from annotator.datasets.writers import SPLITS, write_snapshot
 from annotator.enqueue import BUILD_SNAPSHOT, enqueue_on_commit
 from annotator.errors import InvalidInput
 from annotator.models import DatasetSnapshot, Project, SnapshotStatus
@@ -134,52 +137,26 @@ def snapshot_create(
     return snapshot
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            yield json.loads(line)
-
-
 def _write_files(snapshot: DatasetSnapshot, folder: Path) -> dict[str, Any]:
     corpus_filter = CorpusFilter.from_json(snapshot.filters)
-    corpus = build_corpus(snapshot.project, kind=snapshot.kind, filters=corpus_filter)
-    jsonl = folder / FORMATS["jsonl"][0]
-    records = materialise(
-        snapshot.kind, corpus, images=corpus_filter.images, redundant_steps=corpus_filter.redundant_steps
+    # The corpus streams from the database in chunks through materialisation into the writers,
+    # which write every file in one pass: memory holds a chunk, not the corpus.
+    stream = CorpusStream(snapshot.project, kind=snapshot.kind, filters=corpus_filter)
+    images = stream.has_images() if corpus_filter.images is None else corpus_filter.images
+    records = materialise_chunks(snapshot.kind, stream, images=images, redundant_steps=corpus_filter.redundant_steps)
+    info = write_snapshot(
+        records,
+        jsonl=folder / FORMATS["jsonl"][0],
+        parquet=folder / FORMATS["parquet"][0],
+        split_jsonl={s: folder / _split_name(FORMATS["jsonl"][0], s) for s in SPLITS},
+        split_parquet={s: folder / _split_name(FORMATS["parquet"][0], s) for s in SPLITS},
+        hf_zip=folder / FORMATS["hf"][0],
+        kind=snapshot.kind,
+        name=snapshot_dataset_name(snapshot),
+        seed=snapshot.seed,
+        eval_fraction=snapshot.eval_fraction,
+        provenance={"project": snapshot.project_id, "snapshot": snapshot.pk, "filters": snapshot.filters},
     )
-    with open(jsonl, "wb") as fh:
-        # Every record carries its `split`, so the hash, the zip and every file agree on it.
-        write_jsonl(with_split(records, eval_fraction=snapshot.eval_fraction, seed=snapshot.seed), fh)
-    del corpus, records  # the rest streams from the JSONL file; the ORM-side corpus can go
-    # The JSON round trip leaves the canonical hash unchanged (the hash is over JSON anyway), so
-    # every file is derived from the same bytes the JSONL download serves.
-    first = next(_read_jsonl(jsonl), None)
-    schema = arrow_schema(snapshot.kind, with_images=bool(first and "images" in first), with_split=True)
-    write_parquet(_read_jsonl(jsonl), folder / FORMATS["parquet"][0], schema=schema)
-    # Per-split files, written once here rather than filtered per download: each download is then a
-    # frozen file like the others (FileResponse, Content-Length, ETag), Parquet included. A split's
-    # JSONL holds the very lines of data.jsonl, byte for byte.
-    with ExitStack() as stack:
-        outs = {s: stack.enter_context(open(folder / _split_name(FORMATS["jsonl"][0], s), "wb")) for s in SPLITS}
-        with open(jsonl, "rb") as src:
-            for line in src:
-                outs[json.loads(line)["split"]].write(line)
-    for split in SPLITS:
-        write_parquet(
-            _read_jsonl(folder / _split_name(FORMATS["jsonl"][0], split)),
-            folder / _split_name(FORMATS["parquet"][0], split),
-            schema=schema,
-        )
-    with open(folder / FORMATS["hf"][0], "wb") as fh:
-        info = write_hf_zip(
-            _read_jsonl(jsonl),
-            fh,
-            kind=snapshot.kind,
-            name=snapshot_dataset_name(snapshot),
-            seed=snapshot.seed,
-            eval_fraction=snapshot.eval_fraction,
-            provenance={"project": snapshot.project_id, "snapshot": snapshot.pk, "filters": snapshot.filters},
-        )
     files: dict[str, Any] = {
         fmt: {"name": name, "bytes": (folder / name).stat().st_size} for fmt, (name, _, _) in FORMATS.items()
     }
@@ -195,6 +172,36 @@ def _write_files(snapshot: DatasetSnapshot, folder: Path) -> dict[str, Any]:
         "counts": {"train": 0, "eval": 0, **info["splits"]},
         "files": files,
     }
+
+
+_gc_lock = threading.Lock()
+_gc_state: dict[str, Any] = {"depth": 0, "thresholds": ()}
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector off the objects that existed before the build.
+
+    A build makes millions of short-lived, acyclic objects (rows, records, JSON strings); each
+    collection of the oldest generation would walk every object of the process too (Django, pyarrow,
+    datasets: hundreds of thousands), which cost a third of the build's CPU in bench/snapshot_scale.py.
+    ``gc.freeze()`` sets those aside until the build ends (``gc.unfreeze()`` gives them back to
+    the collector), and a higher first threshold makes young collections rarer. Collections still
+    run, so memory stays bounded. Nested or concurrent builds in one process share one pause."""
+    with _gc_lock:
+        _gc_state["depth"] += 1
+        if _gc_state["depth"] == 1:
+            _gc_state["thresholds"] = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(50_000, *_gc_state["thresholds"][1:])
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_state["depth"] -= 1
+            if _gc_state["depth"] == 0:
+                gc.set_threshold(*_gc_state["thresholds"])
+                gc.unfreeze()
 
 
 def _claim(snapshot_id: int, owner: str) -> tuple[DatasetSnapshot, flags.SnapshotHeartbeat] | DatasetSnapshot | None:
@@ -230,7 +237,8 @@ def snapshot_build(*, snapshot_id: int, owner: str = "") -> DatasetSnapshot | No
         final = snapshot_dir(snapshot)
         final.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".building-{snapshot.pk}-", dir=final.parent))
-        result = _write_files(snapshot, work)
+        with _collector_paused():
+            result = _write_files(snapshot, work)
         return _finish(snapshot.pk, status=SnapshotStatus.READY, work=work, **result)
     except Exception as exc:
         log.exception("snapshot %s failed", snapshot.pk)

@@ -148,11 +148,18 @@ def build_corpus(project: Any, owner: Any) -> None:
 
 def ready_snapshot(project: Any, owner: Any, kind: str):
     """A snapshot built synchronously by the real snapshot service (the build task is not needed)."""
-    from annotator.models import SnapshotStatus
+    from annotator.models import DatasetSnapshot, SnapshotStatus
     from annotator.services.snapshots import snapshot_build, snapshot_create
 
     snapshot = snapshot_create(project=project, actor=owner, kind=kind, eval_fraction=0)
-    snapshot = snapshot_build(snapshot_id=snapshot.pk)
+    pk = snapshot.pk
+    snapshot = snapshot_build(snapshot_id=pk)
+    if snapshot.status == SnapshotStatus.BUILDING:
+        # With committed rows (transactional_db) the build task enqueued on commit can reach the
+        # session's worker, which reads the default queue too, before this call: it builds it.
+        snapshot = wait_for(lambda: DatasetSnapshot.objects.filter(
+            pk=pk, status__in=[SnapshotStatus.READY, SnapshotStatus.FAILED]).first(), timeout=30,
+            what=f"snapshot {pk} built by the worker")
     assert snapshot.status == SnapshotStatus.READY, snapshot.error
     assert snapshot.record_count > 0, kind
     return snapshot

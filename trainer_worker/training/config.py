@@ -4,15 +4,15 @@ Device policy (STACK.md): with CUDA present, train in bf16 with gradient checkpo
 machine train in fp32 with ``use_cpu=True`` and no gradient checkpointing (TRL's defaults — bf16 and
 checkpointing on — fail or crawl on CPU). ``device_arguments()`` is the one place that decides.
 
-More than one GPU: nothing here changes. Start the script that calls ``run_stage`` under Accelerate,
-e.g. ``accelerate launch --num_processes 4 train_script.py`` (or ``--config_file`` for DeepSpeed/FSDP);
-the transformers/TRL trainers pick up the distributed environment that ``accelerate launch`` sets
-(``WORLD_SIZE``, ``LOCAL_RANK``...). ``per_device_batch_size`` stays per GPU, so the global batch is
-``per_device_batch_size * gradient_accumulation_steps * num_processes``; for GRPO ``num_generations``
-must divide that global batch (``validate`` checks the single-process case, which is the strictest).
-``run_stage`` forwards metrics and log lines from the main process only; ``should_stop`` runs on
-every rank and the ranks agree by an all-reduce (any rank seeing a cancel stops all of them at the
-same optimizer step, never leaving one rank waiting in a collective).
+More than one process: ``num_processes`` (1 to 64; unset means one per GPU on a CUDA machine and 1
+on a CPU-only one) makes ``launch.train`` start the stage under ``accelerate launch`` (see
+``launch``); the transformers/TRL trainers pick up the distributed environment it sets
+(``WORLD_SIZE``, ``LOCAL_RANK``...). ``per_device_batch_size`` stays per process, so the global batch
+is ``per_device_batch_size * gradient_accumulation_steps * num_processes``; for GRPO
+``num_generations`` must divide that global batch (``validate`` checks the single-process case,
+which is the strictest). ``run_stage`` forwards metrics and log lines from the main process only;
+``should_stop`` runs on every rank and the ranks agree by an all-reduce (any rank seeing a cancel
+stops all of them at the same optimizer step, never leaving one rank waiting in a collective).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from trainer_worker.vocabulary.labels import VERIFIER_LABELS
 from trainer_worker.vocabulary.stages import STAGES as STAGE_TITLES
 
 STAGES = tuple(STAGE_TITLES)  # the shared vocabulary's stage names, in its order
+
+MAX_PROCESSES = 64  # the cap on num_processes (8 nodes of 8 GPUs)
 
 REWARD_NAMES = ("format", "answer", "verifier", "prm", "length")
 
@@ -100,6 +102,8 @@ class StageConfig:
     verifier_paths: dict[str, str] = field(default_factory=dict)
     prm_path: str | None = None
     prm_aggregation: str = "min"
+    # processes to train on (``launch``): None = one per GPU with CUDA, 1 without
+    num_processes: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageConfig:
@@ -164,6 +168,13 @@ class StageConfig:
                      "max_length"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.num_processes is not None and (
+            isinstance(self.num_processes, bool) or not isinstance(self.num_processes, int)
+            or not 1 <= self.num_processes <= MAX_PROCESSES
+        ):
+            problems.append(
+                f"num_processes must be an integer from 1 to {MAX_PROCESSES} (got {self.num_processes!r})"
+            )
         if self.lora is not None:
             if self.lora.r < 1 or self.lora.alpha < 1:
                 problems.append("LoRA r and alpha must be at least 1")

@@ -1,8 +1,10 @@
 """Training runs, the train worker's side: claim, heartbeat, report, register, evaluate.
 
 ``run_execute`` is what the train task calls. It claims the run under a row lock, trains through
-``trainer_worker.training.runner.run_stage`` with a reporter as its callbacks, registers the model
-version and evaluates it on the project's held-out prompts.
+``trainer_worker.training.launch.train`` with a reporter as its callbacks (``run_stage`` in this
+process, or under ``accelerate launch`` when the run asks for more than one process: rank 0 reports
+through this process, which alone touches the database), registers the model version and
+evaluates it on the project's held-out prompts.
 
 Ownership and redelivery. Tasks are late-acked: a worker that dies leaves its message unacked and
 Redis hands it out again after the visibility timeout. A claimed run carries a heartbeat
@@ -302,7 +304,7 @@ def version_evaluate(*, version_id: int, options: dict[str, Any] | None = None) 
 def run_execute(*, run_id: int, worker: str) -> str | None:
     """Train one run (the body of the train task). Returns the final status, or None when this
     delivery did nothing (a duplicate, or a run that is already over)."""
-    from trainer_worker.training.runner import run_stage
+    from trainer_worker.training.launch import train
 
     claimed = _claim(run_id, worker)
     if claimed is None:
@@ -318,8 +320,10 @@ def run_execute(*, run_id: int, worker: str) -> str | None:
             dataset_path=_dataset_path(run, folder), kinds=kinds,
         )
         config = StageConfig.from_dict(values)
-        result = run_stage(config, on_metrics=reporter.on_metrics, on_log=reporter.on_log,
-                           should_stop=reporter.should_stop, resume=True)
+        # One process here, or several under `accelerate launch` (config.num_processes; see launch).
+        result = train(config, on_metrics=reporter.on_metrics, on_log=reporter.on_log,
+                       should_stop=reporter.should_stop, resume=True,
+                       accelerate_config=settings.ACCELERATE_CONFIG_FILE)
         if result.cancelled:
             _finish(run_id, status=RunStatus.CANCELLED)
             return RunStatus.CANCELLED

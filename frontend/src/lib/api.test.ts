@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { api, ApiError, nextOffset } from "./api";
+import { api, ApiError, countText, nextCursor } from "./api";
 
 let seen: Request[] = [];
 let answer: () => Response | Promise<Response>;
@@ -67,8 +67,13 @@ describe("the REST client", () => {
     expect([offline.status, offline.code]).toEqual([0, "network"]);
   });
 
-  it("reads the next page's offset from a paginated answer's link", () => {
-    expect(nextOffset("http://testserver/api/projects/1/traces/?limit=50&offset=100")).toBe(100);
-    expect(nextOffset(null)).toBeNull();
+  it("reads the next page's cursor from a paginated answer's link", () => {
+    expect(nextCursor("http://testserver/api/projects/1/traces/?cursor=eyJvIjoiaWQifQ&limit=50")).toBe("eyJvIjoiaWQifQ");
+    expect(nextCursor(null)).toBeNull();
+  });
+
+  it("says a count is an estimate when the server did not count it exactly", () => {
+    expect(countText({ count: 1234, count_exact: true })).toBe("1,234");
+    expect(countText({ count: 1000000, count_exact: false })).toBe("about 1,000,000");
   });
 });

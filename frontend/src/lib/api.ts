@@ -111,11 +111,15 @@ export const api = {
   delete: caller("delete"),
 };
 
-/** The `offset` of a paginated answer's `next` link, to ask for the following page. */
-export function nextOffset(next: string | null | undefined): number | null {
+/** The `cursor` of a paginated answer's `next` link, to ask for the following page (null: last page). */
+export function nextCursor(next: string | null | undefined): string | null {
   if (!next) return null;
-  const offset = new URL(next, "http://x").searchParams.get("offset");
-  return offset === null ? null : Number(offset);
+  return new URL(next, "http://x").searchParams.get("cursor");
+}
+
+/** A list's size as the server counted it: exact, or "about N" above its counting cap. */
+export function countText(page: { count: number; count_exact?: boolean }): string {
+  return page.count_exact === false ? `about ${page.count.toLocaleString("en")}` : page.count.toLocaleString("en");
 }
 
 export function wsUrl(path: string): string {

@@ -1674,33 +1674,37 @@ export interface components {
             results: components["schemas"]["Assignment"][];
         };
         PaginatedAuditEventList: {
-            /** @example 123 */
+            /** @description Exact up to 10000; above it, PostgreSQL's estimate (count_exact false). */
             count: number;
+            /** @description Whether count is exact. */
+            count_exact: boolean;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=400&limit=100
+             * @description The following page (a cursor link); null on the last page.
              */
-            next?: string | null;
+            next: string | null;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=200&limit=100
+             * @description The page before (a cursor link); null on the first page.
              */
-            previous?: string | null;
+            previous: string | null;
             results: components["schemas"]["AuditEvent"][];
         };
         PaginatedCorrectionList: {
-            /** @example 123 */
+            /** @description Exact up to 10000; above it, PostgreSQL's estimate (count_exact false). */
             count: number;
+            /** @description Whether count is exact. */
+            count_exact: boolean;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=400&limit=100
+             * @description The following page (a cursor link); null on the last page.
              */
-            next?: string | null;
+            next: string | null;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=200&limit=100
+             * @description The page before (a cursor link); null on the first page.
              */
-            previous?: string | null;
+            previous: string | null;
             results: components["schemas"]["Correction"][];
         };
         PaginatedDatasetSnapshotList: {
@@ -1749,48 +1753,54 @@ export interface components {
             results: components["schemas"]["Project"][];
         };
         PaginatedPromptList: {
-            /** @example 123 */
+            /** @description Exact up to 10000; above it, PostgreSQL's estimate (count_exact false). */
             count: number;
+            /** @description Whether count is exact. */
+            count_exact: boolean;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=400&limit=100
+             * @description The following page (a cursor link); null on the last page.
              */
-            next?: string | null;
+            next: string | null;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=200&limit=100
+             * @description The page before (a cursor link); null on the first page.
              */
-            previous?: string | null;
+            previous: string | null;
             results: components["schemas"]["Prompt"][];
         };
         PaginatedQueueItemList: {
-            /** @example 123 */
+            /** @description Exact up to 10000; above it, PostgreSQL's estimate (count_exact false). */
             count: number;
+            /** @description Whether count is exact. */
+            count_exact: boolean;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=400&limit=100
+             * @description The following page (a cursor link); null on the last page.
              */
-            next?: string | null;
+            next: string | null;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=200&limit=100
+             * @description The page before (a cursor link); null on the first page.
              */
-            previous?: string | null;
+            previous: string | null;
             results: components["schemas"]["QueueItem"][];
         };
         PaginatedTraceList: {
-            /** @example 123 */
+            /** @description Exact up to 10000; above it, PostgreSQL's estimate (count_exact false). */
             count: number;
+            /** @description Whether count is exact. */
+            count_exact: boolean;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=400&limit=100
+             * @description The following page (a cursor link); null on the last page.
              */
-            next?: string | null;
+            next: string | null;
             /**
              * Format: uri
-             * @example http://api.example.org/accounts/?offset=200&limit=100
+             * @description The page before (a cursor link); null on the first page.
              */
-            previous?: string | null;
+            previous: string | null;
             results: components["schemas"]["Trace"][];
         };
         PaginatedTrainingRunList: {
@@ -1973,6 +1983,8 @@ export interface components {
             unreviewed: number;
             reviewed: number;
             disputed: number;
+            /** @description Whether traces / unreviewed / reviewed / disputed are exact; above 10,000 they are PostgreSQL's estimates */
+            totals_exact: boolean;
         };
         QueueItem: {
             readonly id: number;
@@ -3602,9 +3614,11 @@ export interface operations {
     projects_audit_list: {
         parameters: {
             query?: {
-                /** @description Number of results to return per page. */
+                /** @description The page after (or before) a row, from a next/previous link. */
+                cursor?: string;
+                /** @description Rows per page (default 50, at most 500). */
                 limit?: number;
-                /** @description The initial index from which to return the results. */
+                /** @description Rows to skip (for old clients; pages deep into a large list are slow). */
                 offset?: number;
             };
             header?: never;
@@ -3664,9 +3678,11 @@ export interface operations {
     projects_corrections_list: {
         parameters: {
             query?: {
-                /** @description Number of results to return per page. */
+                /** @description The page after (or before) a row, from a next/previous link. */
+                cursor?: string;
+                /** @description Rows per page (default 50, at most 500). */
                 limit?: number;
-                /** @description The initial index from which to return the results. */
+                /** @description Rows to skip (for old clients; pages deep into a large list are slow). */
                 offset?: number;
             };
             header?: never;
@@ -4834,10 +4850,12 @@ export interface operations {
         parameters: {
             query?: {
                 category?: "general" | "knowledge" | "safety" | "value";
+                /** @description The page after (or before) a row, from a next/previous link. */
+                cursor?: string;
                 has_images?: boolean;
-                /** @description Number of results to return per page. */
+                /** @description Rows per page (default 50, at most 500). */
                 limit?: number;
-                /** @description The initial index from which to return the results. */
+                /** @description Rows to skip (for old clients; pages deep into a large list are slow). */
                 offset?: number;
                 /** @description Text contained in the messages */
                 search?: string;
@@ -5328,13 +5346,15 @@ export interface operations {
         parameters: {
             query?: {
                 category?: "general" | "knowledge" | "safety" | "value";
+                /** @description The page after (or before) a row, from a next/previous link. */
+                cursor?: string;
                 /** @description Reviewers disagree and nobody adjudicated */
                 disagreement?: boolean;
-                /** @description Number of results to return per page. */
+                /** @description Rows per page (default 50, at most 500). */
                 limit?: number;
                 /** @description Only traces of prompts assigned to you */
                 mine?: boolean;
-                /** @description The initial index from which to return the results. */
+                /** @description Rows to skip (for old clients; pages deep into a large list are slow). */
                 offset?: number;
                 /** @description arrival (oldest first, the default), or a triage order (the traces most likely wrong first, from the machine step scores): lowest_score (the lowest score of any step or the answer first), disagreement (the largest spread between scorers' scores of one step or the answer first; traces with fewer than two scorers last) or confident_wrong (traces whose final answer is wrong against the prompt's reference, highest mean step score first; then the traces that cannot be checked, then the right ones). triage_score is the value sorted by. */
                 order?: "arrival" | "confident_wrong" | "disagreement" | "lowest_score";
@@ -5814,10 +5834,12 @@ export interface operations {
             query?: {
                 /** @description The prompt's category */
                 category?: "general" | "knowledge" | "safety" | "value";
-                /** @description Number of results to return per page. */
+                /** @description The page after (or before) a row, from a next/previous link. */
+                cursor?: string;
+                /** @description Rows per page (default 50, at most 500). */
                 limit?: number;
                 model_version?: number;
-                /** @description The initial index from which to return the results. */
+                /** @description Rows to skip (for old clients; pages deep into a large list are slow). */
                 offset?: number;
                 parent?: number;
                 prompt?: number;

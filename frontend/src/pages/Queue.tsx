@@ -9,7 +9,8 @@ import {
   api,
   ApiError,
   categoryEnumValues,
-  nextOffset,
+  countText,
+  nextCursor,
   traceStatusEnumValues,
   type CategoryEnum,
   type ModelVersion,
@@ -112,23 +113,24 @@ function useFilters() {
 export function Queue({ projectId }: { projectId: number }) {
   const [f, setFilter] = useFilters();
   const [extra, setExtra] = useState<Row[]>([]);
-  const [next, setNext] = useState<number | null>(null);
+  const [next, setNext] = useState<string | null>(null);
   const path = { project_id: projectId };
   const order = ORDERS.find(([o]) => o === f.order) ?? ORDERS[0];
   const query = queueQuery(f.view, order[0], f.category);
-  const load = async (offset?: number) => {
+  // Pages follow the server's cursor (keyset): rows arriving between two pages never repeat or skip one.
+  const load = async (cursor?: string) => {
     if (!query)
       return api.get("/api/projects/{project_id}/traces/", {
-        params: { path, query: { ...traceQuery(f), limit: 50, offset } },
+        params: { path, query: { ...traceQuery(f), limit: 50, cursor } },
       });
-    return api.get("/api/projects/{project_id}/queue/", { params: { path, query: { ...query, limit: 50, offset } } });
+    return api.get("/api/projects/{project_id}/queue/", { params: { path, query: { ...query, limit: 50, cursor } } });
   };
   // The trace list's own filters do not apply to the queue endpoint (the team's views, triage orders).
   const listOnly = query ? "Only for all traces in arrival order" : undefined;
   const traces = useLoad(async () => {
     const page = await load();
     setExtra([]);
-    setNext(nextOffset(page.next));
+    setNext(nextCursor(page.next));
     return page;
   }, [projectId, f.view, f.order, f.status, f.prompt, f.model_version, f.category, f.started_by]);
   const counts = useLoad(() => api.get("/api/projects/{project_id}/queue/counts/", { params: { path } }), [projectId]);
@@ -137,7 +139,7 @@ export function Queue({ projectId }: { projectId: number }) {
     if (next === null) return;
     const page = await load(next);
     setExtra((x) => [...x, ...page.results]);
-    setNext(nextOffset(page.next));
+    setNext(nextCursor(page.next));
   };
   // Live: the queue changes as the team works; coalesce a burst of events into one reload.
   const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
@@ -193,7 +195,8 @@ export function Queue({ projectId }: { projectId: number }) {
                   of <span data-testid="count-assigned">{c.assigned}</span> assigned
                   {c.prompts_without_trace > 0 && ` · ${c.prompts_without_trace} prompts still to generate`} ·{" "}
                   <span className="muted">
-                    project: {c.traces} traces, {c.unreviewed} unreviewed, {c.disputed} in disagreement
+                    project: {c.totals_exact === false ? "about " : ""}
+                    {c.traces} traces, {c.unreviewed} unreviewed, {c.disputed} in disagreement
                   </span>
                 </span>
               ) : (
@@ -347,6 +350,11 @@ export function Queue({ projectId }: { projectId: number }) {
                   ))}
                 </tbody>
               </table>
+            )}
+            {traces.data && all.length > 0 && (
+              <p className="muted small" data-testid="trace-total">
+                {all.length} of {countText(traces.data)} shown
+              </p>
             )}
             {next !== null && (
               <button onClick={() => void more()} data-testid="more-traces">

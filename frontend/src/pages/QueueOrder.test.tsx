@@ -36,8 +36,8 @@ describe("the queue's order", () => {
   });
 
   it("reloads in the chosen order and shows what it sorted by", async () => {
-    routes["/api/projects/1/traces/"] = [200, { count: 2, next: null, previous: null, results: [row(4, null), row(9, null)] }];
-    routes["/api/projects/1/queue/"] = [200, { count: 2, next: null, previous: null, results: [row(9, 0.05), row(4, 0.9)] }];
+    routes["/api/projects/1/traces/"] = [200, { count: 2, count_exact: true, next: null, previous: null, results: [row(4, null), row(9, null)] }];
+    routes["/api/projects/1/queue/"] = [200, { count: 2, count_exact: true, next: null, previous: null, results: [row(9, 0.05), row(4, 0.9)] }];
     render(<Queue projectId={1} />);
     await settle();
     const order = () => [...screen.getByTestId("trace-list").querySelectorAll("tbody tr")].map((r) => r.getAttribute("data-testid"));
@@ -53,5 +53,22 @@ describe("the queue's order", () => {
     expect(screen.getByText("lowest score")).toBeTruthy();
     expect(window.location.search).toContain("order=lowest_score"); // a reload shows the same queue
     expect((screen.getByTestId("filter-status") as HTMLSelectElement).disabled).toBe(true);
+  });
+
+  it("pages on with the server's cursor and says when the total is an estimate", async () => {
+    window.history.replaceState(null, "", "/app/projects/1/"); // all traces, arrival order
+    const first = "http://testserver/api/projects/1/traces/?cursor=CUR1&limit=50";
+    routes["/api/projects/1/traces/"] = [200, { count: 1200000, count_exact: false, next: first, previous: null, results: [row(4, null)] }];
+    render(<Queue projectId={1} />);
+    await settle();
+    expect(screen.getByTestId("trace-total").textContent).toBe("1 of about 1,200,000 shown");
+    routes["/api/projects/1/traces/"] = [200, { count: 1200000, count_exact: false, next: null, previous: first, results: [row(9, null)] }];
+    fireEvent.click(screen.getByTestId("more-traces"));
+    await settle();
+    const last = requested().filter((u) => u.pathname === "/api/projects/1/traces/").at(-1)!;
+    expect(last.searchParams.get("cursor")).toBe("CUR1");
+    expect(last.searchParams.get("offset")).toBeNull();
+    expect([...screen.getByTestId("trace-list").querySelectorAll("tbody tr")].map((r) => r.getAttribute("data-testid"))).toEqual(["trace-4", "trace-9"]);
+    expect(screen.queryByTestId("more-traces")).toBeNull(); // the last page
   });
 });

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import threading
 import zipfile
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -21,6 +24,7 @@ from annotator.datasets.writers import (
     write_hf_zip,
     write_jsonl,
     write_parquet,
+    write_snapshot,
 )
 from tests.annotator.datasets.test_materialise import build_corpus
 
@@ -192,3 +196,81 @@ def test_hf_zip_writes_to_an_unseekable_stream(tmp_path: Path) -> None:
     out = Unseekable()
     write_hf_zip(materialise("stepwise", build_corpus()), out, kind="stepwise", name="s", provenance={})
     assert "s/README.md" in _unzip(io.BytesIO(bytes(out.data)), tmp_path)
+
+
+# --- write_snapshot: every file of a snapshot in one pass --------------------------------------------
+
+
+def _snapshot(records, folder: Path, **kw) -> dict:
+    return write_snapshot(
+        records,
+        jsonl=folder / "data.jsonl",
+        parquet=folder / "data.parquet",
+        split_jsonl={s: folder / f"data.{s}.jsonl" for s in ("train", "eval")},
+        split_parquet={s: folder / f"data.{s}.parquet" for s in ("train", "eval")},
+        hf_zip=folder / "dataset.zip",
+        **kw,
+    )
+
+
+def _zipped(path: Path) -> dict[str, object]:
+    with zipfile.ZipFile(path) as zf:
+        return {n: pq.read_table(io.BytesIO(zf.read(n))) if n.endswith(".parquet") else zf.read(n).decode()
+                for n in zf.namelist()}
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 10_000])
+def test_snapshot_files_hold_what_the_single_writers_write(tmp_path: Path, image_corpus: Corpus, batch_size) -> None:
+    seed = _seed_splitting_prompts()
+    records = list(with_split(materialise("sft", image_corpus), eval_fraction=0.5, seed=seed))
+    info = _snapshot(iter(records), tmp_path, kind="sft", name="fix-sft", seed=seed, eval_fraction=0.5,
+                     provenance={"snapshot_id": 7}, batch_size=batch_size)
+    zipped = io.BytesIO()
+    assert info == write_hf_zip(records, zipped, kind="sft", name="fix-sft", seed=seed, eval_fraction=0.5,
+                                provenance={"snapshot_id": 7})
+    # data.jsonl is the canonical JSON of the records, so its own sha256 is the content hash.
+    jsonl = (tmp_path / "data.jsonl").read_bytes()
+    assert hashlib.sha256(jsonl).hexdigest() == info["sha256"] == canonical_hash(records)[0]
+    assert [json.loads(line) for line in jsonl.splitlines()] == records
+    schema = arrow_schema("sft", with_images=True, with_split=True)
+    assert pq.read_table(tmp_path / "data.parquet").equals(pa.Table.from_pylist(records, schema=schema))
+    for split in ("train", "eval"):
+        mine = [r for r in records if r["split"] == split]
+        assert [json.loads(x) for x in (tmp_path / f"data.{split}.jsonl").read_bytes().splitlines()] == mine
+        assert pq.read_table(tmp_path / f"data.{split}.parquet").equals(pa.Table.from_pylist(mine, schema=schema))
+    # The zip embeds the image bytes, as write_hf_zip does.
+    new, old = _zipped(tmp_path / "dataset.zip"), _zipped(zipped)
+    assert list(new) == list(old)
+    for name, content in old.items():
+        assert new[name].equals(content) if isinstance(content, pa.Table) else new[name] == content, name
+    assert new["fix-sft/data/eval-00000-of-00001.parquet"]["images"][0][0]["bytes"].as_py().startswith(b"\x89PNG")
+
+
+def test_snapshot_of_no_records_is_a_set_of_empty_typed_files(tmp_path: Path) -> None:
+    info = _snapshot(iter([]), tmp_path, kind="preference", name="empty")
+    assert info == {"sha256": canonical_hash([])[0], "count": 0, "splits": {"train": 0}}
+    assert (tmp_path / "data.jsonl").read_bytes() == b""
+    for name in ("data.parquet", "data.train.parquet", "data.eval.parquet"):
+        table = pq.read_table(tmp_path / name)
+        assert table.num_rows == 0 and "chosen" in table.column_names
+    assert list(_zipped(tmp_path / "dataset.zip")) == ["empty/data/train-00000-of-00001.parquet", "empty/README.md"]
+
+
+def test_snapshot_writer_fails_with_the_first_error_and_leaves_no_thread(tmp_path: Path) -> None:
+    def records():
+        yield from with_split(materialise("stepwise", build_corpus()), eval_fraction=0.5, seed=0)
+        raise OSError("the database went away")
+
+    before = threading.active_count()
+    with pytest.raises(OSError, match="the database went away"):
+        _snapshot(records(), tmp_path, kind="stepwise", name="s", batch_size=1)
+    assert threading.active_count() == before
+    # A record the kind's schema cannot hold fails in the writer thread and reaches the caller.
+    bad = [{**r, "labels": "not a list"} for r in with_split(materialise("stepwise", build_corpus()),
+                                                                 eval_fraction=0.5, seed=0)]
+    with pytest.raises(pa.ArrowInvalid):
+        _snapshot(iter(bad), tmp_path, kind="stepwise", name="s", batch_size=1)
+    assert threading.active_count() == before
+    with pytest.raises(ValueError, match="split 'test' is not one of train, eval"):
+        _snapshot(iter([{"split": "test"}]), tmp_path, kind="stepwise", name="s")
+    assert threading.active_count() == before

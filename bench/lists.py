@@ -1,0 +1,263 @@
+"""Benchmark: the review queue, the trace list, the prompt list and the audit log at 10k → 1M traces,
+through the real REST endpoints, keyset (cursor) pages against offset pages and fast counts against
+exact ones, in the same run.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/<scratch db> .venv/bin/python bench/lists.py \\
+        --sizes 10000,100000,1000000 --repeats 30
+
+Seeding is SQL (``generate_series``) into the real tables, with valid foreign keys: one project
+grows to each size in turn (only the difference is inserted). Per trace: 3 steps; a prompt per 5
+traces; a third of the traces reviewed by the benchmark user (review summary columns filled to
+match, 3% of them in disagreement); every other trace scored by a machine scorer on step 0; a tenth
+of the prompts assigned to the user; one audit event per trace. Then ``ANALYZE``.
+
+Each case is ``--repeats`` GETs (``--baseline-repeats`` for the offset baselines and the triage
+order) by a logged-in owner through Django's test client (URL routing, session auth, the
+permission gate, the view, the serializer, the paginator's count), after a warm-up. Deep pages
+start at a random row between 50% and 99% down the list (a new one per request): by cursor (what
+the ``next`` links give) and, as the baseline, by ``offset``. Counts: the paginator's
+``fast_count`` against ``COUNT(*)`` of the same queryset. It prints p50 / p95 / mean ± std per
+case and size, and the ratios.
+
+The rows are left in the database (a scratch one) unless ``--cleanup``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+
+import django
+
+django.setup()
+
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import setup_test_environment  # noqa: E402
+
+from annotator import selectors  # noqa: E402
+from annotator.api.pagination import Key, encode_cursor, fast_count  # noqa: E402
+from annotator.models import Project, Prompt, Trace  # noqa: E402
+from annotator.services.projects import project_create  # noqa: E402
+
+TRACES_PER_PROMPT = 5
+
+SEED_SQL = [
+    # Prompts for the new traces.
+    """INSERT INTO annotator_prompt (project_id, messages, category, reference_answer, metadata, created_at)
+       SELECT %(p)s, jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'Compute ' || g || ' + 30.')),
+              (ARRAY['knowledge', 'safety', 'value', 'general'])[1 + g %% 4], (g + 30)::text, '{}', now()
+       FROM generate_series(%(p0)s + 1, %(p1)s) g""",
+    # Five traces per new prompt; review summary columns as the services keep them.
+    """INSERT INTO annotator_trace (project_id, prompt_id, sampling_params, status, finish_reason, final_answer,
+              prompt_tokens, completion_tokens, version, error, mode, pause_reason, review_count, verdict,
+              disputed, created_at, updated_at)
+       SELECT %(p)s, p.id, '{}', CASE WHEN h < 90 THEN 'finished' WHEN h < 95 THEN 'failed' ELSE 'stopped' END,
+              'stop', (p.id + 30)::text, 20, 60, 1, '', 'live', '', CASE WHEN h %% 3 = 0 THEN 1 ELSE 0 END,
+              CASE WHEN h %% 3 = 0 AND h %% 33 <> 0 THEN (CASE WHEN h %% 2 = 0 THEN 'accept' ELSE 'reject' END)
+                   ELSE '' END,
+              h %% 33 = 0, now(), now()
+       FROM (SELECT p.id, k, (p.id * 5 + k) * 2654435761 %% 100 AS h
+             FROM annotator_prompt p CROSS JOIN generate_series(1, 5) k
+             WHERE p.project_id = %(p)s AND p.id > %(last_prompt)s) p
+       ORDER BY p.id, p.k""",
+    """INSERT INTO annotator_step (trace_id, index, text, origin, created_at)
+       SELECT t.id, k, (k + 1) || '. step ' || (k + 1), 'model', now()
+       FROM annotator_trace t CROSS JOIN generate_series(0, 2) k
+       WHERE t.project_id = %(p)s AND t.id > %(last_trace)s""",
+    """INSERT INTO annotator_stepscore (trace_id, step_index, scorer, score, detail, created_at)
+       SELECT t.id, 0, 'rule:demo_task', ((t.id * 2654435761) %% 1000) / 1000.0, '', now()
+       FROM annotator_trace t WHERE t.project_id = %(p)s AND t.id > %(last_trace)s AND t.id %% 2 = 0""",
+    """INSERT INTO annotator_tracereview (trace_id, annotator_id, verdict, safety_label, value_label,
+              knowledge_label, note, created_at, updated_at)
+       SELECT t.id, %(u)s, CASE WHEN t.verdict = '' THEN 'accept' ELSE t.verdict END, '', '', '', '', now(), now()
+       FROM annotator_trace t WHERE t.project_id = %(p)s AND t.id > %(last_trace)s AND t.review_count > 0""",
+    """INSERT INTO annotator_assignment (project_id, prompt_id, annotator_id, created_at)
+       SELECT %(p)s, p.id, %(u)s, now() FROM annotator_prompt p
+       WHERE p.project_id = %(p)s AND p.id > %(last_prompt)s AND p.id %% 10 = 0""",
+    """INSERT INTO annotator_auditevent (project_id, actor_id, action, target_type, target_id, data, created_at)
+       SELECT %(p)s, %(u)s, 'trace.created', 'trace', t.id::text, '{}', now()
+       FROM annotator_trace t WHERE t.project_id = %(p)s AND t.id > %(last_trace)s ORDER BY t.id""",
+]
+
+
+def grow(project: Project, user, target: int) -> float:
+    """Insert rows until the project has ``target`` traces; seconds taken."""
+    t0 = time.perf_counter()
+    have = Trace.objects.filter(project=project).count()
+    prompts_have, prompts_want = have // TRACES_PER_PROMPT, target // TRACES_PER_PROMPT
+    if prompts_want > prompts_have:
+        with transaction.atomic(), connection.cursor() as cur:
+            cur.execute("SELECT coalesce(max(id), 0) FROM annotator_prompt WHERE project_id = %s", [project.pk])
+            last_prompt = cur.fetchone()[0]
+            cur.execute("SELECT coalesce(max(id), 0) FROM annotator_trace WHERE project_id = %s", [project.pk])
+            last_trace = cur.fetchone()[0]
+            args = {"p": project.pk, "u": user.pk, "p0": prompts_have, "p1": prompts_want,
+                    "last_prompt": last_prompt, "last_trace": last_trace}
+            for sql in SEED_SQL:
+                cur.execute(sql, args)
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE")
+    return time.perf_counter() - t0
+
+
+def cleanup(project: Project) -> None:
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SET LOCAL session_replication_role = replica")  # the audit log refuses DELETE otherwise
+        t = "SELECT id FROM annotator_trace WHERE project_id = %s"
+        for table, col in (("annotator_stepscore", "trace_id"), ("annotator_step", "trace_id"),
+                           ("annotator_tracereview", "trace_id")):
+            cur.execute(f"DELETE FROM {table} WHERE {col} IN ({t})", [project.pk])
+        for table in ("annotator_assignment", "annotator_auditevent", "annotator_trace", "annotator_prompt",
+                      "annotator_membership"):
+            cur.execute(f"DELETE FROM {table} WHERE project_id = %s", [project.pk])
+        cur.execute("DELETE FROM annotator_project WHERE id = %s", [project.pk])
+
+
+def timed_get(client: Client, url: str) -> float:
+    t0 = time.perf_counter()
+    response = client.get(url)
+    ms = (time.perf_counter() - t0) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{url}: {response.status_code} {response.content[:300]!r}")
+    return ms
+
+
+def ids_at_depth(qs, rng: random.Random, n: int) -> list[tuple[int, int]]:
+    """(id, offset) of ``n`` rows picked at random between 50% and 99% down ``qs`` (ordered)."""
+    total = qs.count()
+    offsets = [int(total * rng.uniform(0.5, 0.99)) for _ in range(n)]
+    ids = list(qs.values_list("id", flat=True))  # one pass; cheaper than n deep OFFSETs
+    return [(ids[o], o) for o in offsets]
+
+
+def stats(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {"p50": statistics.median(ordered), "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+            "mean": statistics.fmean(ordered), "std": statistics.stdev(ordered) if len(ordered) > 1 else 0.0}
+
+
+def run_size(project: Project, user, client: Client, repeats: int, baseline_repeats: int, rng: random.Random):
+    base = f"/api/projects/{project.pk}"
+    traces = Trace.objects.filter(project=project).order_by("id")
+    audits = selectors.audit_list(project)
+    prompts = Prompt.objects.filter(project=project).order_by("id")
+    deep_traces = ids_at_depth(traces, rng, repeats)
+    deep_audit = ids_at_depth(audits, rng, repeats)
+    deep_prompts = ids_at_depth(prompts, rng, repeats)
+    asc, desc = [Key("id", False, True)], [Key("id", True, False)]
+
+    def cur(keys, i):
+        return encode_cursor(keys, [i], backwards=False)
+
+    cases = {
+        "queue (arrival), first page": lambda r: f"{base}/queue/?limit=50",
+        "queue: unreviewed": lambda r: f"{base}/queue/?reviewed=false&limit=50",
+        "queue: mine, to do": lambda r: f"{base}/queue/?mine=true&reviewed=false&limit=50",
+        "queue: disagreement": lambda r: f"{base}/queue/?disagreement=true&limit=50",
+        "queue: verdict=reject, safety": lambda r: f"{base}/queue/?verdict=reject&category=safety&limit=50",
+        "queue: deep page, cursor": lambda r: f"{base}/queue/?limit=50&cursor={cur(asc, deep_traces[r][0])}",
+        "queue: deep page, offset (baseline)": lambda r: f"{base}/queue/?limit=50&offset={deep_traces[r][1]}",
+        "traces, first page": lambda r: f"{base}/traces/?limit=50",
+        "traces: status=failed": lambda r: f"{base}/traces/?status=failed&limit=50",
+        "traces: deep page, cursor": lambda r: f"{base}/traces/?limit=50&cursor={cur(asc, deep_traces[r][0])}",
+        "traces: deep page, offset (baseline)": lambda r: f"{base}/traces/?limit=50&offset={deep_traces[r][1]}",
+        "audit, first page": lambda r: f"{base}/audit/?limit=50",
+        "audit: deep page, cursor": lambda r: f"{base}/audit/?limit=50&cursor={cur(desc, deep_audit[r][0])}",
+        "audit: deep page, offset (baseline)": lambda r: f"{base}/audit/?limit=50&offset={deep_audit[r][1]}",
+        "prompts, first page": lambda r: f"{base}/prompts/?limit=50",
+        "prompts: deep page, cursor": lambda r: f"{base}/prompts/?limit=50&cursor={cur(asc, deep_prompts[r][0])}",
+        "queue counts": lambda r: f"{base}/queue/counts/",
+        "queue: lowest_score (triage)": lambda r: f"{base}/queue/?order=lowest_score&limit=50",
+    }
+    results = {}
+    for name, url_for in cases.items():
+        # The slow baselines and the triage order (seconds a request at 1M rows) get fewer repeats.
+        n = baseline_repeats if ("baseline" in name or "triage" in name) else repeats
+        timed_get(client, url_for(0))  # warm-up: plan caches, buffers
+        results[name] = stats([timed_get(client, url_for(r)) for r in range(n)])
+
+    def count_times(fn):
+        fn()
+        out = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1000)
+        return stats(out)
+
+    queue_qs = selectors.queue_list(project, user)
+    results["count: traces, exact COUNT(*) (baseline)"] = count_times(lambda: traces.count())
+    results["count: traces, fast_count"] = count_times(lambda: fast_count(traces))
+    results["count: queue, exact COUNT(*) (baseline)"] = count_times(lambda: queue_qs.count())
+    results["count: queue, fast_count"] = count_times(lambda: fast_count(queue_qs))
+    n, exact = fast_count(traces)
+    return results, {"fast_count": n, "exact": exact, "true": traces.count()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="trace counts, ascending, comma-separated")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--baseline-repeats", type=int, default=10, help="for offset pages and the triage order")
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--project", type=int, help="reuse the project of an earlier run (seeded already)")
+    parser.add_argument("--cleanup", action="store_true", help="delete the benchmark project afterwards")
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+
+    call_command("migrate", verbosity=0)
+    setup_test_environment()  # lets the test client's "testserver" host through ALLOWED_HOSTS
+    rng = random.Random(args.seed)
+    if args.project:  # a project an earlier run seeded (it printed its id): only the difference is added
+        project = Project.objects.get(pk=args.project)
+        user = project.created_by
+    else:
+        user = get_user_model().objects.create_user(username=f"bench-lists-{os.getpid()}")
+        project = project_create(owner=user, name=f"bench-lists-{os.getpid()}")
+    print(f"project {project.pk}", flush=True)
+    client = Client()
+    client.force_login(user)
+    table: dict[int, dict] = {}
+    try:
+        for size in sizes:
+            seed_s = grow(project, user, size)
+            res, count = run_size(project, user, client, args.repeats, args.baseline_repeats, rng)
+            table[size] = res
+            print(f"\n== {size:,} traces (seeded in {seed_s:.1f} s; fast count {count['fast_count']:,} "
+                  f"exact={count['exact']}, true {count['true']:,}); {args.repeats} requests per case "
+                  f"({args.baseline_repeats} for baselines and triage), "
+                  f"cores={os.cpu_count()}", flush=True)
+            print(f"{'case':<42} {'p50 ms':>8} {'p95 ms':>8} {'mean ± std ms':>16}")
+            for name, s in res.items():
+                print(f"{name:<42} {s['p50']:>8.1f} {s['p95']:>8.1f} {s['mean']:>8.1f} ± {s['std']:<6.1f}")
+            pairs = [("queue: deep page, offset (baseline)", "queue: deep page, cursor"),
+                     ("traces: deep page, offset (baseline)", "traces: deep page, cursor"),
+                     ("audit: deep page, offset (baseline)", "audit: deep page, cursor"),
+                     ("count: traces, exact COUNT(*) (baseline)", "count: traces, fast_count"),
+                     ("count: queue, exact COUNT(*) (baseline)", "count: queue, fast_count")]
+            for slow, fast in pairs:
+                print(f"  ratio p95 {slow} / {fast}: {res[slow]['p95'] / res[fast]['p95']:.1f}x")
+    finally:
+        if args.cleanup:
+            cleanup(project)
+            user.delete()
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        print(f"\nflatness: p95 at {hi:,} / p95 at {lo:,}")
+        for name in table[hi]:
+            print(f"  {name:<42} {table[hi][name]['p95'] / table[lo][name]['p95']:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
