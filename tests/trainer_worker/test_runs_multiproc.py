@@ -173,8 +173,11 @@ def test_killed_worker_takes_its_ranks_with_it_and_the_run_resumes_once(transact
                          snapshots=[ready_snapshot(project, users["owner"], "sft")],
                          config={**TWO, "max_steps": steps, "save_steps": 20, "logging_steps": 5})
         folder = Path(studio.MODEL_STORE) / "runs" / str(run.pk)
-        wait_for(lambda: (folder / "checkpoint-20" / "trainer_state.json").exists(), timeout=120,
-                 what="a checkpoint at step 20")
+        # Kill once the worker has recorded step 20's loss too: a point rank 0 wrote in the moment
+        # before the kill, not yet read by the worker, is lost (the resumed launch starts at 21).
+        wait_for(lambda: (folder / "checkpoint-20" / "trainer_state.json").exists()
+                 and MetricPoint.objects.filter(run=run, name="loss", step=20).exists(), timeout=120,
+                 what="a checkpoint at step 20 and its loss")
         assert set(rank_processes(folder)) == {0, 1}
 
         victim.kill()

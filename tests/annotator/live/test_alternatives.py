@@ -87,6 +87,8 @@ def test_alternatives_are_scored_side_by_side_and_the_keyboard_pick_opens_a_bran
 
         asked, ready, picked, branch = asyncio.run(scenario())
         (_, body), = [r for r in fake.requests if "stream" not in r[1]]
+        # The branch continues from the same server: wait for its end before the server goes.
+        detail = _wait(live, _url(live, picked["set"]["branch"]), "status", ("finished", "stopped", "failed"))
     assert asked["type"] == "ack" and asked["set"]["status"] == "queued" and asked["set"]["seed"] == 11
     # One batched request of n=4 that continues the first two steps and stops at the step boundary.
     assert body["n"] == 4 and body["seed"] == 11 and body["continue_final_message"] is True
@@ -105,8 +107,7 @@ def test_alternatives_are_scored_side_by_side_and_the_keyboard_pick_opens_a_bran
     # The branch shares steps 0-1, has the picked step (written by the model, not a human) and continues.
     step = Step.objects.get(trace_id=branch_id, index=2)
     assert (step.text, step.origin) == ("3. 37 + 8 = 45", "model")
-    detail = _wait(live, _url(live, branch_id), "status", ("finished", "stopped", "failed"))
-    assert detail["parent"] == trace["id"] and detail["status"] == "finished"
+    assert detail["parent"] == trace["id"] and detail["status"] == "finished", detail.get("error")
     # Step-level preference data: the correction's pair (picked vs the trace's own step 2), and the
     # pick's pair against each other candidate the model wrote (the trace's own step once, not twice).
     records = list(materialise("preference_step", build_corpus(live.project, kind="preference_step")))
