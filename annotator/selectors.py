@@ -246,6 +246,7 @@ def queue_list(
     disputed: bool | None = None,
     category: str | None = None,
     order: str = "arrival",
+    from_scores: bool = False,
 ) -> QuerySet[Trace]:
     """The review queue: traces, oldest first, each with ``mine`` (assigned to ``user``),
     ``my_verdict`` and ``triage_score`` (what the order sorts by; None in arrival order).
@@ -267,6 +268,12 @@ def queue_list(
       scores after them. Then the traces that cannot be checked (no reference, not finished), then
       those whose answer is right, oldest first. ``triage_score`` is the mean step score of the wrong
       ones, None for the others.
+
+    The keys are read from the trace's columns ``lowest_score``, ``scorer_spread`` and
+    ``mean_step_score`` (kept by annotator/services/scores.py where scores are written), so the
+    two first orders are index reads. ``from_scores`` computes them from the StepScores instead (a
+    correlated subquery per trace: the path before migration 0010, for the tests and the baseline
+    of bench/lists.py).
     """
     if order not in QUEUE_ORDERS:
         raise ValueError(f"unknown queue order {order!r}")
@@ -285,9 +292,11 @@ def queue_list(
     if category:
         qs = qs.filter(prompt__category=category)
     if order == "lowest_score":
-        return qs.annotate(triage_score=_lowest_score()).order_by(F("triage_score").asc(nulls_last=True), "id")
+        key = _lowest_score() if from_scores else F("lowest_score")
+        return qs.annotate(triage_score=key).order_by(F("triage_score").asc(nulls_last=True), "id")
     if order == "disagreement":
-        return qs.annotate(triage_score=_scorer_spread()).order_by(F("triage_score").desc(nulls_last=True), "id")
+        key = _scorer_spread() if from_scores else F("scorer_spread")
+        return qs.annotate(triage_score=key).order_by(F("triage_score").desc(nulls_last=True), "id")
     if order == "confident_wrong":
         wrong, right = answer_check(qs)
         # Django binds parameters client-side with psycopg 3, so a long id list is not held to
@@ -295,7 +304,8 @@ def queue_list(
         rank = Case(When(id__in=wrong, then=Value(0)), When(id__in=right, then=Value(2)), default=Value(1),
                     output_field=IntegerField())
         qs = qs.annotate(triage_rank=rank).annotate(
-            triage_score=Case(When(triage_rank=0, then=_mean_step_score()), default=None, output_field=FloatField()))
+            triage_score=Case(When(triage_rank=0, then=_mean_step_score() if from_scores else F("mean_step_score")),
+                               default=None, output_field=FloatField()))
         return qs.order_by("triage_rank", F("triage_score").desc(nulls_last=True), "id")
     return qs.annotate(triage_score=Value(None, output_field=FloatField())).order_by("id")
 
