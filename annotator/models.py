@@ -84,12 +84,16 @@ class Prompt(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Whether the prompt has a trace: kept by triggers on the traces table (migration 0011), so the
+    # queue's "prompts still to generate" reads the few untraced prompts, not every assignment's traces.
+    has_trace = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["id"]
         indexes = [
             models.Index(fields=["project", "id"], name="prompt_project_id"),
             models.Index(fields=["project", "category", "id"], name="prompt_project_category_id"),
+            models.Index(fields=["project", "id"], condition=Q(has_trace=False), name="prompt_project_untraced"),
         ]
         constraints = [models.CheckConstraint(condition=Q(category__in=Category.values), name="prompt_category_valid")]
 
