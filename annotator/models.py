@@ -86,7 +86,7 @@ class Prompt(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Whether the prompt has a trace: kept by triggers on the traces table (migration 0011), so the
     # queue's "prompts still to generate" reads the few untraced prompts, not every assignment's traces.
-    has_trace = models.BooleanField(default=False, editable=False)
+    has_trace = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
         ordering = ["id"]

@@ -351,9 +351,11 @@ def _mine_counts(project: Project, user) -> dict[str, Any]:
     mine = _mine(project, user)
     assigned, assigned_exact = fast_count(mine, cap=MINE_COUNT_CAP)
     left, left_exact = fast_count(mine.exclude(_reviewed_by(user)), cap=MINE_COUNT_CAP)
-    # Estimated, the three still add up (done = assigned - left), as the page shows them together.
-    assigned = max(assigned, left)
-    return {"assigned": assigned, "done": assigned - left, "left": left, "exact": assigned_exact and left_exact}
+    if assigned_exact and left_exact:
+        return {"assigned": assigned, "done": assigned - left, "left": left, "exact": True}
+    # Estimates: done is estimated by itself (assigned - left of two estimates can be far off, even 0).
+    done, _ = fast_count(mine.filter(_reviewed_by(user)), cap=MINE_COUNT_CAP)
+    return {"assigned": max(assigned, left), "done": done, "left": left, "exact": False}
 
 
 def queue_left(project: Project, user) -> int:

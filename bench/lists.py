@@ -16,8 +16,11 @@ order) by a logged-in owner through Django's test client (URL routing, session a
 permission gate, the view, the serializer, the paginator's count), after a warm-up. Deep pages
 start at a random row between 50% and 99% down the list (a new one per request): by cursor (what
 the ``next`` links give) and, as the baseline, by ``offset``. Counts: the paginator's
-``fast_count`` against ``COUNT(*)`` of the same queryset. It prints p50 / p95 / mean ± std per
-case and size, and the ratios.
+``fast_count`` against ``COUNT(*)`` of the same queryset. The triage orders: their first pages
+(and a deep ``lowest_score`` page by cursor) through REST, and the SQL of a 50-row page with the
+keys read from the trace's columns against the correlated subqueries over StepScore that computed
+them before migration 0010 (``queue_list(from_scores=True)``). It prints p50 / p95 / mean ± std
+per case and size, and the ratios.
 
 The rows are left in the database (a scratch one) unless ``--cleanup``.
 """

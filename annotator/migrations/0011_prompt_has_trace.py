@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='prompt',
             name='has_trace',
-            field=models.BooleanField(default=False, editable=False),
+            field=models.BooleanField(db_default=False, default=False, editable=False),
         ),
         migrations.RunSQL(TRIGGERS, NO_TRIGGERS),
         migrations.RunSQL(BACKFILL, migrations.RunSQL.noop),

@@ -131,7 +131,7 @@ def test_counters_say_which_prompts_are_still_to_generate_as_traces_come_and_go(
     assert body["trace"] is None and body["prompt"]["id"] == prompts[0].pk
 
 
-def test_personal_counters_above_the_cap_are_estimates_that_add_up(project, users, team, prompts, traces,
+def test_personal_counters_above_the_cap_are_estimates_and_say_so(project, users, team, prompts, traces,
                                                                   monkeypatch):
     from annotator import selectors
 
@@ -142,10 +142,12 @@ def test_personal_counters_above_the_cap_are_estimates_that_add_up(project, user
     base = f"/api/projects/{project.pk}/queue/"
     exact = ann.get(f"{base}counts/").json()
     assert (exact["assigned"], exact["done"], exact["left"], exact["mine_exact"]) == (6, 2, 4, True)
-    # Six traces over a cap of three: PostgreSQL's estimates, said to be, and still assigned = done + left.
+    # Six traces over a cap of three: PostgreSQL's estimates (at least the cap + 1), and said to be.
     monkeypatch.setattr(selectors, "MINE_COUNT_CAP", 3)
     about = ann.get(f"{base}counts/").json()
-    assert about["mine_exact"] is False and about["assigned"] == about["done"] + about["left"]
-    assert about["left"] >= 4 and about["totals_exact"] is True
+    assert about["mine_exact"] is False and about["totals_exact"] is True
+    assert about["assigned"] >= 4 and about["left"] >= 4 and about["done"] >= 1
+    # Two done is under the cap, but an estimated done is never mistaken for an exact one.
+    assert about["assigned"] >= about["left"]
     page = ann.get(base, {"mine": "true", "reviewed": "false"}).json()
     assert page["count_exact"] is False and len(page["results"]) == 4
