@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from trainer_worker.vocabulary import labels, stages, steps
 
@@ -84,12 +84,16 @@ class Prompt(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Whether the prompt has a trace: kept by triggers on the traces table (migration 0011), so the
+    # queue's "prompts still to generate" reads the few untraced prompts, not every assignment's traces.
+    has_trace = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
         ordering = ["id"]
         indexes = [
             models.Index(fields=["project", "id"], name="prompt_project_id"),
             models.Index(fields=["project", "category", "id"], name="prompt_project_category_id"),
+            models.Index(fields=["project", "id"], condition=Q(has_trace=False), name="prompt_project_untraced"),
         ]
         constraints = [models.CheckConstraint(condition=Q(category__in=Category.values), name="prompt_category_valid")]
 
@@ -205,6 +209,12 @@ class Trace(models.Model):
     verdict = models.CharField(max_length=10, blank=True, default="")
     # Reviewers disagree (on the verdict or a label) and no reviewer has adjudicated.
     disputed = models.BooleanField(default=False)
+    # The queue's triage keys, from the trace's StepScores (null: none; definitions in
+    # selectors.queue_list), kept by triggers on the scores table in the statement that writes them
+    # (migration 0010), so the triage orders read an index, not every trace's scores (bench/lists.py).
+    lowest_score = models.FloatField(null=True, blank=True)
+    scorer_spread = models.FloatField(null=True, blank=True)
+    mean_step_score = models.FloatField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -221,6 +231,9 @@ class Trace(models.Model):
             models.Index(fields=["project", "verdict", "id"], name="trace_project_verdict_id"),
             # The queue's default view: what nobody has reviewed yet, oldest first.
             models.Index(fields=["project", "id"], condition=Q(review_count=0), name="trace_project_unreviewed"),
+            # The triage orders (selectors.queue_list): the key as the order sorts it, then id.
+            models.Index("project", F("lowest_score").asc(nulls_last=True), "id", name="trace_project_lowest"),
+            models.Index("project", F("scorer_spread").desc(nulls_last=True), "id", name="trace_project_spread"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=TraceStatus.values), name="trace_status_valid"),

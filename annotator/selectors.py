@@ -16,7 +16,6 @@ from django.db.models import (
     Min,
     OuterRef,
     Prefetch,
-    Q,
     QuerySet,
     Subquery,
     Value,
@@ -246,6 +245,7 @@ def queue_list(
     disputed: bool | None = None,
     category: str | None = None,
     order: str = "arrival",
+    from_scores: bool = False,
 ) -> QuerySet[Trace]:
     """The review queue: traces, oldest first, each with ``mine`` (assigned to ``user``),
     ``my_verdict`` and ``triage_score`` (what the order sorts by; None in arrival order).
@@ -267,6 +267,12 @@ def queue_list(
       scores after them. Then the traces that cannot be checked (no reference, not finished), then
       those whose answer is right, oldest first. ``triage_score`` is the mean step score of the wrong
       ones, None for the others.
+
+    The keys are read from the trace's columns ``lowest_score``, ``scorer_spread`` and
+    ``mean_step_score`` (kept by annotator/services/scores.py where scores are written), so the
+    two first orders are index reads. ``from_scores`` computes them from the StepScores instead (a
+    correlated subquery per trace: the path before migration 0010, for the tests and the baseline
+    of bench/lists.py).
     """
     if order not in QUEUE_ORDERS:
         raise ValueError(f"unknown queue order {order!r}")
@@ -285,9 +291,11 @@ def queue_list(
     if category:
         qs = qs.filter(prompt__category=category)
     if order == "lowest_score":
-        return qs.annotate(triage_score=_lowest_score()).order_by(F("triage_score").asc(nulls_last=True), "id")
+        key = _lowest_score() if from_scores else F("lowest_score")
+        return qs.annotate(triage_score=key).order_by(F("triage_score").asc(nulls_last=True), "id")
     if order == "disagreement":
-        return qs.annotate(triage_score=_scorer_spread()).order_by(F("triage_score").desc(nulls_last=True), "id")
+        key = _scorer_spread() if from_scores else F("scorer_spread")
+        return qs.annotate(triage_score=key).order_by(F("triage_score").desc(nulls_last=True), "id")
     if order == "confident_wrong":
         wrong, right = answer_check(qs)
         # Django binds parameters client-side with psycopg 3, so a long id list is not held to
@@ -295,7 +303,8 @@ def queue_list(
         rank = Case(When(id__in=wrong, then=Value(0)), When(id__in=right, then=Value(2)), default=Value(1),
                     output_field=IntegerField())
         qs = qs.annotate(triage_rank=rank).annotate(
-            triage_score=Case(When(triage_rank=0, then=_mean_step_score()), default=None, output_field=FloatField()))
+            triage_score=Case(When(triage_rank=0, then=_mean_step_score() if from_scores else F("mean_step_score")),
+                               default=None, output_field=FloatField()))
         return qs.order_by("triage_rank", F("triage_score").desc(nulls_last=True), "id")
     return qs.annotate(triage_score=Value(None, output_field=FloatField())).order_by("id")
 
@@ -318,29 +327,46 @@ def queue_next(project: Project, user, *, after: int | None = None) -> tuple[Tra
         trace = todo.exclude(id=after).first() if after is not None else todo.first()
     if trace is not None:
         return trace, None
-    prompt = (
-        Prompt.objects.filter(project=project, assignments__annotator=user)
-        .exclude(Exists(Trace.objects.filter(prompt_id=OuterRef("pk"))))
-        .order_by("id")
-        .first()
-    )
-    return None, prompt
+    return None, _untraced_assigned(project, user).order_by("id").first()
 
 
-def _mine_counts(project: Project, user) -> dict[str, int]:
-    mine = Trace.objects.filter(project=project).filter(_assigned_to(user)).exclude(status=TraceStatus.FAILED)
-    return mine.aggregate(assigned=Count("id"), done=Count("id", filter=Q(_reviewed_by(user))))
+def _untraced_assigned(project: Project, user) -> QuerySet[Prompt]:
+    """The prompts assigned to ``user`` that have no trace yet (``has_trace``, kept by triggers)."""
+    return Prompt.objects.filter(project=project, has_trace=False, assignments__annotator=user)
+
+
+# The user's own counters are exact up to this many rows, PostgreSQL's estimate above it (with
+# ``mine_exact`` false): a person's queue of 90,000 traces costs 0.5-1 s to count exactly (every
+# assigned trace and a review lookup each; bench/lists.py), capped it costs what a page costs.
+MINE_COUNT_CAP = 1_000
+
+
+def _mine(project: Project, user) -> QuerySet[Trace]:
+    return Trace.objects.filter(project=project).filter(_assigned_to(user)).exclude(status=TraceStatus.FAILED)
+
+
+def _mine_counts(project: Project, user) -> dict[str, Any]:
+    """assigned / done / left (traces not failed of the prompts assigned to ``user``), and whether
+    all three are exact (each is a fast count capped at MINE_COUNT_CAP)."""
+    mine = _mine(project, user)
+    assigned, assigned_exact = fast_count(mine, cap=MINE_COUNT_CAP)
+    left, left_exact = fast_count(mine.exclude(_reviewed_by(user)), cap=MINE_COUNT_CAP)
+    if assigned_exact and left_exact:
+        return {"assigned": assigned, "done": assigned - left, "left": left, "exact": True}
+    # Estimates: done is estimated by itself (assigned - left of two estimates can be far off, even 0).
+    done, _ = fast_count(mine.filter(_reviewed_by(user)), cap=MINE_COUNT_CAP)
+    return {"assigned": max(assigned, left), "done": done, "left": left, "exact": False}
 
 
 def queue_left(project: Project, user) -> int:
     """How many of the user's assigned traces are left to review (the next item's counter: only
-    this, not the project's totals, which cost a scan of every trace)."""
-    counts = _mine_counts(project, user)
-    return counts["assigned"] - counts["done"]
+    this, not the project's totals). Exact up to MINE_COUNT_CAP, PostgreSQL's estimate above."""
+    return fast_count(_mine(project, user).exclude(_reviewed_by(user)), cap=MINE_COUNT_CAP)[0]
 
 
-def queue_counts(project: Project, user) -> dict[str, int]:
-    """Counters for the queue page: the user's assigned / done / left, and the project's totals."""
+def queue_counts(project: Project, user) -> dict[str, Any]:
+    """Counters for the queue page: the user's assigned / done / left and prompts without a trace
+    (exact up to MINE_COUNT_CAP: ``mine_exact``), and the project's totals (``totals_exact``)."""
     mine_counts = _mine_counts(project, user)
     # The project's totals: fast counts (annotator/counting.py), each an index range read of at most
     # COUNT_CAP + 1 rows, not one aggregate over every trace; above the cap they are estimates.
@@ -351,13 +377,10 @@ def queue_counts(project: Project, user) -> dict[str, int]:
                      ("reviewed", traces.filter(review_count__gt=0)), ("disputed", traces.filter(disputed=True))):
         totals[name], was_exact = fast_count(qs)
         exact = exact and was_exact
-    untraced = (
-        Prompt.objects.filter(project=project, assignments__annotator=user)
-        .exclude(Exists(Trace.objects.filter(prompt_id=OuterRef("pk"))))
-        .count()
-    )
-    assigned, done = mine_counts["assigned"], mine_counts["done"]
-    return {"assigned": assigned, "done": done, "left": assigned - done, "prompts_without_trace": untraced,
+    # The project's untraced prompts (a partial index: few) that are assigned to the user.
+    untraced, untraced_exact = fast_count(_untraced_assigned(project, user), cap=MINE_COUNT_CAP)
+    return {"assigned": mine_counts["assigned"], "done": mine_counts["done"], "left": mine_counts["left"],
+            "prompts_without_trace": untraced, "mine_exact": mine_counts["exact"] and untraced_exact,
             **totals, "totals_exact": exact}
 
 

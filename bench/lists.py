@@ -16,8 +16,11 @@ order) by a logged-in owner through Django's test client (URL routing, session a
 permission gate, the view, the serializer, the paginator's count), after a warm-up. Deep pages
 start at a random row between 50% and 99% down the list (a new one per request): by cursor (what
 the ``next`` links give) and, as the baseline, by ``offset``. Counts: the paginator's
-``fast_count`` against ``COUNT(*)`` of the same queryset. It prints p50 / p95 / mean ± std per
-case and size, and the ratios.
+``fast_count`` against ``COUNT(*)`` of the same queryset. The triage orders: their first pages
+(and a deep ``lowest_score`` page by cursor) through REST, and the SQL of a 50-row page with the
+keys read from the trace's columns against the correlated subqueries over StepScore that computed
+them before migration 0010 (``queue_list(from_scores=True)``). It prints p50 / p95 / mean ± std
+per case and size, and the ratios.
 
 The rows are left in the database (a scratch one) unless ``--cleanup``.
 """
@@ -160,6 +163,13 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
     def cur(keys, i):
         return encode_cursor(keys, [i], backwards=False)
 
+    # Cursors into the lowest_score order, 50-99% down it (its keys: the score, then id).
+    lowest = selectors.queue_list(project, user, order="lowest_score")
+    lowest_keys = [Key("triage_score", False, True), Key("id", False, True)]
+    lowest_rows = list(lowest.values_list("triage_score", "id"))
+    lowest_cursors = [encode_cursor(lowest_keys, list(lowest_rows[int(len(lowest_rows) * rng.uniform(0.5, 0.99))]),
+                                    backwards=False) for _ in range(repeats)]
+
     cases = {
         "queue (arrival), first page": lambda r: f"{base}/queue/?limit=50",
         "queue: unreviewed": lambda r: f"{base}/queue/?reviewed=false&limit=50",
@@ -179,23 +189,35 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
         "prompts: deep page, cursor": lambda r: f"{base}/prompts/?limit=50&cursor={cur(asc, deep_prompts[r][0])}",
         "queue counts": lambda r: f"{base}/queue/counts/",
         "queue: lowest_score (triage)": lambda r: f"{base}/queue/?order=lowest_score&limit=50",
+        "queue: lowest_score, deep page (triage)":
+            lambda r: f"{base}/queue/?order=lowest_score&limit=50&cursor={lowest_cursors[r]}",
+        "queue: disagreement order (triage)": lambda r: f"{base}/queue/?order=disagreement&limit=50",
+        "queue: confident_wrong (triage)": lambda r: f"{base}/queue/?order=confident_wrong&limit=50",
     }
     results = {}
     for name, url_for in cases.items():
         # The slow baselines and the triage order (seconds a request at 1M rows) get fewer repeats.
-        n = baseline_repeats if ("baseline" in name or "triage" in name) else repeats
+        n = baseline_repeats if ("baseline" in name or name == "queue: confident_wrong (triage)") else repeats
         timed_get(client, url_for(0))  # warm-up: plan caches, buffers
         results[name] = stats([timed_get(client, url_for(r)) for r in range(n)])
 
-    def count_times(fn):
+    def count_times(fn, n=repeats):
         fn()
         out = []
-        for _ in range(repeats):
+        for _ in range(n):
             t0 = time.perf_counter()
             fn()
             out.append((time.perf_counter() - t0) * 1000)
         return stats(out)
 
+    # The triage orders' first page (50 rows, the SQL alone): the keys read from the trace's columns
+    # against the correlated subqueries over StepScore (the path before migration 0010), same run.
+    for order in ("lowest_score", "disagreement"):
+        results[f"sql: {order} page, subqueries (baseline)"] = count_times(
+            lambda order=order: list(selectors.queue_list(project, user, order=order, from_scores=True)[:50]),
+            n=baseline_repeats)
+        results[f"sql: {order} page, columns"] = count_times(
+            lambda order=order: list(selectors.queue_list(project, user, order=order)[:50]))
     queue_qs = selectors.queue_list(project, user)
     results["count: traces, exact COUNT(*) (baseline)"] = count_times(lambda: traces.count())
     results["count: traces, fast_count"] = count_times(lambda: fast_count(traces))
@@ -245,7 +267,9 @@ def main() -> None:
                      ("traces: deep page, offset (baseline)", "traces: deep page, cursor"),
                      ("audit: deep page, offset (baseline)", "audit: deep page, cursor"),
                      ("count: traces, exact COUNT(*) (baseline)", "count: traces, fast_count"),
-                     ("count: queue, exact COUNT(*) (baseline)", "count: queue, fast_count")]
+                     ("count: queue, exact COUNT(*) (baseline)", "count: queue, fast_count"),
+                     ("sql: lowest_score page, subqueries (baseline)", "sql: lowest_score page, columns"),
+                     ("sql: disagreement page, subqueries (baseline)", "sql: disagreement page, columns")]
             for slow, fast in pairs:
                 print(f"  ratio p95 {slow} / {fast}: {res[slow]['p95'] / res[fast]['p95']:.1f}x")
     finally:

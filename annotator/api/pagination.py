@@ -122,6 +122,29 @@ def keyset_after(keys: list[Key], values: list[Any]) -> Q:
     return result if result is not None else Q(pk__in=[])
 
 
+def keyset_parts(keys: list[Key], values: list[Any]) -> list[Q]:
+    """``keyset_after`` as parts to read one after another, each in the order's sense after the one
+    before, for an ordering (key, id) on a nullable key (the queue's triage orders).
+
+    One OR of "key beyond v, or key = v and id after, or key null" cannot be read as a range of the
+    (…, key, id) index: PostgreSQL reads the index from its start and filters, so a deep page costs
+    its depth. Split, each part is a range: the non-null rows from v on (``key >= v``, filtering out
+    only the rows that tie v at or before the cursor's id), then, where NULLs sort last, the NULL
+    rows (``key IS NULL``, by id)."""
+    if len(keys) != 2 or keys[0].name == "id" or keys[1].name != "id":
+        return [keyset_after(keys, values)]
+    key, last = keys
+    value, pk = values
+    beyond_pk = last.strictly_after(pk)
+    nulls = Q(**{f"{key.name}__isnull": True})
+    if value is None:
+        tail = nulls & beyond_pk
+        return [tail] if key.nulls_last else [tail, Q(**{f"{key.name}__isnull": False})]
+    op = "lt" if key.descending else "gt"
+    from_value = Q(**{f"{key.name}__{op}e": value}) & (Q(**{f"{key.name}__{op}": value}) | beyond_pk)
+    return [from_value, nulls] if key.nulls_last else [from_value]
+
+
 def _signature(keys: list[Key]) -> str:
     return ",".join(("-" if k.descending else "") + k.name + ("" if k.nulls_last else "^") for k in keys)
 
@@ -249,10 +272,14 @@ class KeysetPagination(BasePagination):
             values, backwards = decode_cursor(raw, keys)
             if backwards:
                 reverse = [k.reversed() for k in keys]
-                page_qs = queryset.order_by(*[k.order() for k in reverse]).filter(keyset_after(reverse, values))
+                page_qs, parts = queryset.order_by(*[k.order() for k in reverse]), keyset_parts(reverse, values)
             else:
-                page_qs = queryset.filter(keyset_after(keys, values))
-            rows = list(page_qs[: limit + 1])
+                parts = keyset_parts(keys, values)
+            rows = []
+            for part in parts:  # the next part only when this one ran out
+                rows += list(page_qs.filter(part)[: limit + 1 - len(rows)])
+                if len(rows) > limit:
+                    break
         else:
             start = offset or 0
             rows = list(_from_the_projects_edge(queryset, keys[0], view)[start : start + limit + 1])
@@ -260,7 +287,8 @@ class KeysetPagination(BasePagination):
         rows = rows[:limit]
         if backwards:
             rows.reverse()
-        self.count, self.count_exact = fast_count(queryset)
+        # A view may count exactly only up to a smaller cap (the queue's "mine": two lookups a row).
+        self.count, self.count_exact = fast_count(queryset, cap=getattr(view, "count_cap", None))
         self.next_link = self.previous_link = None
         url = request.build_absolute_uri()
         url = remove_query_param(url, "offset")

@@ -60,6 +60,7 @@ class QueueView(ProjectScoped, generics.ListAPIView):
 
     serializer_class = s.QueueItemSerializer
     pagination_class = KeysetPagination
+    count_cap: int | None = None  # the paginator's exact-count cap for this request (None: COUNT_CAP)
 
     def get_queryset(self):
         q = self.request.query_params
@@ -72,10 +73,13 @@ class QueueView(ProjectScoped, generics.ListAPIView):
         order = q.get("order") or "arrival"
         if order not in selectors.QUEUE_ORDERS:
             raise InvalidInput(f"order must be one of {', '.join(selectors.QUEUE_ORDERS)}.", code="bad_order")
+        mine = bool(_flag(q.get("mine"), "mine"))
+        if mine:  # each row is an assignment lookup (and a review lookup): counted exactly up to 1,000
+            self.count_cap = selectors.MINE_COUNT_CAP
         qs = selectors.queue_list(
             self.project,
             self.request.user,
-            mine=bool(_flag(q.get("mine"), "mine")),
+            mine=mine,
             reviewed=_flag(q.get("reviewed"), "reviewed"),
             verdict=verdict,
             disputed=_flag(q.get("disagreement"), "disagreement"),

@@ -1978,6 +1978,8 @@ export interface components {
             done: number;
             left: number;
             prompts_without_trace: number;
+            /** @description Whether assigned / done / left / prompts_without_trace are exact; above 1,000 they are PostgreSQL's estimates */
+            mine_exact: boolean;
             /** @description All traces of the project */
             traces: number;
             unreviewed: number;
@@ -2031,7 +2033,7 @@ export interface components {
             trace: components["schemas"]["QueueItem"] | null;
             /** @description With no trace left: an assigned prompt with no trace yet */
             prompt: components["schemas"]["Prompt"] | null;
-            /** @description Your traces not reviewed yet */
+            /** @description Your traces not reviewed yet (exact up to 1,000; above, PostgreSQL's estimate) */
             left: number;
         };
         /**

@@ -186,6 +186,7 @@ export function Queue({ projectId }: { projectId: number }) {
               {c ? (
                 <span className="counters">
                   <span data-testid="count-left">
+                    {c.mine_exact === false ? "about " : ""}
                     <strong>{c.left}</strong> left
                   </span>{" "}
                   ·{" "}

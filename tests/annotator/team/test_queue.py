@@ -105,3 +105,49 @@ def test_clearing_a_label_or_a_review_takes_it_back(project, users, team, traces
     assert (detail["review_count"], detail["verdict"], detail["reviews"]) == (0, "", [])
     assert ann.delete(f"{base}/reviews/").status_code == 204  # nothing left: still fine
     assert api(users["viewer"]).delete(f"{base}/reviews/").status_code == 403
+
+
+def test_counters_say_which_prompts_are_still_to_generate_as_traces_come_and_go(project, users, team, prompts):
+    from annotator.models import Prompt, Trace
+    from tests.factories import make_trace
+
+    assignments_distribute(project=project, actor=users["owner"], annotators=["ann"], overlap=1,
+                           prompts=[p.pk for p in prompts[:3]])
+    ann = api(team["ann"])
+    counts_url = f"/api/projects/{project.pk}/queue/counts/"
+    assert ann.get(counts_url).json() | {} == {**ann.get(counts_url).json(), "prompts_without_trace": 3,
+                                               "assigned": 0, "mine_exact": True}
+    trace = make_trace(project, prompts[0], steps=["a"], answer="0")
+    make_trace(project, prompts[1], steps=["a"], answer="2")
+    make_trace(project, prompts[5], steps=["a"], answer="10")  # not assigned to ann
+    counts = ann.get(counts_url).json()
+    assert (counts["prompts_without_trace"], counts["assigned"], counts["left"]) == (1, 2, 2)
+    assert ann.get(f"/api/projects/{project.pk}/queue/next/").json()["trace"]["id"] == trace.pk
+    assert list(Prompt.objects.filter(project=project, has_trace=False).values_list("pk", flat=True)) == [
+        p.pk for p in (prompts[2], prompts[3], prompts[4])]
+    Trace.objects.filter(prompt__in=prompts[:2]).delete()  # the prompts have no trace again
+    assert ann.get(counts_url).json()["prompts_without_trace"] == 3
+    body = ann.get(f"/api/projects/{project.pk}/queue/next/").json()
+    assert body["trace"] is None and body["prompt"]["id"] == prompts[0].pk
+
+
+def test_personal_counters_above_the_cap_are_estimates_and_say_so(project, users, team, prompts, traces,
+                                                                  monkeypatch):
+    from annotator import selectors
+
+    assignments_distribute(project=project, actor=users["owner"], annotators=["ann"], overlap=1)
+    ann = api(team["ann"])
+    for t in traces[:2]:
+        ann.put(f"/api/projects/{project.pk}/traces/{t.pk}/reviews/", {"verdict": "accept"}, format="json")
+    base = f"/api/projects/{project.pk}/queue/"
+    exact = ann.get(f"{base}counts/").json()
+    assert (exact["assigned"], exact["done"], exact["left"], exact["mine_exact"]) == (6, 2, 4, True)
+    # Six traces over a cap of three: PostgreSQL's estimates (at least the cap + 1), and said to be.
+    monkeypatch.setattr(selectors, "MINE_COUNT_CAP", 3)
+    about = ann.get(f"{base}counts/").json()
+    assert about["mine_exact"] is False and about["totals_exact"] is True
+    assert about["assigned"] >= 4 and about["left"] >= 4 and about["done"] >= 1
+    # Two done is under the cap, but an estimated done is never mistaken for an exact one.
+    assert about["assigned"] >= about["left"]
+    page = ann.get(base, {"mine": "true", "reviewed": "false"}).json()
+    assert page["count_exact"] is False and len(page["results"]) == 4
