@@ -668,15 +668,10 @@ class CorpusStream:
             )
             .values_list("trace_id", "indexes", "texts", "origins")
         ):
-            if labels:
-                steps[trace_id] = [
-                    StepRec(i, text, origin, labels.pop((trace_id, i), []))
-                    for i, text, origin in zip(indexes, texts, origins, strict=True)
-                ]
-            else:
-                steps[trace_id] = [
-                    StepRec(i, text, origin, []) for i, text, origin in zip(indexes, texts, origins, strict=True)
-                ]
+            steps[trace_id] = [
+                StepRec(i, text, origin, labels.pop((trace_id, i), []))
+                for i, text, origin in zip(indexes, texts, origins, strict=True)
+            ]
         keep = set(kept)
         return [
             TraceRec(
