@@ -275,6 +275,14 @@ ACCELERATE_CONFIG_FILE = os.environ.get("SAFELADDER_ACCELERATE_CONFIG") or None
 GENERATE_HEARTBEAT_S = int(os.environ.get("GENERATE_HEARTBEAT_S", 9))
 GENERATE_SWEEP_S = float(os.environ.get("GENERATE_SWEEP_S", 3))
 GENERATE_SWEEP_GRACE_S = float(os.environ.get("GENERATE_SWEEP_GRACE_S", 6))
+# Work waiting longer than this (a queued trace, set of alternatives or run, a pending snapshot) has
+# its task sent again by the sweep, then after 2x, 4x ... (its message may have been lost); a task
+# that fails before its claim is retried, and the item ends failed after WORKER_START_ATTEMPTS
+# (annotator/services/waiting.py).
+WAITING_RESEND_S = float(os.environ.get("WAITING_RESEND_S", 60))
+WORKER_START_ATTEMPTS = int(os.environ.get("WORKER_START_ATTEMPTS", 5))
+if WAITING_RESEND_S <= 0 or WORKER_START_ATTEMPTS < 1:
+    raise ImproperlyConfigured("WAITING_RESEND_S must be above 0 and WORKER_START_ATTEMPTS at least 1")
 # How the generate worker relays vLLM streams: "asyncio" (every stream of a worker process on one
 # event loop, annotator/services/relay.py) or "thread" (one thread per trace, as local models do).
 GENERATE_RELAY = os.environ.get("GENERATE_RELAY", "asyncio")
