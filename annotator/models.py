@@ -234,6 +234,10 @@ class Trace(models.Model):
             # The triage orders (selectors.queue_list): the key as the order sorts it, then id.
             models.Index("project", F("lowest_score").asc(nulls_last=True), "id", name="trace_project_lowest"),
             models.Index("project", F("scorer_spread").desc(nulls_last=True), "id", name="trace_project_spread"),
+            # The sweeps' reads (lost and waiting generations) every few seconds: only the traces in
+            # flight, whatever the table's size (without it, two seq scans of ~200 ms at 1M traces).
+            models.Index(fields=["updated_at"], condition=Q(status__in=["queued", "running", "stopping"]),
+                         name="trace_in_flight"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=TraceStatus.values), name="trace_status_valid"),
