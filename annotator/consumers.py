@@ -6,6 +6,7 @@ trace's sequenced events. ORM work happens only through database_sync_to_async h
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from annotator import events, flags
+from annotator import events, fanout, flags
 from annotator import input as untrusted
 from annotator.access import access_project
 from annotator.errors import InvalidInput, NotFound, StudioError
@@ -106,6 +107,11 @@ class TraceConsumer(AsyncWebsocketConsumer):
     role: str
     last_seq: int = 0
     joined: bool = False
+    # Events the fan-out delivers while this viewer waits for something (its replay, a gap's fill):
+    # sent after it, in order. None: the next event goes out as it arrives (``deliver``).
+    _backlog: list[dict[str, Any]] | None = None
+    _drainer: asyncio.Future | None = None
+    _fanout: fanout.TraceFanout | None = None
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -115,7 +121,12 @@ class TraceConsumer(AsyncWebsocketConsumer):
             return
         self.trace_id, self.role = member
         user = self.scope["user"]
-        await self.channel_layer.group_add(events.trace_group(self.trace_id), self.channel_name)
+        self._backlog = []  # live events wait until the replay or the snapshot is sent
+        if fanout.enabled():
+            self._fanout = fanout.TraceFanout.get()
+            await self._fanout.join(events.trace_group(self.trace_id), self)
+        else:
+            await self.channel_layer.group_add(events.trace_group(self.trace_id), self.channel_name)
         self.joined = True
         last_seq = self._query_last_seq()
         missed = None
@@ -129,6 +140,7 @@ class TraceConsumer(AsyncWebsocketConsumer):
             await self._join_presence(user)
             for text in missed:
                 await self._relay(text)
+        await self._drain()
         await database_sync_to_async(events.publish_presence)(self.trace_id, await self._watchers())
 
     async def _send_snapshot(self) -> None:
@@ -153,7 +165,12 @@ class TraceConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if not self.joined:
             return
-        await self.channel_layer.group_discard(events.trace_group(self.trace_id), self.channel_name)
+        if self._fanout is not None:
+            await self._fanout.leave(events.trace_group(self.trace_id), self)
+        else:
+            await self.channel_layer.group_discard(events.trace_group(self.trace_id), self.channel_name)
+        if self._drainer is not None:
+            self._drainer.cancel()
         await database_sync_to_async(self._leave_presence)()
         await database_sync_to_async(events.publish_presence)(self.trace_id, await self._watchers())
 
@@ -180,6 +197,33 @@ class TraceConsumer(AsyncWebsocketConsumer):
             await self.trace_event(message)
             return
         await super().dispatch(message)
+
+    async def deliver(self, message: dict[str, Any]) -> None:
+        """An event from the process's fan-out (annotator/fanout.py), in arrival order. The next
+        event of the sequence goes out at once; one after a gap, and everything while this viewer
+        waits (for its replay, a gap's fill), waits in the backlog and goes out in order after."""
+        if self._backlog is not None:
+            self._backlog.append(message)
+            return
+        text = message.get("text")
+        if text is None:
+            await self._send(message["event"])
+            return
+        seq = events.seq_of(text)
+        if seq == self.last_seq + 1:
+            self.last_seq = seq
+            events.seq_seen(self.trace_id, seq)
+            await self.base_send({"type": "websocket.send", "text": text})  # self.send(text_data=text), less two calls
+        elif seq > self.last_seq:  # a gap: filled from the event log, off the fan-out's task
+            self._backlog = [message]
+            self._drainer = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._backlog:
+                await self.trace_event(self._backlog.pop(0))
+        finally:
+            self._backlog = None
 
     async def trace_event(self, message: dict[str, Any]) -> None:
         if "text" in message:
@@ -213,6 +257,18 @@ class TraceConsumer(AsyncWebsocketConsumer):
     # --- actions from the client --------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # The events an action causes reach this viewer after its ack (as when the channel layer fed
+        # this consumer one message at a time): the fan-out's deliveries wait until it is sent.
+        holding = self._backlog is None
+        if holding:
+            self._backlog = []
+        try:
+            await self._receive(text_data, bytes_data)
+        finally:
+            if holding:
+                await self._drain()
+
+    async def _receive(self, text_data: str | None, bytes_data: bytes | None) -> None:
         request_id = None
         action: Any = None
         try:

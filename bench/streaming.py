@@ -11,13 +11,16 @@ the studio, not a model. Latency of a token = arrival at a websocket client - th
 worker's backend yielded it (carried in token events when SAFELADDER_TRACE_TIMING=1). The baseline
 reads the same backend in-process in the same run, with the same concurrency. ``--relay`` compares
 the generate worker's relays in the same run (GENERATE_RELAY: a thread per trace, or all of a
-worker's vLLM streams on one event loop), alternating their runs.
+worker's vLLM streams on one event loop), alternating their runs; ``--fanout`` the web process's
+fan-outs (TRACE_FANOUT: one Redis subscription per process handing each event to its viewers, or the
+channel layer's per-viewer queues), each on a web server of its own, alternating too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -157,11 +160,15 @@ def main() -> int:
     parser.add_argument("--viewers", default="5", help="viewers per trace; a comma list pairs with --traces")
     parser.add_argument("--relay", default="thread,asyncio",
                         help="generate worker relays to compare in this run (GENERATE_RELAY): thread, asyncio")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each (traces, viewers, relay)")
+    parser.add_argument("--fanout", default="process",
+                        help="web process fan-outs to compare in this run (TRACE_FANOUT): process, layer")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each (traces, viewers, relay, fanout)")
     parser.add_argument("--thread-max", type=int, default=60,
                         help="skip the thread relay above this many traces: it holds a database connection per "
                              "trace, and PostgreSQL's default max_connections is 100")
     parser.add_argument("--steps", type=int, default=40, help="steps per trace")
+    parser.add_argument("--tokens", type=int, default=256,
+                        help="max_new_tokens per trace (a trace ends at its steps' end or there)")
     parser.add_argument("--workers", type=int, default=1, help="generate worker processes per relay")
     parser.add_argument("--token-delay", type=float, default=0.02, help="seconds between tokens per trace")
     parser.add_argument("--compare-scoring", action="store_true",
@@ -176,6 +183,16 @@ def main() -> int:
     relays = args.relay.split(",")
     if not set(relays) <= {"thread", "asyncio"}:
         parser.error("--relay takes thread and/or asyncio")
+    fanouts = args.fanout.split(",")
+    if not set(fanouts) <= {"process", "layer"}:
+        parser.error("--fanout takes process and/or layer")
+    # A variant is (relay, fanout); its label names only what this run compares.
+    variants = [(relay, fanout) for relay in relays for fanout in fanouts]
+
+    def label(relay: str, fanout: str) -> str:
+        parts = ([relay] if len(relays) > 1 or len(fanouts) == 1 else []) + ([fanout] if len(fanouts) > 1 else [])
+        return "+".join(parts)
+
     configs = list(zip(trace_counts, viewer_counts, strict=True))
 
     import django
@@ -207,7 +224,7 @@ def main() -> int:
 
     def new_traces(n: int) -> list:
         return [Trace.objects.create(project=project, prompt=prompt, model_version=model,
-                                     sampling_params={"seed": 1}) for _ in range(n)]
+                                     sampling_params={"seed": 1, "max_new_tokens": args.tokens}) for _ in range(n)]
 
     client = Client()
     client.force_login(user)
@@ -237,19 +254,25 @@ def main() -> int:
         from tests.support import live as live_mod
 
         live_mod.process_env = lambda **extra: {**env, **extra}
-        with web_server(tmp) as (addr, web):
+        with contextlib.ExitStack() as servers:
+            # One web server per fan-out, all started up front, so that their runs alternate too.
+            webs = {fanout: servers.enter_context(web_server(tmp, name=f"daphne-{fanout}", TRACE_FANOUT=fanout))
+                    for fanout in fanouts}
+            addr, web = webs[fanouts[-1]]
             for traces_n, viewers in configs:
                 for rep in range(args.repeats):
-                    for relay in relays:
+                    for relay, fanout in variants:
                         if relay == "thread" and traces_n > args.thread_max:
                             continue
-                        print(f"{traces_n} traces x {viewers} viewers, relay {relay}, run {rep + 1} ...", flush=True)
+                        addr, web = webs[fanout]
+                        print(f"{traces_n} traces x {viewers} viewers, relay {relay}, fan-out {fanout}, "
+                              f"run {rep + 1} ...", flush=True)
                         pids = {"worker": [w.proc.pid for w in workers if f"-{relay}-" in w.log_path.name],
                                 "web": [web.proc.pid], "vLLM stand-in": [fake.proc.pid], "clients": [os.getpid()]}
                         cpu0 = cpu_seconds(pids)
                         out = asyncio.run(run_clients(addr, cookie, new_traces(traces_n), viewers, queues[relay]))
                         cpu1 = cpu_seconds(pids)
-                        results.setdefault((traces_n, viewers, relay), []).append(out)
+                        results.setdefault((traces_n, viewers, label(relay, fanout)), []).append(out)
                         lat = out["latencies"]
                         print("   worker yield -> publish p50/p99 "
                               f"{pct(out['publish'], 0.5) * 1000:.1f}/{pct(out['publish'], 0.99) * 1000:.1f} ms, "
@@ -286,34 +309,37 @@ def main() -> int:
     print(f"{args.steps} steps per trace, 1 token / {args.token_delay * 1000:.0f} ms per trace (vLLM SSE stand-in), "
           f"{args.workers} generate worker process(es) per relay, {args.repeats} run(s) each; "
           f"added latency = websocket arrival - worker yield, minus the in-process baseline")
-    print(f"{'traces x viewers':<18}{'relay':<9}{'p50 added ms':>18}{'p99 added ms':>18}{'msg/s':>18}"
+    print(f"{'traces x viewers':<18}{'variant':<16}{'p50 added ms':>18}{'p99 added ms':>18}{'msg/s':>18}"
           f"{'wall s':>14}  statuses")
     summary: dict[tuple[int, int, str], float] = {}
+    labels = list(dict.fromkeys(label(relay, fanout) for relay, fanout in variants))
     for traces_n, viewers in configs:
         base = bases[traces_n]
-        for relay in relays:
-            runs = results.get((traces_n, viewers, relay))
+        for name in labels:
+            runs = results.get((traces_n, viewers, name))
             if not runs:
-                print(f"{f'{traces_n} x {viewers}':<18}{relay:<9}  not run (more traces than --thread-max)")
+                print(f"{f'{traces_n} x {viewers}':<18}{name:<16}  not run (more traces than --thread-max)")
                 continue
             p50s = [pct(r["latencies"], 0.5) * 1000 - base["p50_ms"] for r in runs]
             p99s = [pct(r["latencies"], 0.99) * 1000 - base["p99_ms"] for r in runs]
             rates = [r["messages"] / r["wall_s"] for r in runs]
             walls = [r["wall_s"] for r in runs]
-            summary[(traces_n, viewers, relay)] = sum(p99s) / len(p99s)
+            summary[(traces_n, viewers, name)] = sum(p99s) / len(p99s)
             statuses = sorted({s for r in runs for s in r["statuses"]})
-            print(f"{f'{traces_n} x {viewers}':<18}{relay:<9}{mean_std(p50s):>18}{mean_std(p99s):>18}"
+            print(f"{f'{traces_n} x {viewers}':<18}{name:<16}{mean_std(p50s):>18}{mean_std(p99s):>18}"
                   f"{mean_std(rates):>18}{mean_std(walls):>14}  {statuses}")
-        if all((traces_n, viewers, r) in summary for r in ("thread", "asyncio")):
-            ratio = summary[(traces_n, viewers, "asyncio")] / summary[(traces_n, viewers, "thread")]
-            print(f"{'':<18}p99 ratio asyncio / thread: {ratio:.2f}")
+        first = labels[0]
+        for name in labels[1:]:  # every variant against the first one, in the same run
+            if (traces_n, viewers, first) in summary and (traces_n, viewers, name) in summary:
+                ratio = summary[(traces_n, viewers, name)] / summary[(traces_n, viewers, first)]
+                print(f"{'':<18}p99 ratio {name} / {first}: {ratio:.2f}")
     for traces_n, viewers in configs:
-        for relay in relays:
-            if (traces_n, viewers, relay) not in summary:
+        for name in labels:
+            if (traces_n, viewers, name) not in summary:
                 continue
-            p99 = summary[(traces_n, viewers, relay)]
+            p99 = summary[(traces_n, viewers, name)]
             goal = 30 if viewers > 1 else 50
-            print(f"target {traces_n} x {viewers}, relay {relay}: p99 added {p99:.1f} ms (< {goal} ms): "
+            print(f"target {traces_n} x {viewers}, {name}: p99 added {p99:.1f} ms (< {goal} ms): "
                   f"{'OK' if p99 < goal else 'MISSED'}")
     if args.compare_scoring:
         lat, s_lat = results_plain["latencies"], scored["latencies"]

@@ -226,6 +226,13 @@ CHANNEL_LAYERS = {
     }
 }
 
+# How a web process hands trace events to its viewers: "process" (one Redis subscription per
+# process, annotator/fanout.py) or "layer" (the channel layer's per-viewer queues: the baseline of
+# bench/streaming.py; other channel layers always take this path).
+TRACE_FANOUT = os.environ.get("TRACE_FANOUT", "process")
+if TRACE_FANOUT not in ("process", "layer"):
+    raise ImproperlyConfigured(f"TRACE_FANOUT must be 'process' or 'layer', got {TRACE_FANOUT!r}")
+
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL},
 }
