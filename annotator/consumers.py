@@ -207,7 +207,11 @@ class TraceConsumer(AsyncWebsocketConsumer):
             return
         text = message.get("text")
         if text is None:
-            await self._send(message["event"])
+            if message.get("resync"):
+                self._backlog = [message]
+                self._drainer = asyncio.ensure_future(self._drain())
+            else:
+                await self._send(message["event"])
             return
         seq = events.seq_of(text)
         if seq == self.last_seq + 1:
@@ -218,6 +222,11 @@ class TraceConsumer(AsyncWebsocketConsumer):
             self._backlog = [message]
             self._drainer = asyncio.ensure_future(self._drain())
 
+    async def resync(self) -> None:
+        """The fan-out's subscription was down: send what was published meanwhile, from the log
+        (in order with what the fan-out delivers from now on)."""
+        await self.deliver({"type": "trace.event", "resync": True})
+
     async def _drain(self) -> None:
         try:
             while self._backlog:
@@ -226,7 +235,13 @@ class TraceConsumer(AsyncWebsocketConsumer):
             self._backlog = None
 
     async def trace_event(self, message: dict[str, Any]) -> None:
-        if "text" in message:
+        if message.get("resync"):
+            missed = await database_sync_to_async(events.events_after)(self.trace_id, self.last_seq)
+            if missed is None:  # the log no longer has them
+                await self._send_snapshot()
+            for text in missed or []:
+                await self._relay(text)
+        elif "text" in message:
             await self._relay(message["text"])
         else:  # presence: a fact about now, not part of the sequence
             await self._send(message["event"])

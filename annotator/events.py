@@ -224,41 +224,101 @@ def publish_trace_event(trace_id: int, event_type: str, **payload: Any) -> dict[
     return json.loads(encoded)
 
 
-_async_scripts: Any = None
+class _PublishBatch:
+    """The publishes of one event loop (the relay hub's), sent to Redis together: those submitted in
+    one turn of the loop leave in one pipeline (one write, one read) instead of a round trip each.
+    With 20 traces streaming, the socket write of each publish was the hub loop's largest cost (py-spy
+    of the generate worker, bench/streaming.py). Each trace's events keep their order: the hub awaits
+    a trace's publish before it submits the next, and a pipeline runs its scripts in order.
+
+    EVALSHA without redis-py's per-execute SCRIPT EXISTS: a NOSCRIPT reply (Redis restarted empty)
+    loads the script and sends the batch again; none of its scripts ran. Redis unreachable: the batch
+    is sent again, for up to PUBLISH_RETRY_S (as ``publish_trace_event``)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.script = client.register_script(_PUBLISH)
+        self.pending: list[tuple[list[Any], list[Any], asyncio.Future]] = []
+        self.flushing: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+    def _start_flush(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush())
+        self.flushing.add(task)
+        task.add_done_callback(self.flushing.discard)
+
+    def submit(self, keys: list[Any], args: list[Any]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self.pending:  # the first of this turn: flush once the turn's other publishers joined
+            loop.call_soon(self._start_flush)
+        self.pending.append((keys, args, future))
+        return future
+
+    async def _flush(self) -> None:
+        import redis
+
+        batch, self.pending = self.pending, []
+        deadline = time.monotonic() + PUBLISH_RETRY_S
+        pause = 0.05
+        while True:
+            try:
+                results = await self._send(batch)
+                if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+                    await self.client.script_load(_PUBLISH)
+                    results = await self._send(batch)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() + pause > deadline:
+                    for _keys, _args, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    return
+                log.warning("Redis unreachable; publishing again in %.2f s", pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+            except Exception as exc:
+                for _keys, _args, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+        for (_keys, _args, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _send(self, batch: list[tuple[list[Any], list[Any], asyncio.Future]]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for keys, args, _future in batch:
+                pipe.execute_command("EVALSHA", self.script.sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+
+_batches: Any = None
 
 
 async def apublish_trace_event(trace_id: int, event_type: str, **payload: Any) -> int:
     """``publish_trace_event`` from a running event loop (the generate worker's relay hub): the same
-    script, seq and wire, through that loop's asyncio Redis client, so a publish waiting for Redis
-    lets the loop relay other traces meanwhile. Returns the seq. A trace's events keep their order
-    as long as its publishes are awaited one after the other (the hub does)."""
-    global _async_scripts
+    script, seq and wire, through that loop's asyncio Redis client and batched with the loop's other
+    publishes of the same turn (``_PublishBatch``), so a publish waiting for Redis lets the loop relay
+    other traces meanwhile. Returns the seq. A trace's events keep their order as long as its
+    publishes are awaited one after the other (the hub does)."""
+    global _batches
     import weakref
-
-    import redis
 
     from annotator.flags import async_redis_client
 
     text, channel, wire = _encoded(trace_id, event_type, payload)
     client = async_redis_client()
-    if _async_scripts is None:
-        _async_scripts = weakref.WeakKeyDictionary()
-    script = _async_scripts.get(client)
-    if script is None:
-        script = _async_scripts[client] = client.register_script(_PUBLISH)
-    deadline = time.monotonic() + PUBLISH_RETRY_S
-    pause = 0.05
-    while True:
-        try:
-            encoded = await script(keys=[trace_seq_key(trace_id), trace_events_key(trace_id), channel],
-                                   args=[text, HISTORY, TTL_S, MARKER, wire, _known_seq(trace_id)])
-            break
-        except (redis.ConnectionError, redis.TimeoutError):
-            if time.monotonic() + pause > deadline:
-                raise
-            log.warning("Redis unreachable; publishing again in %.2f s", pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+    if _batches is None:
+        _batches = weakref.WeakKeyDictionary()
+    batch = _batches.get(client)
+    if batch is None:
+        batch = _batches[client] = _PublishBatch(client)
+    encoded = await batch.submit([trace_seq_key(trace_id), trace_events_key(trace_id), channel],
+                                 [text, HISTORY, TTL_S, MARKER, wire, _known_seq(trace_id)])
     seq = seq_of(encoded)
     seq_seen(trace_id, seq)
     if not channel:

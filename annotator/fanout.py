@@ -12,8 +12,8 @@ each message once, and hands it to each viewer's ``deliver`` in arrival order, i
 A viewer that must wait for something (its replay at connect, a gap to fill from the event log)
 keeps what arrives meanwhile in a backlog of its own and sends it after, in order
 (``annotator.consumers.TraceConsumer``); the others are not held up. Redis going away: the
-subscription is opened again, and the events missed meanwhile reach each viewer from the event log
-as a gap (or a snapshot), as with the layer.
+subscription is opened again, and each viewer then reads the events it missed meanwhile from the
+event log (or gets a snapshot when the log no longer has them).
 
 ``settings.TRACE_FANOUT = "layer"`` keeps the channel layer's path (the baseline of
 bench/streaming.py, and what other channel layers get).
@@ -36,6 +36,8 @@ RECONNECT_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 class Viewer(Protocol):
     async def deliver(self, message: dict[str, Any]) -> None: ...
+
+    async def resync(self) -> None: ...
 
 
 def enabled() -> bool:
@@ -121,6 +123,12 @@ class TraceFanout:
                 if self.broken:
                     await self._reopen()
                     self.broken = False
+                    # What was published while the subscription was down reached nobody here, and
+                    # a trace that ended meanwhile sends nothing more that would show the gap: each
+                    # viewer reads what it missed from the event log.
+                    for viewers in list(self.viewers.values()):
+                        for viewer in list(viewers):
+                            await viewer.resync()
                     continue
                 if self.pubsub is None or not self.pubsub.subscribed:  # nobody watches here: wait for a join
                     self.wake.clear()

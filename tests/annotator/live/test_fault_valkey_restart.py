@@ -10,6 +10,7 @@ generating in paced mode, and a websocket client that reconnects the way the bro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -18,8 +19,9 @@ import websockets
 from rest_framework.test import APIClient
 
 from annotator import flags
-from annotator.models import Trace, TraceMode, TraceStatus
+from annotator.models import ModelVersion, Trace, TraceMode, TraceStatus
 from tests.annotator.live.conftest import Socket
+from tests.support.fake_vllm import FakeVLLM
 from tests.support.live import ThrowawayValkey, start_worker, web_server
 from tests.support.livefixtures import Live, live_env
 from trainer_worker.vocabulary.format import render_completion
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 PACE_TPS = 4  # the scripted completion is ~20 tokens: about 5 s of stream, time to kill and restart
 DOWN_S = 2.0
+VLLM_COMPLETION = render_completion([f"{i}. {i} + {i} = {2 * i}" for i in range(1, 9)], "done")  # ~6 s
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +112,26 @@ class Viewer:
             self.partial, self.answer = "", event["final_answer"]
 
 
+@pytest.mark.parametrize("backend", ["local", "vllm"])
 def test_viewers_resume_without_gap_or_duplicate_after_valkey_restarts(transactional_db, valkey_stack,
-                                                                       scripted_model):
+                                                                       scripted_model, backend):
     valkey, addr, worker, web = valkey_stack
     live = live_env(addr, scripted_model)
-    trace = Trace.objects.create(project=live.project, prompt=live.prompt, model_version=live.model,
-                                 sampling_params={"temperature": 0, "max_new_tokens": 120},
-                                 mode=TraceMode.PACED, pace_tps=PACE_TPS)
+    with contextlib.ExitStack() as stack:
+        if backend == "local":  # generated in a pool thread; published one event at a time
+            trace = Trace.objects.create(project=live.project, prompt=live.prompt, model_version=live.model,
+                                         sampling_params={"temperature": 0, "max_new_tokens": 120},
+                                         mode=TraceMode.PACED, pace_tps=PACE_TPS)
+        else:  # relayed by the worker's hub; its publishes leave in batches (annotator/events.py)
+            fake = stack.enter_context(FakeVLLM(completion=VLLM_COMPLETION, chunk_size=4, delay_s=0.12))
+            model = ModelVersion.objects.create(project=live.project, name="served", base_model="demo",
+                                                backend="vllm", backend_options={"base_url": fake.base_url})
+            trace = Trace.objects.create(project=live.project, prompt=live.prompt, model_version=model,
+                                         sampling_params={"temperature": 0, "max_new_tokens": 2000})
+        _outage(live, valkey, worker, web, trace)
+
+
+def _outage(live, valkey, worker, web, trace) -> None:
 
     # The suite's other workers (tests/support/livefixtures.py) sweep this same test database for lost
     # generations, reading heartbeats from the suite's Redis, where this stack's worker never writes
