@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -162,6 +163,8 @@ def main() -> int:
                         help="generate worker relays to compare in this run (GENERATE_RELAY): thread, asyncio")
     parser.add_argument("--fanout", default="process",
                         help="web process fan-outs to compare in this run (TRACE_FANOUT): process, layer")
+    parser.add_argument("--client-procs", type=int, default=1,
+                        help="processes the websocket clients are spread over (each has its own event loop)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (traces, viewers, relay, fanout)")
     parser.add_argument("--thread-max", type=int, default=60,
                         help="skip the thread relay above this many traces: it holds a database connection per "
@@ -269,9 +272,8 @@ def main() -> int:
                               f"run {rep + 1} ...", flush=True)
                         pids = {"worker": [w.proc.pid for w in workers if f"-{relay}-" in w.log_path.name],
                                 "web": [web.proc.pid], "vLLM stand-in": [fake.proc.pid], "clients": [os.getpid()]}
-                        cpu0 = cpu_seconds(pids)
-                        out = asyncio.run(run_clients(addr, cookie, new_traces(traces_n), viewers, queues[relay]))
-                        cpu1 = cpu_seconds(pids)
+                        out = asyncio.run(run_clients(addr, cookie, new_traces(traces_n), viewers, queues[relay],
+                                                      args.client_procs, pids))
                         results.setdefault((traces_n, viewers, label(relay, fanout)), []).append(out)
                         lat = out["latencies"]
                         print("   worker yield -> publish p50/p99 "
@@ -279,8 +281,8 @@ def main() -> int:
                               "publish -> websocket arrival p50/p99 "
                               f"{pct(out['deliver'], 0.5) * 1000:.1f}/{pct(out['deliver'], 0.99) * 1000:.1f} ms",
                               flush=True)
-                        print("   CPU ms per token arrival: " + ", ".join(
-                            f"{k} {(cpu1[k] - cpu0[k]) * 1000 / max(1, len(lat)):.3f}" for k in pids), flush=True)
+                        print("   CPU ms per token arrival (streaming, connects left out): " + ", ".join(
+                            f"{k} {out['cpu'][k] * 1000 / max(1, len(lat)):.3f}" for k in pids), flush=True)
                         print(f"   p50 {pct(lat, 0.5) * 1000:.1f} ms, p99 {pct(lat, 0.99) * 1000:.1f} ms, "
                               f"{len(lat)} token arrivals, {out['wall_s']:.1f} s, statuses "
                               f"{sorted(set(out['statuses']))}", flush=True)
@@ -353,30 +355,70 @@ def main() -> int:
     return 0
 
 
-async def run_clients(addr: str, cookie: str, traces: list, viewers: int, queue: str) -> dict:
+async def run_clients(addr: str, cookie: str, traces: list, viewers: int, queue: str, procs: int = 1,
+                      pids: dict[str, list[int]] | None = None) -> dict:
+    """Open every viewer's socket (in ``procs`` client processes, as browsers each have their own),
+    then start the traces, and gather what the viewers received. ``cpu`` is the CPU seconds of each of
+    ``pids``' processes from the start of the streams (the sockets' connects left out) to their end."""
+    import multiprocessing
+
     from asgiref.sync import sync_to_async
 
     from annotator.tasks import generate_trace
 
+    urls = [f"ws://{addr}/ws/traces/{trace.pk}/" for trace in traces for _ in range(viewers)]
     headers = {"Origin": f"http://{addr}", "Cookie": f"sessionid={cookie}"}
-    outs, tasks, counter = [], [], [0]
-    for trace in traces:
-        for _ in range(viewers):
-            out = {"latencies": [], "status": None}
-            ready = asyncio.Event()
-            tasks.append(asyncio.create_task(watch(f"ws://{addr}/ws/traces/{trace.pk}/", headers, out, ready,
-                                                   counter)))
-            outs.append(out)
-            await asyncio.wait_for(ready.wait(), 30)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    children = [ctx.Process(target=client_process, args=(urls[i::procs], headers, results), daemon=True)
+                for i in range(min(procs, len(urls)))]
+    for child in children:
+        child.start()
+    for _ in children:  # every socket open and past its snapshot
+        message = await asyncio.to_thread(results.get, True, 120)
+        if message != "ready":
+            raise RuntimeError(f"a client process failed: {message}")
+    cpu0 = cpu_seconds(pids or {})
     started = time.monotonic()
     for trace in traces:
         await sync_to_async(generate_trace.apply_async)(kwargs={"trace_id": trace.pk}, queue=queue)
-    await asyncio.wait_for(asyncio.gather(*tasks), 600)
+    outs = [await asyncio.to_thread(results.get, True, 600) for _ in children]
     wall = time.monotonic() - started
-    return {"latencies": [x for o in outs for x in o["latencies"]], "messages": counter[0], "wall_s": wall,
-            "publish": [x for o in outs for x in o.get("publish", [])],
-            "deliver": [x for o in outs for x in o.get("deliver", [])],
-            "statuses": [o["status"] for o in outs]}
+    cpu1 = cpu_seconds(pids or {})
+    for child in children:
+        child.join(10)
+    if any(isinstance(o, str) for o in outs):
+        raise RuntimeError(f"a client process failed: {outs}")
+    return {"latencies": [x for o in outs for x in o["latencies"]], "messages": sum(o["messages"] for o in outs),
+            "wall_s": wall, "publish": [x for o in outs for x in o["publish"]],
+            "deliver": [x for o in outs for x in o["deliver"]], "statuses": [s for o in outs for s in o["statuses"]],
+            "cpu": {k: cpu1[k] - cpu0[k] + (sum(o["cpu_s"] for o in outs) if k == "clients" else 0) for k in cpu0}}
+
+
+def client_process(urls: list[str], headers: dict[str, str], results: Any) -> None:
+    """One client process: its share of the viewers' sockets on one event loop."""
+
+    async def main() -> dict:
+        outs, tasks, counter = [], [], [0]
+        for url in urls:
+            out = {"latencies": [], "status": None}
+            ready = asyncio.Event()
+            tasks.append(asyncio.create_task(watch(url, headers, out, ready, counter)))
+            outs.append(out)
+            await asyncio.wait_for(ready.wait(), 30)
+        results.put("ready")
+        cpu0 = sum(os.times()[:2])
+        await asyncio.wait_for(asyncio.gather(*tasks), 600)
+        return {"latencies": [x for o in outs for x in o["latencies"]], "messages": counter[0],
+                "publish": [x for o in outs for x in o.get("publish", [])],
+                "deliver": [x for o in outs for x in o.get("deliver", [])],
+                "statuses": [o["status"] for o in outs], "cpu_s": sum(os.times()[:2]) - cpu0}
+
+    try:
+        results.put(asyncio.run(main()))
+    except BaseException as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+        raise
 
 
 if __name__ == "__main__":
