@@ -51,51 +51,60 @@ def verdicts_fill(
     every trace when none is given); the number written. ``unranked``: only the finished ones (what
     the queue's order needs; the partial index (project, id) WHERE answer_rank IS NULL serves it).
 
-    In batches of ``batch`` (default ``BATCH``) traces by id, each its own transaction (the migration's backfill of a
-    million traces holds no long transaction and no table in memory). The batch's prompts are read
-    FOR SHARE, so an edit of one waits until the verdicts checked against it are written (then its
-    trigger clears them again). A verdict is written only where it is still NULL and the answer is
-    the one checked: a trace whose answer changed meanwhile keeps NULL for the next fill."""
+    In batches of ``batch`` (default ``BATCH``) traces by id, each its own transaction (the
+    migration's backfill of a million traces holds no long transaction and no table in memory). Locks
+    in the order a prompt edit takes them (the prompt, then its traces): the batch's prompts FOR
+    SHARE (an edit of one waits until the verdicts checked against it are written; its trigger then
+    voids them), then the traces FOR UPDATE in id order, as the scores' trigger (migration 0010)
+    locks them; their answers are read again under the lock. A concurrent fill waits, then finds
+    them checked.
+
+    Only ``unranked`` asks PostgreSQL for the NULLs (the partial index's own predicate); otherwise
+    the batch is a range of ids and the NULLs are picked here. The planner's estimate of
+    ``answer_verdict IS NULL`` comes from the last ANALYZE (next to none, normally), and a burst
+    of unchecked rows after it (a bulk INSERT) planned on that estimate reads the whole table per
+    batch: 30 s for a batch of 2,000 at 100k traces (bench/lists.py)."""
     batch = batch or BATCH
-    where, params = ["t.answer_verdict IS NULL"], []
+    where, params = [], []
     if unranked:
-        where = ["t.answer_rank IS NULL"]  # NULL only while finished and unchecked
+        where.append("t.answer_rank IS NULL")  # NULL only while finished and unchecked
     for column, value in (("project_id", project_id), ("prompt_id", prompt_id), ("id", trace_id)):
         if value is not None:
             where.append(f"t.{column} = %s")
             params.append(value)
-    select = (f"SELECT t.id, t.prompt_id, t.final_answer FROM annotator_trace t "  # noqa: S608 - fixed columns
-              f"WHERE {' AND '.join(where)} AND t.id > %s ORDER BY t.id LIMIT %s")
+    select = (f"SELECT t.id, t.prompt_id, t.answer_verdict FROM annotator_trace t "  # noqa: S608 - fixed columns
+              f"WHERE {' AND '.join([*where, 't.id > %s'])} ORDER BY t.id LIMIT %s")
     written, last = 0, 0
     while True:
         with transaction.atomic(using=using), connections[using].cursor() as cur:
             cur.execute(select, [*params, last, batch])
             rows = cur.fetchall()
-            if not rows:
-                return written
-            cur.execute("SELECT id, messages, reference_answer FROM annotator_prompt WHERE id = ANY(%s) "
-                        "ORDER BY id FOR SHARE", [sorted({r[1] for r in rows})])
-            prompts = {pk: (user_text(_json(messages)), reference) for pk, messages, reference in cur.fetchall()}
-            checked: dict[tuple[int, str | None], int] = {}  # each distinct (prompt, answer) once
-            ids, verdicts, answers = [], [], []
-            for pk, prompt, answer in rows:
-                key = (prompt, answer)
-                if key not in checked:
-                    text, reference = prompts[prompt]
-                    checked[key] = verdict(text, answer, reference)
-                ids.append(pk)
-                verdicts.append(checked[key])
-                answers.append(answer)
-            cur.execute(
-                """UPDATE annotator_trace t SET answer_verdict = v.verdict
-                   FROM unnest(%s::bigint[], %s::smallint[], %s::text[]) AS v(id, verdict, answer)
-                   WHERE t.id = v.id AND t.answer_verdict IS NULL AND t.final_answer IS NOT DISTINCT FROM v.answer""",
-                [ids, verdicts, answers],
-            )
-            written += cur.rowcount
-        last = rows[-1][0]
+            todo = [(pk, prompt) for pk, prompt, verdict_now in rows if verdict_now is None]
+            if todo:
+                cur.execute("SELECT id, messages, reference_answer FROM annotator_prompt WHERE id = ANY(%s) "
+                            "ORDER BY id FOR SHARE", [sorted({prompt for _, prompt in todo})])
+                prompts = {pk: (user_text(_json(m)), reference) for pk, m, reference in cur.fetchall()}
+                cur.execute("SELECT id, prompt_id, final_answer, answer_verdict FROM annotator_trace "
+                            "WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [[pk for pk, _ in todo]])
+                checked: dict[tuple[int, str | None], int] = {}  # each distinct (prompt, answer) once
+                ids, verdicts = [], []
+                for pk, prompt, answer, verdict_now in cur.fetchall():
+                    if verdict_now is not None or prompt not in prompts:  # checked meanwhile; moved
+                        continue
+                    key = (prompt, answer)
+                    if key not in checked:
+                        text, reference = prompts[prompt]
+                        checked[key] = verdict(text, answer, reference)
+                    ids.append(pk)
+                    verdicts.append(checked[key])
+                # ``id = ANY``: a range of the primary key whatever the planner thinks of the join.
+                cur.execute("UPDATE annotator_trace t SET answer_verdict = v.verdict "
+                            "FROM unnest(%s::bigint[], %s::smallint[]) AS v(id, verdict) "
+                            "WHERE t.id = v.id AND t.id = ANY(%s)", [ids, verdicts, ids])
+                written += cur.rowcount
         if len(rows) < batch:
             return written
+        last = rows[-1][0]
 
 
 def _json(value: Any) -> Any:
