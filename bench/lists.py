@@ -11,7 +11,7 @@ traces; a quarter of the answers wrong against the prompt's reference; a third o
 reviewed by the benchmark user (review summary columns filled to match, 3% of them in
 disagreement); every other trace scored by a machine scorer on step 0; a tenth of the prompts
 assigned to the user; one audit event per trace. Then the new traces' answers are checked
-(``answers.verdicts_fill``, as migration 0012's backfill; timed apart from the seeding), then
+(``answers.verdicts_fill``, as migration 0013's backfill; timed apart from the seeding), then
 ``ANALYZE``.
 
 Each case is ``--repeats`` GETs (``--baseline-repeats`` for the offset baselines) by a logged-in
@@ -22,7 +22,7 @@ the ``next`` links give) and, as the baseline, by ``offset``. Counts: the pagina
 ``fast_count`` against ``COUNT(*)`` of the same queryset. The triage orders: their first pages
 (and deep ``lowest_score`` and ``confident_wrong`` pages by cursor: anywhere 50-99% down, and among
 the wrong answers) through REST, and the SQL of a 50-row page with the keys read from the trace's
-columns against the path before migrations 0010 and 0012 (``queue_list(from_scores=True)``: the
+columns against the path before migrations 0010 and 0013 (``queue_list(from_scores=True)``: the
 correlated subqueries over StepScore, and for confident_wrong the answer check of every finished
 trace in Python; ``--old-repeats`` of that one, 40+ s each at 1M). It prints p50 / p95 / mean ± std
 per case and size, and the ratios.
@@ -102,7 +102,7 @@ SEED_SQL = [
 
 def grow(project: Project, user, target: int) -> tuple[float, float]:
     """Insert rows until the project has ``target`` traces; seconds taken by the SQL, and by the
-    answer check of the new traces (``answers.verdicts_fill``, what migration 0012's backfill does)."""
+    answer check of the new traces (``answers.verdicts_fill``, what migration 0013's backfill does)."""
     t0 = time.perf_counter()
     check_s = 0.0
     have = Trace.objects.filter(project=project).count()
@@ -247,7 +247,7 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
             n=baseline_repeats)
         results[f"sql: {order} page, columns"] = count_times(
             lambda order=order: list(selectors.queue_list(project, user, order=order)[:50]))
-    # confident_wrong: the columns against the path before migration 0012 (``from_scores``: the answer
+    # confident_wrong: the columns against the path before migration 0013 (``from_scores``: the answer
     # check of every finished trace in Python, an ORDER BY CASE over the id lists, the mean step score
     # from StepScore; 40+ s a page at 1M, so ``old_repeats``).
     results["sql: confident_wrong page, answer_check (baseline)"] = count_times(
@@ -270,7 +270,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--baseline-repeats", type=int, default=10, help="for the offset pages")
     parser.add_argument("--old-repeats", type=int, default=3,
-                        help="for confident_wrong's path before migration 0012 (0: skip it)")
+                        help="for confident_wrong's path before migration 0013 (0: skip it)")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--project", type=int, help="reuse the project of an earlier run (seeded already)")
     parser.add_argument("--cleanup", action="store_true", help="delete the benchmark project afterwards")
