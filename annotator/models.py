@@ -215,6 +215,14 @@ class Trace(models.Model):
     lowest_score = models.FloatField(null=True, blank=True)
     scorer_spread = models.FloatField(null=True, blank=True)
     mean_step_score = models.FloatField(null=True, blank=True)
+    # The confident_wrong order's keys (annotator/answers.py): the final answer checked against the
+    # prompt's reference (0 wrong, 1 nothing to check against, 2 right; null: not checked yet), written
+    # by answers.verdicts_fill; and, kept by a row trigger from it, the status and mean_step_score
+    # (migration 0013), the rank (0 wrong, 1 unfinished or uncheckable, 2 right; null: finished, not
+    # checked yet) and the mean step score of the wrong ones, which the order sorts by.
+    answer_verdict = models.SmallIntegerField(null=True, blank=True, editable=False)
+    answer_rank = models.SmallIntegerField(null=True, blank=True, editable=False)
+    wrong_confidence = models.FloatField(null=True, blank=True, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -234,6 +242,11 @@ class Trace(models.Model):
             # The triage orders (selectors.queue_list): the key as the order sorts it, then id.
             models.Index("project", F("lowest_score").asc(nulls_last=True), "id", name="trace_project_lowest"),
             models.Index("project", F("scorer_spread").desc(nulls_last=True), "id", name="trace_project_spread"),
+            models.Index("project", "answer_rank", F("wrong_confidence").desc(nulls_last=True), "id",
+                         name="trace_project_answer_rank"),
+            # The finished traces not checked yet (what queue_list fills in before the order): normally none.
+            models.Index(fields=["project", "id"], condition=Q(answer_rank__isnull=True),
+                         name="trace_project_unranked"),
             # The sweeps' reads (lost and waiting generations) every few seconds: only the traces in
             # flight, whatever the table's size (without it, two seq scans of ~200 ms at 1M traces).
             models.Index(fields=["updated_at"], condition=Q(status__in=["queued", "running", "stopping"]),

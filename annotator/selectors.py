@@ -23,6 +23,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
+from annotator import answers
 from annotator.counting import fast_count
 from annotator.errors import NotFound
 from annotator.models import (
@@ -269,10 +270,13 @@ def queue_list(
       ones, None for the others.
 
     The keys are read from the trace's columns ``lowest_score``, ``scorer_spread`` and
-    ``mean_step_score`` (kept by annotator/services/scores.py where scores are written), so the
-    two first orders are index reads. ``from_scores`` computes them from the StepScores instead (a
-    correlated subquery per trace: the path before migration 0010, for the tests and the baseline
-    of bench/lists.py).
+    ``mean_step_score`` (kept by triggers on the scores table, migration 0010), and, for
+    ``confident_wrong``, ``answer_rank`` and ``wrong_confidence`` (the answer check cached on the
+    trace, annotator/answers.py, migration 0013; the finished traces not checked yet are checked
+    here first), so every order is an index read. ``from_scores`` computes them as before those
+    migrations instead: a correlated subquery over StepScore per trace and, for
+    ``confident_wrong``, the answer check of every finished trace in Python (``answer_check``),
+    for the tests and the baseline of bench/lists.py.
     """
     if order not in QUEUE_ORDERS:
         raise ValueError(f"unknown queue order {order!r}")
@@ -296,6 +300,12 @@ def queue_list(
     if order == "disagreement":
         key = _scorer_spread() if from_scores else F("scorer_spread")
         return qs.annotate(triage_score=key).order_by(F("triage_score").desc(nulls_last=True), "id")
+    if order == "confident_wrong" and not from_scores:
+        # The finished traces nobody checked yet (written around the services): normally none.
+        answers.verdicts_fill(project_id=project.pk, unranked=True)
+        # triage_rank keeps the cursors' signature of the path below (the same order).
+        return qs.annotate(triage_rank=F("answer_rank"), triage_score=F("wrong_confidence")).order_by(
+            "triage_rank", F("triage_score").desc(nulls_last=True), "id")
     if order == "confident_wrong":
         wrong, right = answer_check(qs)
         # Django binds parameters client-side with psycopg 3, so a long id list is not held to

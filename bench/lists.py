@@ -3,23 +3,28 @@ through the real REST endpoints, keyset (cursor) pages against offset pages and 
 exact ones, in the same run.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/<scratch db> .venv/bin/python bench/lists.py \\
-        --sizes 10000,100000,1000000 --repeats 30
+        --sizes 10000,100000,1000000 --repeats 30 --old-repeats 3
 
 Seeding is SQL (``generate_series``) into the real tables, with valid foreign keys: one project
 grows to each size in turn (only the difference is inserted). Per trace: 3 steps; a prompt per 5
-traces; a third of the traces reviewed by the benchmark user (review summary columns filled to
-match, 3% of them in disagreement); every other trace scored by a machine scorer on step 0; a tenth
-of the prompts assigned to the user; one audit event per trace. Then ``ANALYZE``.
+traces; a quarter of the answers wrong against the prompt's reference; a third of the traces
+reviewed by the benchmark user (review summary columns filled to match, 3% of them in
+disagreement); every other trace scored by a machine scorer on step 0; a tenth of the prompts
+assigned to the user; one audit event per trace. Then the new traces' answers are checked
+(``answers.verdicts_fill``, as migration 0013's backfill; timed apart from the seeding), then
+``ANALYZE``.
 
-Each case is ``--repeats`` GETs (``--baseline-repeats`` for the offset baselines and the triage
-order) by a logged-in owner through Django's test client (URL routing, session auth, the
-permission gate, the view, the serializer, the paginator's count), after a warm-up. Deep pages
+Each case is ``--repeats`` GETs (``--baseline-repeats`` for the offset baselines) by a logged-in
+owner through Django's test client (URL routing, session auth, the permission gate, the view, the
+serializer, the paginator's count), after a warm-up. Deep pages
 start at a random row between 50% and 99% down the list (a new one per request): by cursor (what
 the ``next`` links give) and, as the baseline, by ``offset``. Counts: the paginator's
 ``fast_count`` against ``COUNT(*)`` of the same queryset. The triage orders: their first pages
-(and a deep ``lowest_score`` page by cursor) through REST, and the SQL of a 50-row page with the
-keys read from the trace's columns against the correlated subqueries over StepScore that computed
-them before migration 0010 (``queue_list(from_scores=True)``). It prints p50 / p95 / mean ± std
+(and deep ``lowest_score`` and ``confident_wrong`` pages by cursor: anywhere 50-99% down, and among
+the wrong answers) through REST, and the SQL of a 50-row page with the keys read from the trace's
+columns against the path before migrations 0010 and 0013 (``queue_list(from_scores=True)``: the
+correlated subqueries over StepScore, and for confident_wrong the answer check of every finished
+trace in Python; ``--old-repeats`` of that one, 40+ s each at 1M). It prints p50 / p95 / mean ± std
 per case and size, and the ratios.
 
 The rows are left in the database (a scratch one) unless ``--cleanup``.
@@ -48,7 +53,7 @@ from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 
-from annotator import selectors  # noqa: E402
+from annotator import answers, selectors  # noqa: E402
 from annotator.api.pagination import Key, encode_cursor, fast_count  # noqa: E402
 from annotator.models import Project, Prompt, Trace  # noqa: E402
 from annotator.services.projects import project_create  # noqa: E402
@@ -66,11 +71,12 @@ SEED_SQL = [
               prompt_tokens, completion_tokens, version, error, mode, pause_reason, review_count, verdict,
               disputed, created_at, updated_at)
        SELECT %(p)s, p.id, '{}', CASE WHEN h < 90 THEN 'finished' WHEN h < 95 THEN 'failed' ELSE 'stopped' END,
-              'stop', (p.id + 30)::text, 20, 60, 1, '', 'live', '', CASE WHEN h %% 3 = 0 THEN 1 ELSE 0 END,
+              'stop', CASE WHEN h %% 4 = 1 THEN (p.reference_answer::int + 1)::text ELSE p.reference_answer END,
+              20, 60, 1, '', 'live', '', CASE WHEN h %% 3 = 0 THEN 1 ELSE 0 END,
               CASE WHEN h %% 3 = 0 AND h %% 33 <> 0 THEN (CASE WHEN h %% 2 = 0 THEN 'accept' ELSE 'reject' END)
                    ELSE '' END,
               h %% 33 = 0, now(), now()
-       FROM (SELECT p.id, k, (p.id * 5 + k) * 2654435761 %% 100 AS h
+       FROM (SELECT p.id, p.reference_answer, k, (p.id * 5 + k) * 2654435761 %% 100 AS h
              FROM annotator_prompt p CROSS JOIN generate_series(1, 5) k
              WHERE p.project_id = %(p)s AND p.id > %(last_prompt)s) p
        ORDER BY p.id, p.k""",
@@ -94,9 +100,11 @@ SEED_SQL = [
 ]
 
 
-def grow(project: Project, user, target: int) -> float:
-    """Insert rows until the project has ``target`` traces; seconds taken."""
+def grow(project: Project, user, target: int) -> tuple[float, float]:
+    """Insert rows until the project has ``target`` traces; seconds taken by the SQL, and by the
+    answer check of the new traces (``answers.verdicts_fill``, what migration 0013's backfill does)."""
     t0 = time.perf_counter()
+    check_s = 0.0
     have = Trace.objects.filter(project=project).count()
     prompts_have, prompts_want = have // TRACES_PER_PROMPT, target // TRACES_PER_PROMPT
     if prompts_want > prompts_have:
@@ -109,9 +117,12 @@ def grow(project: Project, user, target: int) -> float:
                     "last_prompt": last_prompt, "last_trace": last_trace}
             for sql in SEED_SQL:
                 cur.execute(sql, args)
+        t1 = time.perf_counter()
+        answers.verdicts_fill(project_id=project.pk)  # raw INSERTs: nobody checked their answers yet
+        check_s = time.perf_counter() - t1
         with connection.cursor() as cur:
             cur.execute("ANALYZE")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0 - check_s, check_s
 
 
 def cleanup(project: Project) -> None:
@@ -150,7 +161,8 @@ def stats(times: list[float]) -> dict[str, float]:
             "mean": statistics.fmean(ordered), "std": statistics.stdev(ordered) if len(ordered) > 1 else 0.0}
 
 
-def run_size(project: Project, user, client: Client, repeats: int, baseline_repeats: int, rng: random.Random):
+def run_size(project: Project, user, client: Client, repeats: int, baseline_repeats: int, old_repeats: int,
+             rng: random.Random):
     base = f"/api/projects/{project.pk}"
     traces = Trace.objects.filter(project=project).order_by("id")
     audits = selectors.audit_list(project)
@@ -169,6 +181,17 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
     lowest_rows = list(lowest.values_list("triage_score", "id"))
     lowest_cursors = [encode_cursor(lowest_keys, list(lowest_rows[int(len(lowest_rows) * rng.uniform(0.5, 0.99))]),
                                     backwards=False) for _ in range(repeats)]
+
+    # Cursors into the confident_wrong order, 50-99% down it (its keys: the rank, the score, id).
+    wrong = selectors.queue_list(project, user, order="confident_wrong")
+    wrong_keys = [Key("triage_rank", False, True), Key("triage_score", True, True), Key("id", False, True)]
+    wrong_rows = list(wrong.values_list("triage_rank", "triage_score", "id"))
+    wrong_cursors = [encode_cursor(wrong_keys, list(wrong_rows[int(len(wrong_rows) * rng.uniform(0.5, 0.99))]),
+                                   backwards=False) for _ in range(repeats)]
+    # And among the wrong ones (rank 0, a score to page by), where there are enough of them.
+    scored = [r for r in wrong_rows if r[0] == 0 and r[1] is not None]
+    wrong_cursors_0 = [encode_cursor(wrong_keys, list(scored[int(len(scored) * rng.uniform(0.5, 0.99))]),
+                                     backwards=False) for _ in range(repeats)]
 
     cases = {
         "queue (arrival), first page": lambda r: f"{base}/queue/?limit=50",
@@ -193,15 +216,21 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
             lambda r: f"{base}/queue/?order=lowest_score&limit=50&cursor={lowest_cursors[r]}",
         "queue: disagreement order (triage)": lambda r: f"{base}/queue/?order=disagreement&limit=50",
         "queue: confident_wrong (triage)": lambda r: f"{base}/queue/?order=confident_wrong&limit=50",
+        "queue: confident_wrong, deep page (triage)":
+            lambda r: f"{base}/queue/?order=confident_wrong&limit=50&cursor={wrong_cursors[r]}",
+        "queue: confident_wrong, deep wrong (triage)":
+            lambda r: f"{base}/queue/?order=confident_wrong&limit=50&cursor={wrong_cursors_0[r]}",
     }
     results = {}
     for name, url_for in cases.items():
-        # The slow baselines and the triage order (seconds a request at 1M rows) get fewer repeats.
-        n = baseline_repeats if ("baseline" in name or name == "queue: confident_wrong (triage)") else repeats
+        # The slow baselines (seconds a request at 1M rows) get fewer repeats.
+        n = baseline_repeats if "baseline" in name else repeats
         timed_get(client, url_for(0))  # warm-up: plan caches, buffers
         results[name] = stats([timed_get(client, url_for(r)) for r in range(n)])
 
     def count_times(fn, n=repeats):
+        if n == 0:
+            return None
         fn()
         out = []
         for _ in range(n):
@@ -218,6 +247,14 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
             n=baseline_repeats)
         results[f"sql: {order} page, columns"] = count_times(
             lambda order=order: list(selectors.queue_list(project, user, order=order)[:50]))
+    # confident_wrong: the columns against the path before migration 0013 (``from_scores``: the answer
+    # check of every finished trace in Python, an ORDER BY CASE over the id lists, the mean step score
+    # from StepScore; 40+ s a page at 1M, so ``old_repeats``).
+    results["sql: confident_wrong page, answer_check (baseline)"] = count_times(
+        lambda: list(selectors.queue_list(project, user, order="confident_wrong", from_scores=True)[:50]),
+        n=old_repeats)
+    results["sql: confident_wrong page, columns"] = count_times(
+        lambda: list(selectors.queue_list(project, user, order="confident_wrong")[:50]))
     queue_qs = selectors.queue_list(project, user)
     results["count: traces, exact COUNT(*) (baseline)"] = count_times(lambda: traces.count())
     results["count: traces, fast_count"] = count_times(lambda: fast_count(traces))
@@ -231,7 +268,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000", help="trace counts, ascending, comma-separated")
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--baseline-repeats", type=int, default=10, help="for offset pages and the triage order")
+    parser.add_argument("--baseline-repeats", type=int, default=10, help="for the offset pages")
+    parser.add_argument("--old-repeats", type=int, default=3,
+                        help="for confident_wrong's path before migration 0013 (0: skip it)")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--project", type=int, help="reuse the project of an earlier run (seeded already)")
     parser.add_argument("--cleanup", action="store_true", help="delete the benchmark project afterwards")
@@ -253,24 +292,28 @@ def main() -> None:
     table: dict[int, dict] = {}
     try:
         for size in sizes:
-            seed_s = grow(project, user, size)
-            res, count = run_size(project, user, client, args.repeats, args.baseline_repeats, rng)
+            seed_s, check_s = grow(project, user, size)
+            res, count = run_size(project, user, client, args.repeats, args.baseline_repeats, args.old_repeats, rng)
+            res = {name: s for name, s in res.items() if s is not None}
             table[size] = res
-            print(f"\n== {size:,} traces (seeded in {seed_s:.1f} s; fast count {count['fast_count']:,} "
-                  f"exact={count['exact']}, true {count['true']:,}); {args.repeats} requests per case "
-                  f"({args.baseline_repeats} for baselines and triage), "
-                  f"cores={os.cpu_count()}", flush=True)
-            print(f"{'case':<42} {'p50 ms':>8} {'p95 ms':>8} {'mean ± std ms':>16}")
+            print(f"\n== {size:,} traces (seeded in {seed_s:.1f} s, answers checked in {check_s:.1f} s; fast count "
+                  f"{count['fast_count']:,} exact={count['exact']}, true {count['true']:,}); {args.repeats} requests "
+                  f"per case ({args.baseline_repeats} for baselines, {args.old_repeats} for confident_wrong's old "
+                  f"path), cores={os.cpu_count()}", flush=True)
+            print(f"{'case':<48} {'p50 ms':>8} {'p95 ms':>8} {'mean ± std ms':>16}")
             for name, s in res.items():
-                print(f"{name:<42} {s['p50']:>8.1f} {s['p95']:>8.1f} {s['mean']:>8.1f} ± {s['std']:<6.1f}")
+                print(f"{name:<48} {s['p50']:>8.1f} {s['p95']:>8.1f} {s['mean']:>8.1f} ± {s['std']:<6.1f}")
             pairs = [("queue: deep page, offset (baseline)", "queue: deep page, cursor"),
                      ("traces: deep page, offset (baseline)", "traces: deep page, cursor"),
                      ("audit: deep page, offset (baseline)", "audit: deep page, cursor"),
                      ("count: traces, exact COUNT(*) (baseline)", "count: traces, fast_count"),
                      ("count: queue, exact COUNT(*) (baseline)", "count: queue, fast_count"),
                      ("sql: lowest_score page, subqueries (baseline)", "sql: lowest_score page, columns"),
-                     ("sql: disagreement page, subqueries (baseline)", "sql: disagreement page, columns")]
+                     ("sql: disagreement page, subqueries (baseline)", "sql: disagreement page, columns"),
+                     ("sql: confident_wrong page, answer_check (baseline)", "sql: confident_wrong page, columns")]
             for slow, fast in pairs:
+                if slow not in res:
+                    continue
                 print(f"  ratio p95 {slow} / {fast}: {res[slow]['p95'] / res[fast]['p95']:.1f}x")
     finally:
         if args.cleanup:
@@ -280,7 +323,8 @@ def main() -> None:
         lo, hi = sizes[0], sizes[-1]
         print(f"\nflatness: p95 at {hi:,} / p95 at {lo:,}")
         for name in table[hi]:
-            print(f"  {name:<42} {table[hi][name]['p95'] / table[lo][name]['p95']:>6.2f}")
+            if name in table[lo]:
+                print(f"  {name:<48} {table[hi][name]['p95'] / table[lo][name]['p95']:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -124,13 +124,23 @@ def keyset_after(keys: list[Key], values: list[Any]) -> Q:
 
 def keyset_parts(keys: list[Key], values: list[Any]) -> list[Q]:
     """``keyset_after`` as parts to read one after another, each in the order's sense after the one
-    before, for an ordering (key, id) on a nullable key (the queue's triage orders).
+    before, for an ordering (key, id) on a nullable key (the queue's triage orders), or (key1, key2,
+    …, id) (``confident_wrong``: rank, score, id).
 
     One OR of "key beyond v, or key = v and id after, or key null" cannot be read as a range of the
     (…, key, id) index: PostgreSQL reads the index from its start and filters, so a deep page costs
     its depth. Split, each part is a range: the non-null rows from v on (``key >= v``, filtering out
     only the rows that tie v at or before the cursor's id), then, where NULLs sort last, the NULL
-    rows (``key IS NULL``, by id)."""
+    rows (``key IS NULL``, by id). With more keys, the first one equal to the cursor's and the
+    parts of the others, then the rows beyond the cursor's first key (and its NULLs where they
+    sort last)."""
+    if len(keys) > 2 and keys[0].name != "id" and keys[-1].name == "id":
+        head, value = keys[0], values[0]
+        tied = [head.equal(value) & part for part in keyset_parts(keys[1:], values[1:])]
+        if value is None:
+            return tied if head.nulls_last else [*tied, Q(**{f"{head.name}__isnull": False})]
+        beyond = Q(**{f"{head.name}__{'lt' if head.descending else 'gt'}": value})
+        return [*tied, beyond, Q(**{f"{head.name}__isnull": True})] if head.nulls_last else [*tied, beyond]
     if len(keys) != 2 or keys[0].name == "id" or keys[1].name != "id":
         return [keyset_after(keys, values)]
     key, last = keys

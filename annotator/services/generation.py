@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotator import events, flags, supervision
+from annotator import answers, events, flags, supervision
 from annotator.enqueue import GENERATE_TRACE, enqueue_on_commit
 from annotator.errors import Conflict, InvalidInput, NotFound
 from annotator.generation import guided
@@ -622,8 +622,10 @@ def _generate(trace_id: int) -> None:
 
 def _end(trace: Trace, *, status: str, finish_reason: str, answer: str | None, pause_reason: str,
          prompt_tokens: int, completion_tokens: int) -> None:
-    """Record how a generation ended (unless the sweep ended it first) and tell viewers and queues."""
-    Trace.objects.filter(pk=trace.pk, status__in=GENERATING).update(
+    """Record how a generation ended (unless the sweep ended it first) and tell viewers and queues.
+    The answer is checked against the prompt's reference for the queue's confident_wrong order (its
+    change voided the verdict: annotator/answers.py)."""
+    ended = Trace.objects.filter(pk=trace.pk, status__in=GENERATING).update(
         status=status,
         finish_reason=finish_reason,
         final_answer=answer,
@@ -632,6 +634,8 @@ def _end(trace: Trace, *, status: str, finish_reason: str, answer: str | None, p
         completion_tokens=trace.completion_tokens + completion_tokens,
         updated_at=timezone.now(),
     )
+    if ended:
+        answers.verdicts_fill(trace_id=trace.pk)
     trace.refresh_from_db()
     trace_status_event(trace)
     _tell_queue(trace)

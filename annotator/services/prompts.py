@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import reset_queries, transaction
 
+from annotator import answers
 from annotator import input as untrusted
 from annotator.errors import InvalidInput
 from annotator.models import Category, Project, Prompt, PromptImage
@@ -217,6 +218,8 @@ def prompt_update(*, prompt: Prompt, actor: Any, **fields: Any) -> Prompt:
     for key in fields:
         setattr(prompt, key, merged[key])
     prompt.save(update_fields=list(fields))
+    if {"messages", "reference_answer"} & set(fields):  # its traces' answers are checked against it again
+        answers.verdicts_fill(project_id=prompt.project_id, prompt_id=prompt.pk)
     audit_record(
         project=prompt.project, actor=actor, action="prompt.updated", target=prompt, data={"fields": sorted(fields)}
     )
@@ -235,6 +238,7 @@ def prompt_image_add(*, prompt: Prompt, actor: Any, image: ImageData) -> PromptI
         position = prompt.images.count()
         prompt.messages = _attach_image_parts_at_end(prompt.messages)
         prompt.save(update_fields=["messages"])
+        answers.verdicts_fill(project_id=prompt.project_id, prompt_id=prompt.pk)  # the user text may change
         (row,) = _store_images(prompt, [image], written, start=position)
         audit_record(
             project=prompt.project,
