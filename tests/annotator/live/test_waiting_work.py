@@ -20,7 +20,8 @@ from rest_framework.test import APIClient
 
 from annotator.models import DatasetSnapshot, Trace
 from annotator.services.generation import trace_create
-from tests.support.live import start_worker, test_database_url
+from tests.support.live import start_worker
+from tests.support.live import test_database_url as database_url  # not collected as a test
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def role():
         cursor.execute(f'CREATE ROLE "{name}" LOGIN')
         cursor.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{name}"')
         cursor.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{name}"')
-    scheme, rest = test_database_url().split("://", 1)
+    scheme, rest = database_url().split("://", 1)
     yield name, f"{scheme}://{name}@{rest.split('@', 1)[1]}"
     with connection.cursor() as cursor:
         cursor.execute(
