@@ -269,18 +269,14 @@ class _PublishBatch:
                 break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if time.monotonic() + pause > deadline:
-                    for _keys, _args, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    return
+                    results = [exc] * len(batch)
+                    break
                 log.warning("Redis unreachable; publishing again in %.2f s", pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
             except Exception as exc:
-                for _keys, _args, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
+                results = [exc] * len(batch)
+                break
         for (_keys, _args, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
