@@ -6,18 +6,23 @@ lines ending with ``data: [DONE]``. A partial assistant message is continued wit
 so a human-edited prefix is extended in place instead of starting a new turn. Closing the HTTP
 connection aborts the request on the server, which is how a stop reaches vLLM.
 
-Only httpx is needed here: vLLM runs as its own service (it is CUDA-only and would replace torch).
+Only HTTP clients are needed here: vLLM runs as its own service (it is CUDA-only and would replace
+torch). httpx serves the blocking calls; the relay hub's streams (``astream``) are read with aiohttp,
+whose C parser and one wake-up per network read cost about 0.6x of httpx's CPU per event
+(BENCHMARKS.md, "Reading the vLLM stream").
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import json
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 
 from annotator.generation.backends import MAX_SAMPLES, Delta, GenerationError, GenerationRequest, StepSample
@@ -75,11 +80,15 @@ def _whole_characters(pending: str, text: str) -> tuple[str, str]:
 
 
 def _error_message(response: httpx.Response) -> str:
+    return _error_text(response.text, response.reason_phrase)
+
+
+def _error_text(text: str, reason: str) -> str:
     """vLLM answers errors as {"error": {"message": ...}} (newer) or {"message": ...} / {"detail": ...}."""
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
-        return response.text.strip() or response.reason_phrase
+        return text.strip() or reason
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):
@@ -165,7 +174,7 @@ class VLLMBackend:
         # would hold the rest back silently; the worker's concurrency (or the relay hub) bounds them.
         self._client = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
                                     limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -225,9 +234,14 @@ class VLLMBackend:
 
     async def astream(self, request: GenerationRequest, *, should_stop: Callable[[], bool]) -> AsyncIterator[Delta]:
         """``stream`` on the running event loop (the generate worker's relay hub): the same request,
-        the same deltas and errors, read with an httpx AsyncClient of this loop, so one thread
-        relays many streams. ``should_stop`` must be cheap and must not block (it is called
-        between lines on the loop)."""
+        the same deltas and errors, read with an aiohttp session of this loop, so one thread relays
+        many streams. ``should_stop`` must be cheap and must not block (it is called between network
+        reads on the loop).
+
+        Each network read is decoded (UTF-8, incrementally: a character may be cut between reads)
+        and cut into lines at ``\\n`` (a ``\\r`` before it dropped), as the SSE lines vLLM sends; one
+        wake-up per read, however many events it holds. No redirects are followed (the URL was
+        checked against the allowed backends; a redirect could lead elsewhere)."""
         request.validate()
         body = self.request_body(request)
         reader = _StreamReader()
@@ -235,44 +249,57 @@ class VLLMBackend:
             if should_stop():
                 yield Delta("", "cancelled", None, 0)
                 return
-            async with self._async_client().stream("POST", "/v1/chat/completions", json=body) as response:
-                if response.status_code >= 400:
-                    await response.aread()
+            async with self._async_session().post(self.base_url + "/v1/chat/completions", json=body,
+                                                  allow_redirects=False) as response:
+                if response.status >= 400:
+                    text = (await response.read()).decode("utf-8", "replace")
                     raise GenerationError(
-                        f"vLLM answered {response.status_code}", remote_detail=_error_message(response)
+                        f"vLLM answered {response.status}", remote_detail=_error_text(text, response.reason or "")
                     )
-                async for line in response.aiter_lines():
+                decoder = codecs.getincrementaldecoder("utf-8")("replace")
+                pending = ""
+                async for data in response.content.iter_any():
                     if should_stop():
-                        reader.cancelled = True  # leaving the block closes the connection: vLLM aborts
+                        reader.cancelled = True
+                        response.close()  # the connection closes: vLLM aborts the request
                         break
-                    for delta in reader.line(line):
-                        yield delta
+                    *lines, pending = (pending + decoder.decode(data)).split("\n")
+                    for line in lines:
+                        for delta in reader.line(line.removesuffix("\r")):
+                            yield delta
+                        if reader.done:
+                            break
                     if reader.done:
                         break
-        except httpx.HTTPError as exc:
-            raise GenerationError(f"cannot stream from vLLM at {self.base_url}: {exc}") from exc
+                else:
+                    last = pending + decoder.decode(b"", final=True)
+                    if last and not reader.done:
+                        for delta in reader.line(last.removesuffix("\r")):
+                            yield delta
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise GenerationError(f"cannot stream from vLLM at {self.base_url}: {exc!r}") from exc
         for delta in reader.end():
             yield delta
 
-    def _async_client(self) -> httpx.AsyncClient:
-        """One AsyncClient per event loop (an httpx AsyncClient's connections belong to one loop).
-        No cap on connections: the relay hub bounds how many streams a worker holds at once."""
+    def _async_session(self) -> aiohttp.ClientSession:
+        """One aiohttp session per event loop (its connections belong to the loop). No cap on
+        connections: the relay hub bounds how many streams a worker holds at once. The read timeout
+        bounds the wait for the next bytes, not the whole generation, as the blocking client's does."""
         loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = self._async_clients[loop] = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=self._headers,
-                timeout=self._timeout,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        session = self._async_clients.get(loop)
+        if session is None:
+            timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout.connect, sock_read=self._timeout.read)
+            session = self._async_clients[loop] = aiohttp.ClientSession(
+                headers=self._headers, timeout=timeout, trust_env=True,
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
             )
-        return client
+        return session
 
     async def aclose(self) -> None:
-        """Close this loop's AsyncClient (the relay hub does this as it shuts down)."""
-        client = self._async_clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        """Close this loop's session (the relay hub does this as it shuts down)."""
+        session = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
 
     def sample_body(self, request: GenerationRequest, *, n: int, rule: str) -> dict[str, Any]:
         """The JSON of a ``sample_steps`` call: one non-streamed chat completion with ``n`` choices

@@ -183,8 +183,11 @@ def test_a_server_failing_mid_stream_is_a_generation_error_after_the_text_so_far
         seen: list[Delta] = []
 
         async def read() -> None:
-            async for delta in backend.astream(GenerationRequest(messages=QUESTION), should_stop=never):
-                seen.append(delta)
+            try:
+                async for delta in backend.astream(GenerationRequest(messages=QUESTION), should_stop=never):
+                    seen.append(delta)
+            finally:
+                await backend.aclose()
 
         with pytest.raises(GenerationError) as caught:
             if how == "thread":
