@@ -18,6 +18,7 @@ import asyncio
 import base64
 import codecs
 import json
+import re
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -66,6 +67,9 @@ def _openai_messages(request: GenerationRequest) -> list[dict[str, Any]]:
     return out
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _whole_characters(pending: str, text: str) -> tuple[str, str]:
     """(text to yield now, text held back): a delta that ends in the first half of a UTF-16
     surrogate pair waits for the second half, which a server that cuts text in UTF-16 units sends
@@ -74,7 +78,7 @@ def _whole_characters(pending: str, text: str) -> tuple[str, str]:
     held = ""
     if text and "\ud800" <= text[-1] <= "\udbff":
         text, held = text[:-1], text[-1]
-    if any("\ud800" <= ch <= "\udfff" for ch in text):
+    if _SURROGATE.search(text):
         text = text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
     return text, held
 

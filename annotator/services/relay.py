@@ -462,22 +462,20 @@ class RelayHub:
                 log.warning("relay hub: heartbeats not renewed", exc_info=True)
 
     async def _poll_stops(self) -> None:
-        """Read every relayed trace's stop flag, all in one round trip, every STOP_POLL_S."""
+        """Read every relayed trace's stop flag, all in one command (MGET), every STOP_POLL_S: with
+        200 traces that is 20 commands a second for Valkey, not 4,000 (a pipeline of EXISTS)."""
         while True:
             await asyncio.sleep(STOP_POLL_S)
             watched = [(pk, r.gen) for pk, r in self.relayed.items() if not r.gen.stopped]
             if not watched:
                 continue
             try:
-                pipe = flags.async_redis_client().pipeline(transaction=False)
-                for pk, _gen in watched:
-                    pipe.exists(flags.stop_key(pk))
-                found = await pipe.execute()
+                found = await flags.async_redis_client().mget([flags.stop_key(pk) for pk, _gen in watched])
             except Exception:  # Redis away for a moment (a restart): keep generating, ask again later
                 log.warning("relay hub: stop flags unreadable; asking again", exc_info=True)
                 continue
             for (_pk, gen), stop in zip(watched, found, strict=True):
-                if stop:
+                if stop is not None:
                     gen.stopped = True
 
 
