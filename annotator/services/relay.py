@@ -6,7 +6,8 @@ cuts it into steps and publishes token batches. With a thread per trace, 20 trac
 taking turns on one GIL, and the tail of the token latency came from there (BENCHMARKS.md, "Live
 streaming"). Here one thread runs one event loop, and each trace is a coroutine on it:
 
-- the stream is read with an httpx AsyncClient (``VLLMBackend.astream``);
+- the stream is read with an aiohttp session of the loop (``VLLMBackend.astream``), one wake-up per
+  network read;
 - token batches (the same leading-edge batching, at most ``BATCH_WAIT_S``) go out through the same
   store-and-publish Lua script, called with an asyncio Redis client (``events.apublish_trace_event``);
 - what touches the database (saving a closed step, scoring it, ending the trace) runs in a small
