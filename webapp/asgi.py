@@ -33,9 +33,30 @@ class SocketSessionMiddleware:
         return await self.inner(dict(scope, session=self.store(key)), receive, send)
 
 
+def read_lazy_bodies(inner):
+    """HTTP: a body chunk the web server queued as a placeholder (``webapp/server.py``, item 3) is
+    read from the request's file when the application receives its message. A file closed under it
+    (the client went away) reads as the disconnect it is."""
+
+    async def app(scope, receive, send):
+        async def receive_bytes():
+            message = await receive()
+            body = message.get("body")
+            if body is not None and not isinstance(body, bytes | bytearray):
+                try:
+                    message = {**message, "body": bytes(body)}
+                except ValueError:  # I/O on a closed file
+                    return {"type": "http.disconnect"}
+            return message
+
+        return await inner(scope, receive_bytes, send)
+
+    return app
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": read_lazy_bodies(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             CookieMiddleware(SocketSessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns))))
         ),

@@ -112,7 +112,9 @@ def test_anonymous_120_mib_upload_costs_the_server_under_32_mib(server, owner_to
     assert grown <= 32 * MIB, f"the server's peak memory grew by {grown / MIB:.0f} MiB"
 
 
-def test_authenticated_50_mib_import_costs_the_server_under_100_mib(server, owner_token, tmp_path):
+def test_authenticated_50_mib_import_costs_the_server_less_than_its_body(server, owner_token, tmp_path):
+    """The body reaches the import as it reads it, never whole in the web process: 51 MiB of growth
+    for this 50 MiB upload before, 22 MiB after (the import's own working set, the same at 5 MiB)."""
     addr, proc = server
     project, token = owner_token
     url = f"/api/projects/{project.pk}/prompts/import/"
@@ -132,7 +134,7 @@ def test_authenticated_50_mib_import_costs_the_server_under_100_mib(server, owne
     assert imported == (50 * MIB - 4096) // len(line)
     assert Prompt.objects.filter(project=project).count() == imported + warmed
     print(f"50 MiB import: the server's peak memory grew by {grown / MIB:.0f} MiB")
-    assert grown <= 100 * MIB, f"the server's peak memory grew by {grown / MIB:.0f} MiB"
+    assert grown <= 32 * MIB, f"the server's peak memory grew by {grown / MIB:.0f} MiB"
 
 
 def test_oversize_by_content_length_is_refused_without_reading_the_body(server):
