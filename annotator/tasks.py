@@ -6,11 +6,9 @@ Celery worker, so the services never depend on it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterator
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
@@ -20,38 +18,23 @@ from annotator.enqueue import BUILD_SNAPSHOT, DELIVER_WEBHOOK, GENERATE_ALTERNAT
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _retried_until_claimed(task, kind: str, pk: int) -> Iterator[None]:
-    """The services end every item they claimed, whatever raises; what escapes them was raised before
-    the claim (the database refused the connection, say), and the item is still waiting. The task is
-    retried with back-off, and after ``WORKER_START_ATTEMPTS`` the item ends ``failed`` with the error
-    (annotator/services/waiting.py)."""
-    try:
-        yield
-    except Exception as exc:
-        from annotator.services.waiting import start_failed
-
-        log.exception("%s %s: the task failed before its claim", kind, pk)
-        retry_in = start_failed(kind, pk, exc)
-        if retry_in is not None:
-            raise task.retry(countdown=retry_in, exc=exc, max_retries=None) from exc
-
-
 @shared_task(name=GENERATE_TRACE, bind=True, acks_late=True, ignore_result=True)
 def generate_trace(self, *, trace_id: int) -> None:
     from annotator.services.relay import trace_relay
+    from annotator.services.waiting import retried_until_claimed
 
     # A vLLM stream is handed to this process's relay hub (one event loop for all of them) and the
     # task returns; a local model generates here, in this thread (annotator/services/relay.py).
-    with _retried_until_claimed(self, "trace", trace_id):
+    with retried_until_claimed(self, "trace", trace_id):
         trace_relay(trace_id=trace_id, owner=self.request.hostname or socket.gethostname())
 
 
 @shared_task(name=GENERATE_ALTERNATIVES, bind=True, acks_late=True, ignore_result=True)
 def generate_alternatives(self, *, set_id: int) -> None:
     from annotator.services.alternatives import alternatives_generate
+    from annotator.services.waiting import retried_until_claimed
 
-    with _retried_until_claimed(self, "alternatives", set_id):
+    with retried_until_claimed(self, "alternatives", set_id):
         alternatives_generate(set_id=set_id, owner=self.request.hostname or socket.gethostname())
 
 
@@ -59,8 +42,10 @@ def generate_alternatives(self, *, set_id: int) -> None:
 def build_snapshot(self, *, snapshot_id: int) -> str | None:
     """Build a snapshot's files; the work, its heartbeat and its idempotency live in the service."""
     from annotator.services.snapshots import snapshot_build
+    from annotator.services.waiting import retried_until_claimed
 
-    with _retried_until_claimed(self, "snapshot", snapshot_id):
+    snapshot = None  # stays None when the last attempt to start ended the snapshot failed
+    with retried_until_claimed(self, "snapshot", snapshot_id):
         snapshot = snapshot_build(snapshot_id=snapshot_id, owner=self.request.hostname or socket.gethostname())
     return None if snapshot is None else snapshot.status
 

@@ -20,14 +20,17 @@ from annotator.enqueue import AUTOTRAIN_CHECK, EVALUATE_VERSION, TRAIN
 log = logging.getLogger(__name__)
 
 
-@shared_task(name=TRAIN, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def train(*, run_id: int) -> str | None:
+@shared_task(name=TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def train(self, *, run_id: int) -> str | None:
     from annotator.services.training.notify import run_ended
     from annotator.services.training.worker import run_execute
+    from annotator.services.waiting import retried_until_claimed
 
-    request = train.request
-    worker = request.hostname or socket.gethostname()
-    status = run_execute(run_id=run_id, worker=worker)
+    worker = self.request.hostname or socket.gethostname()
+    # What raises here was raised before the run's claim: retried, then the run ends failed.
+    status = None
+    with retried_until_claimed(self, "run", run_id):
+        status = run_execute(run_id=run_id, worker=worker)
     run_ended(run_id=run_id)  # once, whichever delivery gets here first
     return status
 

@@ -482,7 +482,6 @@ class StepLabelView(ProjectScoped):
     serializer_class = s.StepLabelSerializer
     pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
-    pagination_class = None  # a plain array, as the schema says
 
     @extend_schema(responses=s.StepLabelSerializer(many=True))
     def get(self, request, project_id, trace_id, index):
@@ -510,7 +509,6 @@ class TraceReviewView(ProjectScoped):
     serializer_class = s.TraceReviewSerializer
     pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
-    pagination_class = None  # a plain array, as the schema says
 
     @extend_schema(responses=s.TraceReviewSerializer(many=True))
     def get(self, request, project_id, trace_id):
@@ -535,7 +533,6 @@ class TraceCorrectionView(ProjectScoped):
     serializer_class = s.CorrectionSerializer
     pagination_class = None  # GET answers a plain list; without this the schema says paginated
     write_role = Role.SUPERVISOR
-    pagination_class = None  # a plain array, as the schema says
 
     @extend_schema(responses=s.CorrectionSerializer(many=True))
     def get(self, request, project_id, trace_id):

@@ -14,7 +14,9 @@ there for good, since nothing else would ever look at it again:
   clients"; a table it could not read; a bug). Celery acknowledges a task that raised, so the
   message is gone too. ``start_failed`` (called by the task) retries it with back-off (2, 4, 8 s…,
   at most 30 s), and after ``WORKER_START_ATTEMPTS`` failed attempts ends the item ``failed`` with
-  the last error, where the user sees it (the trace's error, the set's, the snapshot's).
+  the last error, where the user sees it (the trace's error, the set's, the snapshot's, the run's).
+  A queued run is never failed for waiting long (it may wait hours behind other runs), only for
+  tasks that raised before its claim.
 
 An item whose workers are all down stays waiting (nothing could run it); the sweep sends its task
 again when a worker that sweeps comes back.
@@ -22,8 +24,9 @@ again when a worker that sweeps comes back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -62,7 +65,7 @@ class Kind:
     since: str  # the field that says since when it waits
     task: str
     id_arg: str
-    fail: Callable[[int, str], bool] | None  # end one waiting item failed; None: never (a run)
+    fail: Callable[[int, str], bool]  # end one waiting item failed (False: it had left its waiting status)
 
 
 def _fail_trace(trace_id: int, error: str) -> bool:
@@ -105,6 +108,16 @@ def _fail_snapshot(snapshot_id: int, error: str) -> bool:
     return True
 
 
+def _fail_run(run_id: int, error: str) -> bool:
+    from annotator.services.training.worker import _finish
+
+    with transaction.atomic():
+        if not TrainingRun.objects.select_for_update().filter(pk=run_id, status=RunStatus.QUEUED).exists():
+            return False
+        _finish(run_id, status=RunStatus.FAILED, error=error)
+    return True
+
+
 KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
@@ -113,8 +126,7 @@ KINDS: dict[str, Kind] = {
              GENERATE_ALTERNATIVES, "set_id", _fail_alternatives),
         Kind("snapshot", "snapshot build", DatasetSnapshot, SnapshotStatus.PENDING, "created_at", BUILD_SNAPSHOT,
              "snapshot_id", _fail_snapshot),
-        # A run waits behind other runs for as long as they train; it is only ever sent again.
-        Kind("run", "training run", TrainingRun, RunStatus.QUEUED, "created_at", TRAIN, "run_id", None),
+        Kind("run", "training run", TrainingRun, RunStatus.QUEUED, "created_at", TRAIN, "run_id", _fail_run),
     )
 }
 
@@ -173,7 +185,22 @@ def start_failed(kind: str, pk: int, exc: BaseException) -> float | None:
         return min(2.0**attempts, RETRY_CAP_S)
     error = (f"No worker could start this {spec.what}: {attempts} attempts failed; the last with "
              f"{failure_text(exc)}")
-    if spec.fail is not None and spec.fail(pk, error):
+    if spec.fail(pk, error):
         log.error("%s %s: ended failed after %d attempts to start it", kind, pk, attempts)
     r.delete(key)
     return None
+
+
+@contextlib.contextmanager
+def retried_until_claimed(task, kind: str, pk: int) -> Iterator[None]:
+    """Around a task's body (``task`` bound). The services end every item they claimed, whatever
+    raises; what escapes them was raised before the claim (the database refused the connection,
+    say), and the item is still waiting. The task is retried with back-off, and after
+    ``WORKER_START_ATTEMPTS`` the item ends ``failed`` with the error (``start_failed``)."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception("%s %s: the task failed before its claim", kind, pk)
+        retry_in = start_failed(kind, pk, exc)
+        if retry_in is not None:
+            raise task.retry(countdown=retry_in, exc=exc, max_retries=None) from exc

@@ -4,15 +4,17 @@ them need `transactional_db` (the worker and Daphne see committed rows only)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
 
 from annotator.models import Membership, ModelVersion, Role
-from tests.support.live import daphne_server, start_worker
+from tests.support.live import daphne_server, start_worker, test_database_url
 from tests.support.models import build_scripted_lm
 
 
@@ -102,3 +104,21 @@ def live_env(addr: str, scripted_model: Any) -> Live:
         client.force_login(user)
         env.cookies[name] = client.cookies["sessionid"].value
     return env
+
+
+@pytest.fixture
+def db_role():
+    """(name, DATABASE_URL): a login role of the test database with the rights the studio's own
+    user has, for a worker that connects as it; a test then takes rights away (or connections) to
+    make that worker's database refuse it."""
+    name = f"worker_{uuid.uuid4().hex[:10]}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE ROLE "{name}" LOGIN')
+        cursor.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{name}"')
+        cursor.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{name}"')
+    scheme, rest = test_database_url().split("://", 1)
+    yield name, f"{scheme}://{name}@{rest.split('@', 1)[1]}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name])
+        cursor.execute(f'DROP OWNED BY "{name}"')
+        cursor.execute(f'DROP ROLE "{name}"')

@@ -12,7 +12,6 @@ database refuse it), real Valkey; the generation runs the small scripted model.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 from django.db import connection
@@ -21,7 +20,6 @@ from rest_framework.test import APIClient
 from annotator.models import DatasetSnapshot, Trace
 from annotator.services.generation import trace_create
 from tests.support.live import start_worker
-from tests.support.live import test_database_url as database_url  # not collected as a test
 
 pytestmark = pytest.mark.slow
 
@@ -37,24 +35,6 @@ def _wait_for(predicate, timeout: float, what: str, worker=None) -> float:
 
 def _status(model, pk: int) -> str:
     return model.objects.filter(pk=pk).values_list("status", flat=True).get()
-
-
-@pytest.fixture
-def role():
-    """A login role of the test database, with the rights the studio's own user has, and a
-    DATABASE_URL for a worker that connects as it."""
-    name = f"worker_{uuid.uuid4().hex[:10]}"
-    with connection.cursor() as cursor:
-        cursor.execute(f'CREATE ROLE "{name}" LOGIN')
-        cursor.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{name}"')
-        cursor.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{name}"')
-    scheme, rest = database_url().split("://", 1)
-    yield name, f"{scheme}://{name}@{rest.split('@', 1)[1]}"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name])
-        cursor.execute(f'DROP OWNED BY "{name}"')
-        cursor.execute(f'DROP ROLE "{name}"')
 
 
 def _own_worker(worker_tmp, settings, name: str, **env: str):
@@ -83,8 +63,9 @@ def test_a_generation_and_a_snapshot_whose_messages_were_lost_are_sent_again_and
     assert "sent the task again" in worker.output()
 
 
-def test_a_generation_whose_worker_the_database_refuses_starts_once_it_lets_it_in(live, worker_tmp, settings, role):
-    name, url = role
+def test_a_generation_whose_worker_the_database_refuses_starts_once_it_lets_it_in(live, worker_tmp, settings,
+                                                                                  db_role):
+    name, url = db_role
     with connection.cursor() as cursor:  # "too many connections for role": what a full server answers too
         cursor.execute(f'ALTER ROLE "{name}" CONNECTION LIMIT 0')
     worker = _own_worker(worker_tmp, settings, "refused", DATABASE_URL=url)
@@ -102,8 +83,8 @@ def test_a_generation_whose_worker_the_database_refuses_starts_once_it_lets_it_i
     assert trace.error == "" and trace.final_answer
 
 
-def test_a_generation_that_can_never_start_ends_failed_with_the_reason(live, worker_tmp, settings, role):
-    name, url = role
+def test_a_generation_that_can_never_start_ends_failed_with_the_reason(live, worker_tmp, settings, db_role):
+    name, url = db_role
     with connection.cursor() as cursor:  # the worker reads the trace's model before its claim: it cannot
         cursor.execute(f'REVOKE SELECT ON annotator_modelversion FROM "{name}"')
     worker = _own_worker(worker_tmp, settings, "never", DATABASE_URL=url, WORKER_START_ATTEMPTS="3")
