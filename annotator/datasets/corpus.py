@@ -34,6 +34,7 @@ rejected never become training data, with or without ``adjudicated_only``.
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import threading
 from collections import defaultdict
@@ -45,7 +46,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.db import connection, connections
-from django.db.models import BooleanField, F, Func, Q, QuerySet
+from django.db.models import BooleanField, F, Func, Q, QuerySet, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -86,7 +88,7 @@ FILTER_KEYS = (
     "categories", "created_from", "created_to", "model_versions", "annotators", "review_status", "images",
     "adjudicated_only", "redundant_steps",
 )
-CHUNK = 5000  # rows per server-side cursor fetch
+CHUNK = 10_000  # rows per server-side cursor fetch, and traces per chunk of a snapshot build
 
 
 @dataclass(frozen=True)
@@ -296,15 +298,42 @@ def _prompt_recs_of(
     if images_qs is not None:
         for prompt_id, name in images_qs.order_by("prompt_id", "position").values_list("prompt_id", "file"):
             images[prompt_id].append(default_storage.path(name))
+    # PromptRec's fields in order: id, messages, images, category, reference.
     return [
-        PromptRec(
-            id=pk,
-            messages=messages,
-            images=images.get(pk, []),
-            category=category,
-            reference=_none_if_blank(reference),
-        )
+        PromptRec(pk, messages, images.get(pk) or [], category, reference or None)
         for pk, messages, category, reference in rows
+    ]
+
+
+_scan_json = json.JSONDecoder().scan_once
+
+
+def _json_of(text: str | None) -> Any:
+    """What ``JSONField.from_db_value`` makes of a jsonb value, for one read as text (see
+    ``_prompt_rows``): ``json.loads``, without its two whitespace regexes around the value, since
+    PostgreSQL writes a jsonb value's text without any. Anything else goes the field's own way."""
+    if text is None:
+        return None
+    try:
+        value, end = _scan_json(text, 0)
+    except (StopIteration, json.JSONDecodeError):
+        end = -1
+    if end == len(text):
+        return value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # as JSONField.from_db_value
+
+
+def _prompt_rows(prompts: QuerySet[Prompt]) -> list[tuple[Any, ...]]:
+    """``prompts.values_list(*_PROMPT_FIELDS)``, with ``messages`` decoded by ``_json_of``: 100,000
+    prompts went through Django's JSON converter in 0.3 s of a 100k build's 3."""
+    return [
+        (pk, _json_of(messages), category, reference)
+        for pk, messages, category, reference in prompts.values_list(
+            "pk", Cast("messages", output_field=TextField()), "category", "reference_answer"
+        )
     ]
 
 
@@ -718,7 +747,8 @@ class CorpusStream:
             .order_by("trace_id", "annotator__username")
             .values_list("trace_id", "annotator__username", "verdict", "safety_label", "value_label", "knowledge_label")
         ):
-            reviews[trace_id].append(ReviewRec(who, blank(verdict), blank(safety), blank(value), blank(knowledge)))
+            # ``x or None`` is _none_if_blank inlined: a call per label per review adds up here.
+            reviews[trace_id].append(ReviewRec(who, verdict or None, safety or None, value or None, knowledge or None))
         adjudications: dict[int, ReviewRec] = {}
         for trace_id, who, verdict, safety, value, knowledge in Adjudication.objects.filter(
             _AnyOf("trace_id", ids)
@@ -781,9 +811,7 @@ class CorpusStream:
 
     def _prompts_of(self, traces: list[TraceRec]) -> list[PromptRec]:
         ids = _Ids({t.prompt_id for t in traces})
-        return _prompt_recs_of(
-            list(Prompt.objects.filter(_AnyOf("pk", ids)).values_list(*_PROMPT_FIELDS)), ids=ids
-        )
+        return _prompt_recs_of(_prompt_rows(Prompt.objects.filter(_AnyOf("pk", ids))), ids=ids)
 
     def _corrections_touching(self, ids: _Ids) -> list[CorrectionRec]:
         """The corrections on (original) or into (corrected branch) traces ``ids``, in id order."""
