@@ -538,9 +538,9 @@ class _AnyOf(Func):
 
     When the ids are every id of their range (``_Ids.dense``: a project's traces created in one
     run, their prompts), the range alone: the same rows, without the array. Planning an array of
-    10,000 ids took 2-5 ms per query, and an index scan probes the index once per element; the
-    range is one probe (a chunk's reviews, steps and prompts at 1M: 5 + 11 + 10 ms, not 19 + 18 +
-    38 ms, in EXPLAIN ANALYZE)."""
+    10,000 ids took 2-7 ms per query, and an index scan probes the index once per element; the
+    range is one probe (a chunk's reviews, steps and prompts at 1M: 5 + 11 + 20 ms, not 11 + 36 +
+    41 ms, in EXPLAIN ANALYZE)."""
 
     output_field = BooleanField()
 
