@@ -327,8 +327,8 @@ def _json_of(text: str | None) -> Any:
 
 
 def _prompt_rows(prompts: QuerySet[Prompt]) -> list[tuple[Any, ...]]:
-    """``prompts.values_list(*_PROMPT_FIELDS)``, with ``messages`` decoded by ``_json_of``: 100,000
-    prompts went through Django's JSON converter in 0.3 s of a 100k build's 3."""
+    """``prompts.values_list(*_PROMPT_FIELDS)``, with ``messages`` decoded by ``_json_of``, not by
+    Django's JSON converter (with positional PromptRecs, 1.24 -> 1.14 s of CPU to read 100k)."""
     return [
         (pk, _json_of(messages), category, reference)
         for pk, messages, category, reference in prompts.values_list(
@@ -751,9 +751,7 @@ class CorpusStream:
 
     # -- one chunk's rows
 
-    def _judged(
-        self, ids: list[int] | _Ids
-    ) -> tuple[dict[int, list[ReviewRec]], dict[int, ReviewRec], list[int]]:
+    def _judged(self, ids: list[int] | _Ids) -> tuple[dict[int, list[ReviewRec]], dict[int, ReviewRec], list[int]]:
         """The reviews and adjudications of traces ``ids``, and the ids the verdict filter keeps."""
         f = self.filters
         blank = _none_if_blank
@@ -819,8 +817,17 @@ class CorpusStream:
             # TraceRec's fields in order: id, prompt_id, steps, answer, parent_id, branch_step_index,
             # model_version, status, reviews, created_at (not read: the database sorts), adjudication.
             TraceRec(
-                pk, prompt_id, steps.pop(pk, no_steps) or [], answer, parent_id, branch_at, version, status,
-                reviews.get(pk) or [], None, adjudications.get(pk),
+                pk,
+                prompt_id,
+                steps.pop(pk, no_steps) or [],
+                answer,
+                parent_id,
+                branch_at,
+                version,
+                status,
+                reviews.get(pk) or [],
+                None,
+                adjudications.get(pk),
             )
             for pk, prompt_id, parent_id, branch_at, version, status, answer in rows
             if keep is None or pk in keep

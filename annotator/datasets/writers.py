@@ -52,7 +52,14 @@ def _canonical_encoder() -> Callable[[Record], str]:
         return _canonical
     c = _CANONICAL
     encoder = c_make_encoder(
-        {}, c.default, encode_basestring, c.indent, c.key_separator, c.item_separator, c.sort_keys, c.skipkeys,
+        {},
+        c.default,
+        encode_basestring,
+        c.indent,
+        c.key_separator,
+        c.item_separator,
+        c.sort_keys,
+        c.skipkeys,
         c.allow_nan,
     )
 
