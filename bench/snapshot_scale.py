@@ -1,43 +1,57 @@
-"""Benchmark: snapshot build at scale, the streaming build against the old in-memory build, same run.
+"""Benchmark: snapshot build at scale, the streaming build against earlier builds, same run.
 
 Run with the database and Redis environment set (DATABASE_URL, REDIS_URL, as for manage.py), e.g.
 
-    .venv/bin/python bench/snapshot_scale.py --sizes 10000,100000,1000000 --repeats 3
+    git -C . archive main | tar -x -C /tmp/main-tree   # a checkout of the build to compare with
+    .venv/bin/python bench/snapshot_scale.py --sizes 10000,100000,1000000 --repeats 3 --main-tree /tmp/main-tree
 
 For each size it seeds a throw-away project with that many accepted SFT traces (4 steps, one review
-each, a prompt per 10 traces) with ``INSERT … SELECT … generate_series`` (a million traces in well
-under a minute), then builds an ``sft`` snapshot ``--repeats`` times with each path, every build in
-a fresh child process so that its peak RSS (``ru_maxrss``) is its own:
+each, a prompt per 10 traces) with ``INSERT … SELECT … generate_series`` (a million traces in a few
+minutes), then builds an ``sft`` snapshot ``--repeats`` times with each path, interleaved, every
+build in a fresh child process so that its peak RSS (``ru_maxrss``) is its own:
 
-- ``new``: ``snapshot_build``, the service the Celery task calls (claim, heartbeat, streamed corpus
-  → materialise → every file in one pass, atomic rename, audit);
+- ``new``: ``snapshot_build`` of this checkout, the service the Celery task calls (claim,
+  heartbeat, streamed corpus → materialise → every file in one pass, atomic rename, audit);
+- ``main``: with ``--main-tree``, ``snapshot_build`` of that checkout (the child imports the
+  application from there, with this script's measuring code);
 - ``old``: the build as it was before the streaming change (``legacy_write_files`` below, kept here
   as the baseline: the whole corpus in memory, JSONL written, then re-read for each Parquet file
   and the zip), for sizes up to ``--baseline-max``.
 
-Both paths must give the same sha256 and record count at every size where both run; the script
-stops if they do not. Printed: records/s and peak RSS, mean ± std over the repeats, the new/old
-rate ratio, and the new path's peak-RSS ratio between sizes. The projects are deleted afterwards.
+Every path must give the same sha256 and record count at every size, and ``new`` and ``main`` the
+same bytes in every file (each zip member; the card with the snapshot's id masked); the script
+stops if they do not. CPU is the build process's (all its threads) plus its PostgreSQL processes':
+the backend of each connection it opens (the build reads on a second one) and their parallel
+query workers (``PostgresCpu``). Printed: records/s, records per CPU second, µs of CPU per record,
+peak RSS, mean ± std over the repeats, the new/other ratios, and the new path's peak-RSS ratio
+between sizes. ``--json`` keeps every build's figures. The projects are deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import zipfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The ``main`` path's child imports the application from another checkout (``--main-tree``), with
+# this script's measuring code: both builds are measured the same way.
+CODE_ROOT = Path(os.environ.get("SNAPSHOT_BENCH_CODE_ROOT") or ROOT)
+sys.path.insert(0, str(CODE_ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 # As a production worker runs. With DEBUG on, Django keeps the SQL of the last 9,000 queries in
 # memory (connection.queries), tens of MiB here, which would be counted as the build's.
@@ -192,40 +206,162 @@ def _cpu_of(pid: int) -> float | None:
         return None
 
 
+class PostgresCpu:
+    """CPU seconds of the PostgreSQL processes serving this process: the backend of every database
+    connection it opens (a build may read on a second connection, in a reader thread) and their
+    parallel query workers, which PostgreSQL starts per query and which exit with it.
+
+    A backend's CPU is read when its connection closes (its process then exits) or at ``total``.
+    Workers are found by polling the postmaster's children every 20 ms; a worker's CPU counts up to
+    its last poll, so that part is a lower bound (``workers`` says how many were seen)."""
+
+    def __init__(self) -> None:
+        from django.db.backends.base.base import BaseDatabaseWrapper
+        from django.db.backends.signals import connection_created
+
+        self.start: dict[int, float] = {}  # backend pid → CPU when first seen
+        self.end: dict[int, float] = {}  # backend pid → CPU at its connection's close
+        self.seen_workers: dict[int, float] = {}  # worker pid → CPU at its last poll
+        self.postmaster: int | None = None
+        self._stop = threading.Event()
+        connection_created.connect(self._created, weak=False)
+        original_close = BaseDatabaseWrapper.close
+        tracker = self
+
+        def close(wrapper: Any) -> None:
+            pid = getattr(wrapper, "_bench_backend", None)
+            if pid is not None and pid not in tracker.end:
+                tracker.end[pid] = _cpu_of(pid) or 0.0
+            original_close(wrapper)
+
+        BaseDatabaseWrapper.close = close
+        self._poller = threading.Thread(target=self._poll, daemon=True)
+
+    def _created(self, sender: Any, connection: Any, **kwargs: Any) -> None:
+        with connection.connection.cursor() as cur:  # the raw connection: no Django wrapper here
+            cur.execute("SELECT pg_backend_pid()")
+            pid = cur.fetchone()[0]
+        connection._bench_backend = pid
+        self.start[pid] = _cpu_of(pid) or 0.0
+        if self.postmaster is None:
+            with open(f"/proc/{pid}/stat") as fh:
+                self.postmaster = int(fh.read().rsplit(")", 1)[1].split()[1])
+
+    def begin(self) -> None:
+        from django.db import connections
+
+        for alias in connections:  # the connections open now are counted from here on
+            wrapper = connections[alias]
+            pid = getattr(wrapper, "_bench_backend", None)
+            if pid is not None:
+                self.start[pid] = _cpu_of(pid) or 0.0
+        self._poller.start()
+
+    def _poll(self) -> None:
+        leaders: set[str] = set()
+        while not self._stop.wait(0.02):
+            if self.postmaster is None:
+                continue
+            leaders = {f"parallel worker for PID {pid}" for pid in self.start}
+            try:
+                with open(f"/proc/{self.postmaster}/task/{self.postmaster}/children") as fh:
+                    pids = [int(p) for p in fh.read().split()]
+            except OSError:
+                continue
+            for pid in pids:
+                if pid in self.start:
+                    continue
+                if pid not in self.seen_workers:
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                            cmd = fh.read().decode(errors="replace")
+                    except OSError:
+                        continue
+                    if not any(leader in cmd for leader in leaders):
+                        self.seen_workers[pid] = -1.0  # another process: never counted
+                        continue
+                if self.seen_workers.get(pid, 0.0) >= -0.5:
+                    cpu = _cpu_of(pid)
+                    if cpu is not None:
+                        self.seen_workers[pid] = cpu
+
+    def total(self) -> tuple[float, int]:
+        """(CPU seconds of the backends and workers since ``begin``, number of workers seen)."""
+        self._stop.set()
+        self._poller.join()
+        backends = sum((self.end.get(pid) or _cpu_of(pid) or 0.0) - cpu for pid, cpu in self.start.items())
+        workers = [cpu for cpu in self.seen_workers.values() if cpu >= 0]
+        return backends + sum(workers), len(workers)
+
+
+def file_digests(folder: Path, snapshot: DatasetSnapshot) -> dict[str, str]:
+    """sha256 of each file of a built snapshot; for the zip, of each member. A zip member's time
+    stamp is the time it was written, and the card names the snapshot (its id), so the zip's own
+    bytes differ between any two builds: its members are compared, the card with the id masked."""
+    digests = {}
+    for file in sorted(folder.iterdir()):
+        if file.suffix == ".zip":
+            with zipfile.ZipFile(file) as zf:
+                for name in sorted(zf.namelist()):
+                    data = zf.read(name)
+                    if name.endswith("README.md"):
+                        data = re.sub(rf"\b{snapshot.pk}\b".encode(), b"<id>", data)
+                    member = name.replace(f"-{snapshot.pk}/", "-<id>/")
+                    digests[f"{file.name}:{member}"] = hashlib.sha256(data).hexdigest()
+        else:
+            digest = hashlib.sha256()
+            with open(file, "rb") as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+            digests[file.name] = digest.hexdigest()
+    return digests
+
+
 def child(path: str, snapshot_id: int) -> None:
     import datasets  # noqa: F401  (both paths import it for the card; import it before the clock)
     import pyarrow.parquet  # noqa: F401
 
+    postgres = PostgresCpu()
     with connection.cursor() as cur:
-        cur.execute("SELECT pg_backend_pid()")
-        backend = cur.fetchone()[0]
-    rss_before, pg_before, cpu_before = _rss(), _cpu_of(backend), time.process_time()
+        cur.execute("SELECT 1")
+    postgres.begin()
+    rss_before, cpu_before = _rss(), time.process_time()
     t0 = time.perf_counter()
-    if path == "new":
-        snapshot = snapshot_build(snapshot_id=snapshot_id)
-        assert snapshot.status == "ready", snapshot.error
-        sha, count = snapshot.sha256, snapshot.record_count
-    else:
-        snapshot = DatasetSnapshot.objects.select_related("project").get(pk=snapshot_id)
-        folder = Path(tempfile.mkdtemp(prefix="legacy-", dir=os.environ.get("SAFELADDER_DATA_DIR")))
-        try:
+    folder: Path | None = None
+    try:
+        if path in ("new", "main"):
+            snapshot = snapshot_build(snapshot_id=snapshot_id)
+            assert snapshot.status == "ready", snapshot.error
+            sha, count = snapshot.sha256, snapshot.record_count
+            built = snapshot_dir(snapshot)
+        else:
+            snapshot = DatasetSnapshot.objects.select_related("project").get(pk=snapshot_id)
+            folder = built = Path(tempfile.mkdtemp(prefix="legacy-", dir=os.environ.get("SAFELADDER_DATA_DIR")))
             info = legacy_write_files(snapshot, folder)
-        finally:
+            sha, count = info["sha256"], info["record_count"]
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu_before
+        pg, workers = postgres.total()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        files = file_digests(built, snapshot)  # after the clock
+    finally:
+        if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
-        sha, count = info["sha256"], info["record_count"]
-    seconds = time.perf_counter() - t0
-    cpu = time.process_time() - cpu_before
-    pg_after = _cpu_of(backend)
-    pg = None if pg_before is None or pg_after is None else pg_after - pg_before
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "pg_cpu": pg, "peak_rss": peak, "rss_before": rss_before,
-                      "sha256": sha, "count": count}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "pg_cpu": pg, "pg_workers": workers, "peak_rss": peak,
+                      "rss_before": rss_before, "sha256": sha, "count": count, "files": files,
+                      "code": str(Path(snapshot_build.__code__.co_filename).parents[2])}))
 
 
-def run_child(path: str, snapshot_id: int) -> dict[str, Any]:
+def run_child(path: str, snapshot_id: int, main_tree: str | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.pop("SNAPSHOT_BENCH_CODE_ROOT", None)
+    if path == "main":
+        env["SNAPSHOT_BENCH_CODE_ROOT"] = main_tree
     out = subprocess.run(
         [sys.executable, __file__, "--child", path, "--snapshot", str(snapshot_id)],
-        check=True, capture_output=True, text=True,
+        # In the checkout whose code runs: Celery's app loading puts the working directory first on
+        # sys.path, so the child would import the application from there.
+        check=True, capture_output=True, text=True, env=env, cwd=main_tree if path == "main" else ROOT,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -244,12 +380,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-max", type=int, default=100_000,
                         help="largest size the old build runs at (it holds the whole corpus in memory)")
-    parser.add_argument("--child", choices=["new", "old"], help=argparse.SUPPRESS)
+    parser.add_argument("--main-tree", help="a checkout of another commit (e.g. main) whose snapshot_build runs as "
+                        "the path 'main', measured the same way; its files must equal the new build's")
+    parser.add_argument("--json", help="write every build's figures to this file")
+    parser.add_argument("--child", choices=["new", "main", "old"], help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.snapshot)
         return
+    main_tree = str(Path(args.main_tree).resolve()) if args.main_tree else None
 
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     user = get_user_model().objects.create_user(username=f"bench-snapshot-{os.getpid()}")
@@ -260,49 +400,62 @@ def main() -> None:
             project_id = seed(n, user)
             print(f"seeded {n:,} traces in {time.perf_counter() - t0:.1f} s", flush=True)
             try:
-                paths = ["new", "old"] if n <= args.baseline_max else ["new"]
+                paths = ["new", *(["main"] if main_tree else []), *(["old"] if n <= args.baseline_max else [])]
                 for _ in range(args.repeats):
-                    for path in paths:  # interleaved, so a slow spell of the machine hits both
+                    for path in paths:  # interleaved, so a slow spell of the machine hits every path
                         snapshot = DatasetSnapshot.objects.create(
                             project_id=project_id, kind="sft", eval_fraction=0.1, created_by=user)
-                        r = run_child(path, snapshot.pk)
+                        r = run_child(path, snapshot.pk, main_tree)
                         assert r["count"] == n, (path, r["count"], n)
                         results.setdefault((n, path), []).append(r)
-                        print(f"  {path} {n:>9,}: {r['seconds']:6.2f} s  {n / r['seconds']:>9,.0f} rec/s  "
-                              f"CPU {r['cpu']:6.2f} s + PostgreSQL {r['pg_cpu'] or 0:5.2f} s  "
+                        print(f"  {path:>4} {n:>9,}: {r['seconds']:6.2f} s  {n / r['seconds']:>9,.0f} rec/s  "
+                              f"CPU {r['cpu']:6.2f} s + PostgreSQL {r['pg_cpu']:5.2f} s "
+                              f"({r['pg_workers']} parallel workers)  "
                               f"peak RSS {r['peak_rss'] / 2**20:6.0f} MiB (build +{_grew(r):.0f})", flush=True)
-                shas = {r["sha256"] for path in paths for r in results[(n, path)]}
+                runs = [r for path in paths for r in results[(n, path)]]
+                shas = {r["sha256"] for r in runs}
                 assert len(shas) == 1, f"the builds disagree on the content hash at {n}: {shas}"
+                # The old build wrote data.jsonl with json.dumps' default layout, not canonical JSON:
+                # only its content hash is comparable. The new and the main builds' files are.
+                streamed = [r for path in paths if path != "old" for r in results[(n, path)]]
+                files = {json.dumps(r["files"], sort_keys=True) for r in streamed}
+                assert len(files) == 1, f"the builds' files differ at {n}: {[r['files'] for r in streamed]}"
+                print(f"  every build: sha256 {shas.pop()}; new and main: {len(streamed[0]['files'])} files "
+                      "(zip members) byte-identical", flush=True)
             finally:
                 delete_project(project_id)
     finally:
         user.delete()
+    if args.json:
+        Path(args.json).write_text(json.dumps({f"{n}:{path}": runs for (n, path), runs in results.items()}, indent=1))
 
     print(f"\nkind=sft  cores={os.cpu_count()}  repeats={args.repeats}  (mean ± std; each build in its own process)")
-    print("records/CPU s: records per CPU second of the build process and its PostgreSQL backend together")
-    print(f"{'records':>9} {'path':>4} {'build s':>14} {'records/s':>20} {'records/CPU s':>20} "
-          f"{'peak RSS MiB':>14} {'build +MiB':>12} {'new/old rate':>13} {'new/old per CPU':>16}")
+    print("records/CPU s: records per CPU second of the build process and its PostgreSQL processes together")
+    print(f"{'records':>9} {'path':>4} {'build s':>14} {'records/s':>20} {'records/CPU s':>20} {'µs CPU/rec':>11} "
+          f"{'PG share':>8} {'peak RSS MiB':>14} {'build +MiB':>12} {'new/x rate':>11} {'new/x per CPU':>14}")
 
     def rates(runs: list[dict[str, Any]], n: int) -> tuple[tuple[float, float], tuple[float, float]]:
         return (mean_std([n / r["seconds"] for r in runs]),
-                mean_std([n / (r["cpu"] + (r["pg_cpu"] or 0)) for r in runs]))
+                mean_std([n / (r["cpu"] + r["pg_cpu"]) for r in runs]))
 
     for n in sizes:
-        for path in ("new", "old"):
+        for path in ("new", "main", "old"):
             runs = results.get((n, path))
             if not runs:
                 continue
             secs = mean_std([r["seconds"] for r in runs])
             rate, per_cpu = rates(runs, n)
+            us = statistics.fmean((r["cpu"] + r["pg_cpu"]) / n * 1e6 for r in runs)
+            pg_share = statistics.fmean(r["pg_cpu"] / (r["cpu"] + r["pg_cpu"]) for r in runs)
             rss = mean_std([r["peak_rss"] / 2**20 for r in runs])
             grew = mean_std([_grew(r) for r in runs])
             ratio = ratio_cpu = ""
-            if path == "new" and (n, "old") in results:
-                old_rate, old_cpu = rates(results[(n, "old")], n)
-                ratio, ratio_cpu = f"{rate[0] / old_rate[0]:.2f}x", f"{per_cpu[0] / old_cpu[0]:.2f}x"
+            if path != "new":
+                new_rate, new_cpu = rates(results[(n, "new")], n)
+                ratio, ratio_cpu = f"{new_rate[0] / rate[0]:.2f}x", f"{new_cpu[0] / per_cpu[0]:.2f}x"
             print(f"{n:>9,} {path:>4} {secs[0]:>7.2f} ± {secs[1]:<4.2f} {rate[0]:>11,.0f} ± {rate[1]:<6,.0f} "
-                  f"{per_cpu[0]:>11,.0f} ± {per_cpu[1]:<6,.0f} {rss[0]:>6.0f} ± {rss[1]:<4.0f} "
-                  f"{grew[0]:>5.0f} ± {grew[1]:<4.0f} {ratio:>13} {ratio_cpu:>16}")
+                  f"{per_cpu[0]:>11,.0f} ± {per_cpu[1]:<6,.0f} {us:>11.1f} {pg_share:>8.0%} "
+                  f"{rss[0]:>6.0f} ± {rss[1]:<4.0f} {grew[0]:>5.0f} ± {grew[1]:<4.0f} {ratio:>11} {ratio_cpu:>14}")
     new_peaks = {n: statistics.fmean(r["peak_rss"] for r in results[(n, "new")]) for n in sizes}
     base = sizes[0] if len(sizes) == 1 else next((n for n in sizes if n >= 100_000), sizes[0])
     for n in sizes:

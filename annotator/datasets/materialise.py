@@ -154,17 +154,19 @@ class _Ctx:
         return render_completion([s.text for s in kept], trace.answer), dropped_by
 
     def base(self, prompt: PromptRec, traces: list[TraceRec], annotators: list[str]) -> Record:
-        rec: Record = {}
-        if self.with_images:
-            rec["images"] = list(prompt.images)
-        versions = _uniq([t.model_version for t in traces if t.model_version])
-        rec.update(
-            prompt_id=str(prompt.id),
-            category=prompt.category,
-            trace_ids=[str(t.id) for t in traces],
-            annotators=_uniq(annotators),
-            model_version=versions[0] if len(versions) == 1 else (",".join(versions) or None),
-        )
+        # Item by item, in this order (a record's key order is its order in a JSON download); a
+        # snapshot build calls this once per record.
+        rec: Record = {"images": list(prompt.images)} if self.with_images else {}
+        if len(traces) == 1:
+            version = traces[0].model_version or None
+        else:
+            versions = _uniq([t.model_version for t in traces if t.model_version])
+            version = versions[0] if len(versions) == 1 else (",".join(versions) or None)
+        rec["prompt_id"] = str(prompt.id)
+        rec["category"] = prompt.category
+        rec["trace_ids"] = [str(t.id) for t in traces]
+        rec["annotators"] = list(dict.fromkeys(annotators))
+        rec["model_version"] = version
         return rec
 
 

@@ -1,4 +1,4 @@
-"""Plain, frozen input records for dataset materialisation (no Django).
+"""Plain, read-only input records for dataset materialisation (no Django).
 
 A selector turns ORM rows into these; ``materialise`` turns them into TRL records. Keeping the
 core on plain data means the exporters can be tested, benchmarked and run in a worker without a
@@ -10,6 +10,11 @@ Conventions the selector must follow:
   branch created by editing step k repeats steps 0..k-1 of its parent, then the human step k).
 - ``answer`` is None while the think block never closed (stopped or unfinished generation).
 - ids may be ints or strings; exports write them as strings so every column has one type.
+
+The records are read-only by convention, not ``frozen``: a frozen dataclass sets each field through
+``object.__setattr__``, four times the cost of a plain ``__slots__`` store, and a snapshot build
+makes about six of them per record (a trace, its steps, its review), which was a tenth of its
+CPU (bench/snapshot_scale.py). Nothing may change a record after the selector made it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 Id = int | str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PromptRec:
     id: Id
     messages: list[dict[str, Any]]  # chat messages; content is a string or a list of text/image parts
@@ -32,14 +37,14 @@ class PromptRec:
     reference: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepLabelRec:
     annotator: str
     rating: int | None  # +1 good, 0 neutral, -1 wrong, None = unsure
     safety_tags: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepRec:
     index: int
     text: str
@@ -47,7 +52,7 @@ class StepRec:
     labels: list[StepLabelRec] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ReviewRec:
     annotator: str
     verdict: str | None = None  # "accept" / "reject" / None (not given)
@@ -56,7 +61,7 @@ class ReviewRec:
     knowledge_label: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TraceRec:
     id: Id
     prompt_id: Id
@@ -72,7 +77,7 @@ class TraceRec:
     adjudication: ReviewRec | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CorrectionRec:
     id: Id
     original_trace_id: Id
@@ -83,7 +88,7 @@ class CorrectionRec:
     author: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AlternativePickRec:
     """A supervisor's pick among K sampled candidates for step ``step_index`` of trace ``trace_id``:
     ``chosen`` (a candidate, or their own text) is preferred over each of ``rejected`` (the other
@@ -99,7 +104,7 @@ class AlternativePickRec:
     created_at: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ComparisonRec:
     id: Id
     preferred_trace_id: Id

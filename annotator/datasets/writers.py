@@ -18,7 +18,8 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from json.encoder import c_make_encoder, encode_basestring
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,6 +40,35 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 
 def _canonical(record: Record) -> str:
     return _CANONICAL.encode(record)
+
+
+def _canonical_encoder() -> Callable[[Record], str]:
+    """``_canonical`` for one run of many records: ``JSONEncoder.encode`` sets up a new C encoder
+    on every call (a fifth of its time for a small record); this one is set up once, with the same
+    arguments ``_CANONICAL.iterencode`` passes it, so it writes the same bytes. Without the C
+    encoder (another Python), ``_canonical`` itself. Use one per run: after an error, its record of
+    the containers being encoded (for the circular-reference check) may be left part full."""
+    if c_make_encoder is None:
+        return _canonical
+    c = _CANONICAL
+    encoder = c_make_encoder(
+        {},
+        c.default,
+        encode_basestring,
+        c.indent,
+        c.key_separator,
+        c.item_separator,
+        c.sort_keys,
+        c.skipkeys,
+        c.allow_nan,
+    )
+
+    def encode(record: Record) -> str:
+        if isinstance(record, str):
+            return encode_basestring(record)
+        return "".join(encoder(record, 0))
+
+    return encode
 
 
 def canonical_hash(records: Iterable[Record]) -> tuple[str, int]:
@@ -368,13 +398,13 @@ def write_snapshot(
     Each record gets its ``split`` (``with_split``) and is encoded to JSON once: its line of
     ``jsonl`` is its canonical JSON (``canonical_hash``), hashed as it is written, so the returned
     ``sha256`` is both the content hash and the sha256 of the ``jsonl`` file. Every
-    ``batch_size`` lines go to a writer thread, which appends them to the JSONL files and parses
-    them into one Arrow table (in C++, off the GIL) for the Parquet files: memory holds a few
-    batches, whatever the number of records. Returns ``{"sha256", "count", "splits": {split: n}}``
+    ``batch_size`` lines go to a writer thread, which joins them into UTF-8 bytes, hashes them and
+    appends them to the JSONL files (hashlib works off the GIL on a batch), and parses them into
+    one Arrow table (in C++, off the GIL) for the Parquet files: memory holds a few batches,
+    whatever the number of records. Returns ``{"sha256", "count", "splits": {split: n}}``
     as ``write_hf_zip`` does (every split in the zip: ``train`` always, ``eval`` when it has records).
     """
     _check_name(name)
-    digest = hashlib.sha256()
     counts = dict.fromkeys(SPLITS, 0)
     splits_of: dict[Any, str] = {}  # prompt id → split: a prompt's records usually come together
     with tempfile.TemporaryDirectory(prefix="snapshot-") as tmp:
@@ -383,8 +413,9 @@ def write_snapshot(
             spool=tmp, batch_size=batch_size,
         )
         try:
-            lines: list[bytes] = []
-            by_split: dict[str, list[bytes]] = {s: [] for s in SPLITS}
+            encode = _canonical_encoder()
+            lines: list[str] = []
+            by_split: dict[str, list[str]] = {s: [] for s in SPLITS}
             for record in records:
                 split = record.get("split")
                 if "split" not in record:
@@ -399,8 +430,7 @@ def write_snapshot(
                     raise ValueError(f"record split {split!r} is not one of {', '.join(SPLITS)}")
                 if not sink.started:
                     sink.start(with_images="images" in record)
-                line = (_CANONICAL.encode(record) + "\n").encode("utf-8")
-                digest.update(line)
+                line = encode(record)
                 counts[split] += 1
                 lines.append(line)
                 by_split[split].append(line)
@@ -415,7 +445,7 @@ def write_snapshot(
         except BaseException:
             sink.abort()
             raise
-        sha = digest.hexdigest()
+        sha = sink.digest.hexdigest()
         # As write_hf_zip: the zip holds the train split always, the eval split when it has records.
         in_zip = {s: path for s, path in zip_splits.items() if s == "train" or counts[s]}
         with open(hf_zip, "wb") as fh:
@@ -436,10 +466,11 @@ def write_snapshot(
 
 
 class _SnapshotSink:
-    """The writer thread of ``write_snapshot``: JSONL bytes in, JSONL and Parquet files out.
+    """The writer thread of ``write_snapshot``: JSON lines in, JSONL and Parquet files out.
 
-    The producer hands over batches of lines (``put``); the thread writes them and turns each
-    batch into an Arrow table with pyarrow's JSON reader and the kind's explicit schema (the same
+    The producer hands over batches of lines (``put``: canonical JSON strings without their line
+    ends); the thread hashes them (``digest``, in order: the sha256 of the JSONL file), writes them
+    and turns each batch into an Arrow table with pyarrow's JSON reader and the kind's explicit schema (the same
     table ``pa.Table.from_pylist`` makes from the records). It always drains its queue until the
     end marker, also after an error, so the producer never blocks on a dead consumer; the error is
     raised in the producer at its next ``put`` or at ``close``."""
@@ -459,7 +490,8 @@ class _SnapshotSink:
         self.paths = (jsonl, parquet, split_jsonl, split_parquet)
         self.schema: pa.Schema | None = None
         self.started = False
-        self._queue: queue.Queue[tuple[list[bytes], dict[str, list[bytes]]] | None] = queue.Queue(maxsize=3)
+        self.digest = hashlib.sha256()
+        self._queue: queue.Queue[tuple[list[str], dict[str, list[str]]] | None] = queue.Queue(maxsize=3)
         self._error: BaseException | None = None
         self._files = contextlib.ExitStack()  # every file the thread writes; closed in close / abort
         self._thread: threading.Thread | None = None
@@ -489,7 +521,7 @@ class _SnapshotSink:
         self._thread = threading.Thread(target=self._run, name="snapshot-writer", daemon=True)
         self._thread.start()
 
-    def put(self, lines: list[bytes], by_split: dict[str, list[bytes]]) -> None:
+    def put(self, lines: list[str], by_split: dict[str, list[str]]) -> None:
         while True:
             if self._error is not None:
                 raise self._error
@@ -507,12 +539,13 @@ class _SnapshotSink:
                 except BaseException as exc:  # handed to the producer; keep draining
                     self._error = exc
 
-    def _write(self, lines: list[bytes], by_split: dict[str, list[bytes]]) -> None:
-        blob = b"".join(lines)
+    def _write(self, lines: list[str], by_split: dict[str, list[str]]) -> None:
+        blob = ("\n".join(lines) + "\n").encode("utf-8")
+        self.digest.update(blob)
         self._jsonl.write(blob)
         for split, part in by_split.items():
             if part:
-                self._split_jsonl[split].write(b"".join(part))
+                self._split_jsonl[split].write(("\n".join(part) + "\n").encode("utf-8"))
         # One block for the whole batch: a line never straddles two blocks, however long it is.
         options = pj.ReadOptions(use_threads=False, block_size=len(blob) + 1)
         table = pj.read_json(io.BytesIO(blob), read_options=options, parse_options=self._parse)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -254,7 +255,7 @@ def test_verifier_value_and_knowledge() -> None:
 def test_verifier_skips_disagreeing_reviewers() -> None:
     corpus = build_corpus()
     t4 = corpus.trace(13)
-    disputed = TraceRec(**{**t4.__dict__, "reviews": [*t4.reviews, ReviewRec("bob", safety_label="unsafe")]})
+    disputed = replace(t4, reviews=[*t4.reviews, ReviewRec("bob", safety_label="unsafe")])
     corpus = Corpus(prompts=corpus.prompts, traces=[*corpus.traces[:-1], disputed])
     assert [r["trace_ids"] for r in materialise("verifier_safety", corpus)] == [["10"], ["11"]]
 

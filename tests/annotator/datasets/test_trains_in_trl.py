@@ -9,6 +9,7 @@ import io
 import math
 import os
 import zipfile
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -199,7 +200,7 @@ def with_image_correction(corpus: Corpus) -> Corpus:
         steps=[StepRec(0, "1. A yellow wet-floor sign.", "human")],
         reviews=[ReviewRec("bob", verdict="accept")],
     )
-    t4_unreviewed = TraceRec(**{**t4.__dict__, "reviews": []})
+    t4_unreviewed = replace(t4, reviews=[])
     corr = CorrectionRec(
         id=2,
         original_trace_id=13,

@@ -7,6 +7,7 @@ import io
 import json
 import threading
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from annotator.datasets.materialise import arrow_schema, materialise
-from annotator.datasets.records import Corpus, StepLabelRec, StepRec, TraceRec
+from annotator.datasets.records import Corpus, StepLabelRec, StepRec
 from annotator.datasets.writers import (
     canonical_hash,
     iter_jsonl_chunks,
@@ -42,11 +43,8 @@ def test_hash_changes_when_one_label_changes() -> None:
     before, _ = canonical_hash(materialise("stepwise", build_corpus()))
     corpus = build_corpus()
     t1 = corpus.trace(10)
-    relabelled = TraceRec(
-        **{
-            **t1.__dict__,
-            "steps": [t1.steps[0], StepRec(1, t1.steps[1].text, labels=[StepLabelRec("alice", -1)]), *t1.steps[2:]],
-        }
+    relabelled = replace(
+        t1, steps=[t1.steps[0], StepRec(1, t1.steps[1].text, labels=[StepLabelRec("alice", -1)]), *t1.steps[2:]]
     )
     changed = Corpus(
         prompts=corpus.prompts,
