@@ -40,6 +40,7 @@ from annotator.models import (
     Project,
     Prompt,
     PromptImage,
+    QueueCounter,
     Step,
     StepLabel,
     StepScore,
@@ -345,9 +346,8 @@ def _untraced_assigned(project: Project, user) -> QuerySet[Prompt]:
     return Prompt.objects.filter(project=project, has_trace=False, assignments__annotator=user)
 
 
-# The user's own counters are exact up to this many rows, PostgreSQL's estimate above it (with
-# ``mine_exact`` false): a person's queue of 90,000 traces costs 0.5-1 s to count exactly (every
-# assigned trace and a review lookup each; bench/lists.py), capped it costs what a page costs.
+# The old path's cap (``from_counters=False``): the user's counts exact up to this many rows, the
+# planner's estimate above it. The counters (QueueCounter) made the cap unneeded for the counts.
 MINE_COUNT_CAP = 1_000
 
 
@@ -355,9 +355,31 @@ def _mine(project: Project, user) -> QuerySet[Trace]:
     return Trace.objects.filter(project=project).filter(_assigned_to(user)).exclude(status=TraceStatus.FAILED)
 
 
-def _mine_counts(project: Project, user) -> dict[str, Any]:
-    """assigned / done / left (traces not failed of the prompts assigned to ``user``), and whether
-    all three are exact (each is a fast count capped at MINE_COUNT_CAP)."""
+def queue_counter(project: Project, user) -> dict[str, int]:
+    """The user's queue in the project as PostgreSQL keeps it (QueueCounter, migration 0014): exact,
+    one row. ``assigned``: traces not failed of the prompts assigned to them; ``done``: of those,
+    reviewed by them; ``left``: assigned - done; ``failed`` / ``failed_done``: the same for the
+    failed traces; ``untraced``: their assigned prompts with no trace yet."""
+    row = (QueueCounter.objects.filter(project=project, annotator_id=user.pk)
+           .values("assigned", "done", "failed", "failed_done", "untraced").first())
+    row = row or {"assigned": 0, "done": 0, "failed": 0, "failed_done": 0, "untraced": 0}
+    return {**row, "left": row["assigned"] - row["done"]}
+
+
+def queue_mine_count(project: Project, user, *, reviewed: bool | None = None) -> int:
+    """How many rows ``queue_list(mine=True, reviewed=...)`` has with no other filter (its failed
+    traces included, as the page lists them), from the counter."""
+    c = queue_counter(project, user)
+    if reviewed is None:
+        return c["assigned"] + c["failed"]
+    if reviewed:
+        return c["done"] + c["failed_done"]
+    return c["left"] + c["failed"] - c["failed_done"]
+
+
+def _mine_counts_capped(project: Project, user) -> dict[str, Any]:
+    """The old path (before migration 0014), for the tests and bench/lists.py's baseline: assigned /
+    done / left as fast counts capped at MINE_COUNT_CAP, and whether all three are exact."""
     mine = _mine(project, user)
     assigned, assigned_exact = fast_count(mine, cap=MINE_COUNT_CAP)
     left, left_exact = fast_count(mine.exclude(_reviewed_by(user)), cap=MINE_COUNT_CAP)
@@ -369,17 +391,14 @@ def _mine_counts(project: Project, user) -> dict[str, Any]:
 
 
 def queue_left(project: Project, user) -> int:
-    """How many of the user's assigned traces are left to review (the next item's counter: only
-    this, not the project's totals). Exact up to MINE_COUNT_CAP, PostgreSQL's estimate above."""
-    return fast_count(_mine(project, user).exclude(_reviewed_by(user)), cap=MINE_COUNT_CAP)[0]
+    """How many of the user's assigned traces are left to review (the next item's counter): exact."""
+    return queue_counter(project, user)["left"]
 
 
-def queue_counts(project: Project, user) -> dict[str, Any]:
-    """Counters for the queue page: the user's assigned / done / left and prompts without a trace
-    (exact up to MINE_COUNT_CAP: ``mine_exact``), and the project's totals (``totals_exact``)."""
-    mine_counts = _mine_counts(project, user)
-    # The project's totals: fast counts (annotator/counting.py), each an index range read of at most
-    # COUNT_CAP + 1 rows, not one aggregate over every trace; above the cap they are estimates.
+def _project_totals(project: Project) -> tuple[dict[str, int], bool]:
+    """The project's traces / unreviewed / reviewed / disputed: fast counts (annotator/counting.py),
+    each an index range read of at most COUNT_CAP + 1 rows, not one aggregate over every trace;
+    above the cap they are estimates."""
     traces = Trace.objects.filter(project=project)
     totals: dict[str, int] = {}
     exact = True
@@ -387,11 +406,25 @@ def queue_counts(project: Project, user) -> dict[str, Any]:
                      ("reviewed", traces.filter(review_count__gt=0)), ("disputed", traces.filter(disputed=True))):
         totals[name], was_exact = fast_count(qs)
         exact = exact and was_exact
-    # The project's untraced prompts (a partial index: few) that are assigned to the user.
-    untraced, untraced_exact = fast_count(_untraced_assigned(project, user), cap=MINE_COUNT_CAP)
-    return {"assigned": mine_counts["assigned"], "done": mine_counts["done"], "left": mine_counts["left"],
-            "prompts_without_trace": untraced, "mine_exact": mine_counts["exact"] and untraced_exact,
-            **totals, "totals_exact": exact}
+    return totals, exact
+
+
+def queue_counts(project: Project, user, *, from_counters: bool = True) -> dict[str, Any]:
+    """Counters for the queue page: the user's assigned / done / left and prompts without a trace
+    (exact, from their QueueCounter row: ``mine_exact`` is always true), and the project's totals
+    (``totals_exact``). ``from_counters=False`` counts the user's numbers as before migration 0014
+    (capped fast counts over their assignments, estimates above MINE_COUNT_CAP), for the tests and
+    the baseline of bench/lists.py."""
+    totals, exact = _project_totals(project)
+    if not from_counters:
+        mine_counts = _mine_counts_capped(project, user)
+        untraced, untraced_exact = fast_count(_untraced_assigned(project, user), cap=MINE_COUNT_CAP)
+        return {"assigned": mine_counts["assigned"], "done": mine_counts["done"], "left": mine_counts["left"],
+                "prompts_without_trace": untraced, "mine_exact": mine_counts["exact"] and untraced_exact,
+                **totals, "totals_exact": exact}
+    c = queue_counter(project, user)
+    return {"assigned": c["assigned"], "done": c["done"], "left": c["left"], "prompts_without_trace": c["untraced"],
+            "mine_exact": True, **totals, "totals_exact": exact}
 
 
 def assignment_list(project: Project) -> QuerySet[Assignment]:
@@ -399,19 +432,19 @@ def assignment_list(project: Project) -> QuerySet[Assignment]:
 
 
 def assignment_progress(project: Project) -> list[dict[str, Any]]:
-    """Per annotator: prompts assigned, their traces, and how many of those the annotator reviewed."""
+    """Per annotator: prompts assigned, their traces (not failed), and how many of those the
+    annotator reviewed (their QueueCounter row: one read, not a count over their traces each)."""
+    counters = {c["annotator_id"]: c for c in QueueCounter.objects.filter(project=project).values(
+        "annotator_id", "assigned", "done")}
     rows = []
     people = Assignment.objects.filter(project=project).values("annotator_id", "annotator__username").annotate(
         prompts=Count("id")
     )
     for row in people.order_by("annotator__username"):
-        traces = Trace.objects.filter(
-            project=project, prompt__assignments__annotator_id=row["annotator_id"]
-        ).exclude(status=TraceStatus.FAILED)
-        done = traces.filter(reviews__annotator_id=row["annotator_id"]).count()
-        total = traces.count()
+        c = counters.get(row["annotator_id"], {"assigned": 0, "done": 0})
         rows.append({"annotator": {"id": row["annotator_id"], "username": row["annotator__username"]},
-                     "prompts": row["prompts"], "traces": total, "done": done, "left": total - done})
+                     "prompts": row["prompts"], "traces": c["assigned"], "done": c["done"],
+                     "left": c["assigned"] - c["done"]})
     return rows
 
 

@@ -298,7 +298,11 @@ class KeysetPagination(BasePagination):
         if backwards:
             rows.reverse()
         # A view may count exactly only up to a smaller cap (the queue's "mine": two lookups a row).
-        self.count, self.count_exact = fast_count(queryset, cap=getattr(view, "count_cap", None))
+        known = getattr(view, "known_count", None)
+        if known is not None:  # e.g. the queue's "mine" pages: the person's queue counter
+            self.count, self.count_exact = known, True
+        else:
+            self.count, self.count_exact = fast_count(queryset, cap=getattr(view, "count_cap", None))
         self.next_link = self.previous_link = None
         url = request.build_absolute_uri()
         url = remove_query_param(url, "offset")

@@ -61,6 +61,7 @@ class QueueView(ProjectScoped, generics.ListAPIView):
     serializer_class = s.QueueItemSerializer
     pagination_class = KeysetPagination
     count_cap: int | None = None  # the paginator's exact-count cap for this request (None: COUNT_CAP)
+    known_count: int | None = None  # the count, where the view knows it exactly without counting
 
     def get_queryset(self):
         q = self.request.query_params
@@ -74,15 +75,20 @@ class QueueView(ProjectScoped, generics.ListAPIView):
         if order not in selectors.QUEUE_ORDERS:
             raise InvalidInput(f"order must be one of {', '.join(selectors.QUEUE_ORDERS)}.", code="bad_order")
         mine = bool(_flag(q.get("mine"), "mine"))
-        if mine:  # each row is an assignment lookup (and a review lookup): counted exactly up to 1,000
+        reviewed = _flag(q.get("reviewed"), "reviewed")
+        disputed = _flag(q.get("disagreement"), "disagreement")
+        if mine and verdict is None and disputed is None and category is None:
+            # Yours, all / to do / done: the count is your queue counter's (exact, one row).
+            self.known_count = selectors.queue_mine_count(self.project, self.request.user, reviewed=reviewed)
+        elif mine:  # each row is an assignment lookup (and a review lookup): counted exactly up to 1,000
             self.count_cap = selectors.MINE_COUNT_CAP
         qs = selectors.queue_list(
             self.project,
             self.request.user,
             mine=mine,
-            reviewed=_flag(q.get("reviewed"), "reviewed"),
+            reviewed=reviewed,
             verdict=verdict,
-            disputed=_flag(q.get("disagreement"), "disagreement"),
+            disputed=disputed,
             category=category,
             order=order,
         )
