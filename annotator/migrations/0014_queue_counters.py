@@ -138,6 +138,25 @@ END;
 $$ LANGUAGE plpgsql;
 """
 
+# Prompt.has_trace (migration 0011) followed inserts and deletes of traces only; a trace moved to
+# another prompt (an UPDATE) now moves it too, so "prompts still to generate" agrees with the counters.
+HAS_TRACE_MOVED = """
+CREATE OR REPLACE FUNCTION annotator_prompt_has_trace_moved() RETURNS trigger AS $$
+BEGIN
+    UPDATE annotator_prompt SET has_trace = true WHERE id = NEW.prompt_id AND NOT has_trace;
+    UPDATE annotator_prompt p SET has_trace = EXISTS (SELECT 1 FROM annotator_trace t WHERE t.prompt_id = p.id)
+    WHERE p.id = OLD.prompt_id AND p.has_trace;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER annotator_trace_has_trace_move AFTER UPDATE ON annotator_trace FOR EACH ROW
+    WHEN (OLD.prompt_id <> NEW.prompt_id) EXECUTE FUNCTION annotator_prompt_has_trace_moved();
+"""
+NO_HAS_TRACE_MOVED = """
+DROP TRIGGER IF EXISTS annotator_trace_has_trace_move ON annotator_trace;
+DROP FUNCTION IF EXISTS annotator_prompt_has_trace_moved();
+"""
+
 # The counters: a statement's assignment rows, new minus old, summed per (project, annotator) and
 # added in key order. A row whose counts all come back to zero goes (no row reads as zeros).
 DELTA = """
@@ -288,5 +307,6 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunSQL(FUNCTIONS + COUNTER_APPLY + TRIGGERS, NO_TRIGGERS),
+        migrations.RunSQL(HAS_TRACE_MOVED, NO_HAS_TRACE_MOVED),
         migrations.RunSQL(BACKFILL, migrations.RunSQL.noop),
     ]
