@@ -571,6 +571,26 @@ class QueueCounter(models.Model):
         return f"Queue of {self.annotator_id} in project {self.project_id}"
 
 
+class TraceTotals(models.Model):
+    """A project's trace totals, counted by PostgreSQL (triggers on annotator_trace, migration 0015):
+    ``traces``, ``unreviewed`` (review_count 0) and ``disputed``; reviewed = traces - unreviewed. A
+    project's totals are the sums of its rows, one per ``shard`` (the writing backend's pid mod 16),
+    so that concurrent writers of one project rarely wait on one row. Read-only here."""
+
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                related_name="+")
+    shard = models.SmallIntegerField()
+    traces = models.IntegerField(default=0)
+    unreviewed = models.IntegerField(default=0)
+    disputed = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "shard"], name="trace_totals_unique")]
+
+    def __str__(self) -> str:
+        return f"Trace totals of project {self.project_id} ({self.shard})"
+
+
 class Comparison(models.Model):
     """An explicit preference between two sibling traces of one prompt."""
 

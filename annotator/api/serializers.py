@@ -774,8 +774,8 @@ class QueueCountsSerializer(serializers.Serializer):
     reviewed = serializers.IntegerField()
     disputed = serializers.IntegerField()
     totals_exact = serializers.BooleanField(
-        help_text="Whether traces / unreviewed / reviewed / disputed are exact; above 10,000 they are "
-        "PostgreSQL's estimates")
+        help_text="Whether traces / unreviewed / reviewed / disputed are exact: always, since they are counters "
+        "that PostgreSQL keeps")
 
 
 class AssignmentSerializer(serializers.ModelSerializer):

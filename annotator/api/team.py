@@ -77,11 +77,12 @@ class QueueView(ProjectScoped, generics.ListAPIView):
         mine = bool(_flag(q.get("mine"), "mine"))
         reviewed = _flag(q.get("reviewed"), "reviewed")
         disputed = _flag(q.get("disagreement"), "disagreement")
-        if mine and verdict is None and disputed is None and category is None:
-            # Yours, all / to do / done: the count is your queue counter's (exact, one row).
-            self.known_count = selectors.queue_mine_count(self.project, self.request.user, reviewed=reviewed)
-        elif mine:  # each row is an assignment lookup (and a review lookup): counted exactly up to 1,000
+        if mine:
+            # Yours, all / to do / done: the count is your queue counter's (exact, one row). With another
+            # filter it is counted: each row an assignment lookup (and a review lookup), exact up to 1,000.
             self.count_cap = selectors.MINE_COUNT_CAP
+            if verdict is None and disputed is None and category is None:
+                self.known_count = selectors.queue_mine_count(self.project, self.request.user, reviewed=reviewed)
         qs = selectors.queue_list(
             self.project,
             self.request.user,

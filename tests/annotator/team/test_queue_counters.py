@@ -1,4 +1,4 @@
-"""The queue's personal counters (QueueCounter, migration 0014) against the counts computed directly,
+"""The queue's counters (QueueCounter, migration 0014; TraceTotals, 0015) against the counts computed directly,
 after every kind of write a deployment sees: the services, REST, bulk INSERTs, ORM bulk updates, raw
 SQL, cascades, a trace moving in and out of ``failed``, reviews on failed traces, deleted people
 and prompts; and the migration's backfill; and two writers of one prompt at once."""
@@ -60,6 +60,10 @@ def assert_exact(project) -> dict[str, dict[str, int]]:
             bad.filter(**reviewed).count(),
             traces.exists(),
         )
+    traces = Trace.objects.filter(project=project)
+    assert selectors.project_totals(project) == {
+        "traces": traces.count(), "unreviewed": traces.filter(review_count=0).count(),
+        "reviewed": traces.filter(review_count__gt=0).count(), "disputed": traces.filter(disputed=True).count()}
     stray = QueueCounter.objects.filter(project=project).exclude(
         annotator_id__in=Assignment.objects.filter(project=project).values("annotator_id")
     )
@@ -88,6 +92,9 @@ def test_counters_equal_the_direct_counts_after_every_kind_of_write(project, use
     unassigned = Trace.objects.filter(project=project).exclude(selectors._assigned_to(bob)).first()
     trace_review_set(trace=unassigned, annotator=bob, verdict="accept")
     assert_exact(project)
+    # Two verdicts that disagree: the trace is disputed (the project's totals).
+    trace_review_set(trace=mine[0], annotator=bob, verdict="accept")
+    assert assert_exact(project) and selectors.project_totals(project)["disputed"] == 1
 
     # New traces: one by the factory (an ORM insert), three in one raw INSERT over two prompts.
     make_trace(project, mine[0].prompt, steps=["a"], answer="1")
@@ -224,6 +231,11 @@ def test_the_migration_backfill_counts_existing_rows(project, users, team, promp
         cur.execute("SET LOCAL session_replication_role = origin")
         assert selectors.queue_counter(project, team["ann"])["assigned"] == 0
         cur.execute(importlib.import_module("annotator.migrations.0014_queue_counters").BACKFILL)
+        cur.execute("SET LOCAL session_replication_role = replica")
+        cur.execute("DELETE FROM annotator_tracetotals")
+        cur.execute("SET LOCAL session_replication_role = origin")
+        assert selectors.project_totals(project)["traces"] == 0
+        cur.execute(importlib.import_module("annotator.migrations.0015_trace_totals").BACKFILL)
     assert assert_exact(project) == want
 
 
