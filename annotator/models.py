@@ -571,6 +571,30 @@ class QueueCounter(models.Model):
         return f"Queue of {self.annotator_id} in project {self.project_id}"
 
 
+class QueueItem(models.Model):
+    """A trace in a person's queue (its prompt is assigned to them), kept by PostgreSQL with the
+    counters (migration 0016): the ``mine`` queue pages read the person's items in trace order from
+    an index, a page's rows and no more, wherever in the project their traces lie. Read-only here."""
+
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False,
+                                  db_index=False, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                related_name="+")
+    prompt = models.ForeignKey(Prompt, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    trace = models.ForeignKey(Trace, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                              related_name="queue_items")
+    reviewed = models.BooleanField()  # by the annotator
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["annotator", "project", "trace"], name="queue_item_mine"),
+            models.Index(fields=["annotator", "project", "reviewed", "trace"], name="queue_item_mine_reviewed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Trace {self.trace_id} in the queue of {self.annotator_id}"
+
+
 class TraceTotals(models.Model):
     """A project's trace totals, counted by PostgreSQL (triggers on annotator_trace, migration 0015):
     ``traces``, ``unreviewed`` (review_count 0) and ``disputed``; reviewed = traces - unreviewed. A

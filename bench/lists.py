@@ -169,13 +169,14 @@ def _old_path(on: bool):
     if not on:
         yield
         return
-    counts, mine_count = selectors.queue_counts, selectors.queue_mine_count
+    counts, mine_count, plan = selectors.queue_counts, selectors.queue_mine_count, selectors._mine_plan
     selectors.queue_counts = functools.partial(counts, from_counters=False)
     selectors.queue_mine_count = lambda *args, **kwargs: None  # the paginator counts the page (capped)
+    selectors._mine_plan = lambda *args, **kwargs: "exists"  # the mine filter as an EXISTS
     try:
         yield
     finally:
-        selectors.queue_counts, selectors.queue_mine_count = counts, mine_count
+        selectors.queue_counts, selectors.queue_mine_count, selectors._mine_plan = counts, mine_count, plan
 
 
 def run_size(project: Project, user, client: Client, repeats: int, baseline_repeats: int, old_repeats: int,
@@ -185,7 +186,12 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
     audits = selectors.audit_list(project)
     prompts = Prompt.objects.filter(project=project).order_by("id")
     # The cursors of the deep pages (reads of every row at 1M: seconds), unless --only leaves those out.
-    deep = not only or any(o in name for o in only for name in ("deep", "lowest_score", "confident_wrong"))
+    deep_cases = ("queue: deep page, cursor", "queue: deep page, offset (baseline)", "traces: deep page, cursor",
+                  "traces: deep page, offset (baseline)", "audit: deep page, cursor",
+                  "audit: deep page, offset (baseline)", "prompts: deep page, cursor",
+                  "queue: lowest_score, deep page (triage)", "queue: confident_wrong, deep page (triage)",
+                  "queue: confident_wrong, deep wrong (triage)")
+    deep = not only or any(o in name for o in only for name in deep_cases)
     deep_traces = deep_audit = deep_prompts = lowest_cursors = wrong_cursors = wrong_cursors_0 = []
     asc, desc = [Key("id", False, True)], [Key("id", True, False)]
 

@@ -7,6 +7,7 @@ owners) adjudicate, approve or reject corrections and keep gold items.
 
 from __future__ import annotations
 
+from django.db import connection, transaction
 from django.http import JsonResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -62,6 +63,14 @@ class QueueView(ProjectScoped, generics.ListAPIView):
     pagination_class = KeysetPagination
     count_cap: int | None = None  # the paginator's exact-count cap for this request (None: COUNT_CAP)
     known_count: int | None = None  # the count, where the view knows it exactly without counting
+
+    def list(self, request, *args, **kwargs):
+        # A page walks an index and stops after 51 rows, but PostgreSQL prices the walk as a read of
+        # the whole project (it cannot know where the page's rows lie) and, above jit_above_cost,
+        # compiles the query first: 25-30 ms of JIT for a 2 ms read (mine, to do at 100k traces).
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+            return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         q = self.request.query_params

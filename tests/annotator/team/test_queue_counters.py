@@ -15,7 +15,17 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
 from annotator import selectors
-from annotator.models import Assignment, Membership, Prompt, QueueCounter, Role, Trace, TraceReview, TraceStatus
+from annotator.models import (
+    Assignment,
+    Membership,
+    Prompt,
+    QueueCounter,
+    QueueItem,
+    Role,
+    Trace,
+    TraceReview,
+    TraceStatus,
+)
 from annotator.services.assignments import assignment_remove, assignments_distribute
 from annotator.services.labels import trace_review_clear, trace_review_set
 from tests.annotator.team.conftest import api
@@ -60,10 +70,19 @@ def assert_exact(project) -> dict[str, dict[str, int]]:
             bad.filter(**reviewed).count(),
             traces.exists(),
         )
+    items = set(QueueItem.objects.filter(project=project).values_list("annotator_id", "trace_id", "reviewed"))
+    assert items == {
+        (a.annotator_id, t.pk, TraceReview.objects.filter(trace=t, annotator_id=a.annotator_id).exists())
+        for a in Assignment.objects.filter(project=project)
+        for t in Trace.objects.filter(prompt_id=a.prompt_id)
+    }
     traces = Trace.objects.filter(project=project)
     assert selectors.project_totals(project) == {
-        "traces": traces.count(), "unreviewed": traces.filter(review_count=0).count(),
-        "reviewed": traces.filter(review_count__gt=0).count(), "disputed": traces.filter(disputed=True).count()}
+        "traces": traces.count(),
+        "unreviewed": traces.filter(review_count=0).count(),
+        "reviewed": traces.filter(review_count__gt=0).count(),
+        "disputed": traces.filter(disputed=True).count(),
+    }
     stray = QueueCounter.objects.filter(project=project).exclude(
         annotator_id__in=Assignment.objects.filter(project=project).values("annotator_id")
     )
@@ -195,6 +214,20 @@ def test_counters_equal_the_direct_counts_after_every_kind_of_write(project, use
     assert (page["count"], page["count_exact"]) == (len(page["results"]), True)
     page = client.get(f"/api/projects/{project.pk}/queue/", {"mine": "true"}).json()
     assert page["count"] == len(page["results"]) == counts["ann"]["assigned"] + counts["ann"]["failed"]
+    # The mine pages list what the person's EXISTS lists, in order (from the queue items).
+    theirs = Trace.objects.filter(project=project).filter(selectors._assigned_to(ann)).order_by("id")
+    for reviewed, want in (
+        (None, theirs),
+        ("true", theirs.filter(selectors._reviewed_by(ann))),
+        ("false", theirs.exclude(selectors._reviewed_by(ann))),
+    ):
+        query = {"mine": "true", "limit": 2} | ({"reviewed": reviewed} if reviewed else {})
+        seen, url = [], f"/api/projects/{project.pk}/queue/"
+        while url:
+            body = client.get(url, query).json()
+            seen += [(r["id"], r["mine"]) for r in body["results"]]
+            url, query = body["next"], {}
+        assert seen == [(t.pk, True) for t in want], reviewed
 
     bob.delete()
     assert_exact(project)
@@ -236,6 +269,10 @@ def test_the_migration_backfill_counts_existing_rows(project, users, team, promp
         cur.execute("SET LOCAL session_replication_role = origin")
         assert selectors.project_totals(project)["traces"] == 0
         cur.execute(importlib.import_module("annotator.migrations.0015_trace_totals").BACKFILL)
+        cur.execute("SET LOCAL session_replication_role = replica")
+        cur.execute("DELETE FROM annotator_queueitem")
+        cur.execute("SET LOCAL session_replication_role = origin")
+        cur.execute(importlib.import_module("annotator.migrations.0016_queue_items").BACKFILL)
     assert assert_exact(project) == want
 
 
