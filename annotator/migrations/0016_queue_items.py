@@ -50,6 +50,12 @@ CREATE TRIGGER annotator_assignment_recount_delete AFTER DELETE ON annotator_ass
 
 NO_TRIGGERS = "DROP TRIGGER IF EXISTS annotator_assignment_recount_delete ON annotator_assignment;" + COUNTERS.FUNCTIONS
 
+# One person's items are mostly one project's: without the pair's statistics PostgreSQL multiplies
+# the two selectivities (680 rows estimated where 8,000 match, at 100k) and sorts instead of reading
+# the index in order.
+STATISTICS = "CREATE STATISTICS queue_item_people (dependencies, mcv) ON annotator_id, project_id FROM annotator_queueitem"
+NO_STATISTICS = "DROP STATISTICS IF EXISTS queue_item_people"
+
 BACKFILL = """
 INSERT INTO annotator_queueitem (annotator_id, project_id, prompt_id, trace_id, reviewed)
 SELECT a.annotator_id, a.project_id, a.prompt_id, t.id,
@@ -81,5 +87,6 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.RunSQL(FUNCTIONS + TRIGGERS, NO_TRIGGERS),
+        migrations.RunSQL(STATISTICS, NO_STATISTICS),
         migrations.RunSQL(BACKFILL, migrations.RunSQL.noop),
     ]
