@@ -54,8 +54,10 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
+from rest_framework import generics  # noqa: E402
 
 from annotator import answers, selectors  # noqa: E402
+from annotator.api import team  # noqa: E402
 from annotator.api.pagination import Key, encode_cursor, fast_count  # noqa: E402
 from annotator.models import Project, Prompt, Trace  # noqa: E402
 from annotator.services.projects import project_create  # noqa: E402
@@ -173,10 +175,13 @@ def _old_path(on: bool):
     selectors.queue_counts = functools.partial(counts, from_counters=False)
     selectors.queue_mine_count = lambda *args, **kwargs: None  # the paginator counts the page (capped)
     selectors._mine_plan = lambda *args, **kwargs: "exists"  # the mine filter as an EXISTS
+    own_list = team.QueueView.list
+    team.QueueView.list = generics.ListAPIView.list  # with PostgreSQL's JIT, as before
     try:
         yield
     finally:
         selectors.queue_counts, selectors.queue_mine_count, selectors._mine_plan = counts, mine_count, plan
+        team.QueueView.list = own_list
 
 
 def run_size(project: Project, user, client: Client, repeats: int, baseline_repeats: int, old_repeats: int,
