@@ -136,8 +136,10 @@ def cleanup(project: Project) -> None:
         for table, col in (("annotator_stepscore", "trace_id"), ("annotator_step", "trace_id"),
                            ("annotator_tracereview", "trace_id")):
             cur.execute(f"DELETE FROM {table} WHERE {col} IN ({t})", [project.pk])
+        # With the triggers off, the counters' tables too (migrations 0014-0016).
         for table in ("annotator_assignment", "annotator_auditevent", "annotator_trace", "annotator_prompt",
-                      "annotator_membership"):
+                      "annotator_membership", "annotator_queueitem", "annotator_queuecounter",
+                      "annotator_tracetotals"):
             cur.execute(f"DELETE FROM {table} WHERE project_id = %s", [project.pk])
         cur.execute("DELETE FROM annotator_project WHERE id = %s", [project.pk])
 
