@@ -2,13 +2,16 @@
 reviews) add to the writes, on a project seeded by bench/lists.py, with the triggers against the
 same writes with those triggers disabled, in the same run.
 
-    DATABASE_URL=… .venv/bin/python bench/queue_writes.py --project <id> --repeats 30
+    DATABASE_URL=… .venv/bin/python bench/queue_writes.py --project <id> --repeats 30 [--seed 100000]
 
 Each write runs in a transaction that is rolled back (the project is left as it was): a review
 saved by the service (``trace_review_set``: an INSERT, the trace's summary, the audit event) on a
 trace assigned to the project's owner and one nobody has; a trace inserted by the ORM on an assigned
 prompt; a status change to ``failed``; a batch INSERT of 10,000 traces (2,000 prompts, a tenth
-assigned) and its DELETE. It prints p50 / p95 / mean ± std per case, with and without.
+assigned) and its DELETE. It prints p50 / p95 / mean ± std per case, with and without. With
+``--seed N``, also bench/lists.py's seeding of a new project of N traces (its SQL statements, each
+timed: prompts, traces, steps, scores, reviews, assignments, audit events), off / on / off / on,
+each rolled back.
 """
 
 from __future__ import annotations
@@ -64,9 +67,7 @@ def timed(fn, repeats: int, *, triggers: bool) -> list[float]:
         with transaction.atomic():
             if not triggers:
                 with connection.cursor() as cur:
-                    for table, names in TRIGGERS.items():
-                        for name in names:
-                            cur.execute(f"ALTER TABLE {table} DISABLE TRIGGER {name}")
+                    _disable(cur)
             t0 = time.perf_counter()
             fn()
             out.append((time.perf_counter() - t0) * 1000)
@@ -74,10 +75,48 @@ def timed(fn, repeats: int, *, triggers: bool) -> list[float]:
     return out[1:]  # the first one warms up
 
 
+def seed_cost(n: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import lists  # bench/lists.py: its seeding SQL
+    from django.contrib.auth import get_user_model
+
+    from annotator.services.projects import project_create
+
+    for triggers in (False, True, False, True):
+        with transaction.atomic():
+            user = get_user_model().objects.create_user(username=f"bench-writes-{os.getpid()}-{time.time()}")
+            project = project_create(owner=user, name=f"bench-writes-{time.time()}")
+            with connection.cursor() as cur:
+                if not triggers:
+                    _disable(cur)
+                cur.execute("SELECT coalesce(max(id), 0) FROM annotator_prompt")
+                last_prompt = cur.fetchone()[0]
+                cur.execute("SELECT coalesce(max(id), 0) FROM annotator_trace")
+                last_trace = cur.fetchone()[0]
+                args = {"p": project.pk, "u": user.pk, "p0": 0, "p1": n // lists.TRACES_PER_PROMPT,
+                        "last_prompt": last_prompt, "last_trace": last_trace}
+                times = []
+                for sql in lists.SEED_SQL:
+                    t0 = time.perf_counter()
+                    cur.execute(sql, args)
+                    times.append(time.perf_counter() - t0)
+            print(f"seed of {n:,} traces, triggers {'on ' if triggers else 'off'}: {sum(times):.1f} s "
+                  f"(prompts, traces, steps, scores, reviews, assignments, audit: "
+                  f"{' '.join(f'{t:.1f}' for t in times)})", flush=True)
+            transaction.set_rollback(True)
+
+
+def _disable(cur) -> None:
+    for table, names in TRIGGERS.items():
+        for name in names:
+            cur.execute(f"ALTER TABLE {table} DISABLE TRIGGER {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=int, required=True, help="a project bench/lists.py seeded")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0, help="also time bench/lists.py's seeding of N traces")
     args = parser.parse_args()
     project = Project.objects.get(pk=args.project)
     user = project.created_by
@@ -114,6 +153,8 @@ def main() -> None:
             it["a"], it["o"] = iter(assigned * 2), iter(other * 2)
             print(f"{name:<48} {'on' if triggers else 'off':>9} {stats(timed(fn, n, triggers=triggers))}",
                   flush=True)
+    if args.seed:
+        seed_cost(args.seed)
 
 
 if __name__ == "__main__":
