@@ -526,6 +526,14 @@ class Assignment(models.Model):
     due_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Kept by PostgreSQL (triggers, migration 0014), never by the ORM (a save() cannot change them):
+    # the prompt's traces not failed / failed, and of each how many the annotator reviewed; whether
+    # the prompt has any trace. Their sums per (project, annotator) are the QueueCounter row.
+    trace_count = models.IntegerField(default=0, db_default=0, editable=False)
+    done_count = models.IntegerField(default=0, db_default=0, editable=False)
+    failed_count = models.IntegerField(default=0, db_default=0, editable=False)
+    failed_done_count = models.IntegerField(default=0, db_default=0, editable=False)
+    prompt_traced = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
         ordering = ["id"]
@@ -534,6 +542,77 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"Prompt {self.prompt_id} to {self.annotator_id}"
+
+
+class QueueCounter(models.Model):
+    """A person's queue in a project, counted by PostgreSQL (triggers on assignments, traces and
+    reviews, migration 0014): the sums of their assignments' counts. ``assigned``: traces not failed
+    of the prompts assigned to them; ``done``: of those, reviewed by them; ``failed`` /
+    ``failed_done``: the same for the failed traces (the queue page's ``mine`` lists those too);
+    ``untraced``: their assigned prompts with no trace yet. No row: all zero. Read-only here.
+
+    No foreign key constraints: the row goes when its last assignment goes (a cascade may delete
+    the user or project first, in the same transaction)."""
+
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                related_name="+")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False,
+                                  db_index=False, related_name="+")
+    assigned = models.IntegerField(default=0)
+    done = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    failed_done = models.IntegerField(default=0)
+    untraced = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "annotator"], name="queue_counter_unique")]
+
+    def __str__(self) -> str:
+        return f"Queue of {self.annotator_id} in project {self.project_id}"
+
+
+class QueueItem(models.Model):
+    """A trace in a person's queue (its prompt is assigned to them), kept by PostgreSQL with the
+    counters (migration 0016): the ``mine`` queue pages read the person's items in trace order from
+    an index, a page's rows and no more, wherever in the project their traces lie. Read-only here."""
+
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False,
+                                  db_index=False, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                related_name="+")
+    prompt = models.ForeignKey(Prompt, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    trace = models.ForeignKey(Trace, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                              related_name="queue_items")
+    reviewed = models.BooleanField()  # by the annotator
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["annotator", "project", "trace"], name="queue_item_mine"),
+            models.Index(fields=["annotator", "project", "reviewed", "trace"], name="queue_item_mine_reviewed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Trace {self.trace_id} in the queue of {self.annotator_id}"
+
+
+class TraceTotals(models.Model):
+    """A project's trace totals, counted by PostgreSQL (triggers on annotator_trace, migration 0015):
+    ``traces``, ``unreviewed`` (review_count 0) and ``disputed``; reviewed = traces - unreviewed. A
+    project's totals are the sums of its rows, one per ``shard`` (the writing backend's pid mod 16),
+    so that concurrent writers of one project rarely wait on one row. Read-only here."""
+
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                related_name="+")
+    shard = models.SmallIntegerField()
+    traces = models.IntegerField(default=0)
+    unreviewed = models.IntegerField(default=0)
+    disputed = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "shard"], name="trace_totals_unique")]
+
+    def __str__(self) -> str:
+        return f"Trace totals of project {self.project_id} ({self.shard})"
 
 
 class Comparison(models.Model):

@@ -18,6 +18,7 @@ from django.db.models import (
     Prefetch,
     QuerySet,
     Subquery,
+    Sum,
     Value,
     When,
 )
@@ -40,12 +41,14 @@ from annotator.models import (
     Project,
     Prompt,
     PromptImage,
+    QueueCounter,
     Step,
     StepLabel,
     StepScore,
     Trace,
     TraceReview,
     TraceStatus,
+    TraceTotals,
     TrainingRun,
     Webhook,
     WebhookDelivery,
@@ -178,6 +181,15 @@ def project_evals(project: Project) -> QuerySet[EvalResult]:
 # --- the team: queues, assignments, agreement ---------------------------------------------------
 
 
+def _by(qs: QuerySet, user) -> QuerySet:
+    """``qs`` (assignments or reviews, looked up per trace by the prompt or the trace) narrowed to
+    ``user`` with ``annotator_id + 0``, which no index serves: PostgreSQL then reads the few rows of
+    the prompt or trace (its unique index) and checks the person, instead of reading all of the
+    person's rows for every trace where its statistics say the person has one (a new annotator's
+    queue at 1M traces: minutes a page before ANALYZE)."""
+    return qs.alias(annotator_plus_0=F("annotator_id") + 0).filter(annotator_plus_0=user.pk).order_by()
+
+
 def _assigned_to(user) -> Exists:
     return Exists(Assignment.objects.filter(prompt_id=OuterRef("prompt_id"), annotator=user))
 
@@ -280,9 +292,24 @@ def queue_list(
     """
     if order not in QUEUE_ORDERS:
         raise ValueError(f"unknown queue order {order!r}")
-    my_review = TraceReview.objects.filter(trace_id=OuterRef("pk"), annotator=user).values("verdict")[:1]
-    qs = Trace.objects.filter(project=project).annotate(mine=_assigned_to(user), my_verdict=my_review)
-    if mine:
+    my_review = _by(TraceReview.objects.filter(trace_id=OuterRef("pk")), user).values("verdict")[:1]
+    plan = _mine_plan() if mine else None
+    assigned = Value(True) if plan == "items" else _assigned_to(user)
+    qs = Trace.objects.filter(project=project).annotate(mine=assigned, my_verdict=my_review)
+    if plan == "items":
+        # The person's queue items (migration 0016): a page is an index range of theirs in trace order.
+        # As an EXISTS per trace, PostgreSQL estimated the semi-join from the person's assignments
+        # across every project (920 rows where 10,000 match at 100k), read the whole project by a hash
+        # join and sorted it for every page (100-270 ms at 100k, bench/lists.py).
+        # The page orders by the items' trace ids (``queue_trace``, equal to the trace's id), so that
+        # a cursor's bound is a range of the items' index too: PostgreSQL does not carry a range of
+        # the trace's ids over to the joined items, and estimating it on the trace table it read the
+        # whole project again (146 ms for a first page bounded at the project's first id, at 100k).
+        items = {"queue_items__annotator_id": user.pk, "queue_items__project_id": project.pk}
+        if reviewed is not None:
+            items["queue_items__reviewed"] = reviewed
+        qs = qs.filter(**items).annotate(queue_trace=F("queue_items__trace_id"))
+    elif mine:  # "exists": the plan before the counters (bench/lists.py's baseline)
         qs = qs.filter(mine=True)
         if reviewed is not None:
             qs = qs.filter(_reviewed_by(user)) if reviewed else qs.exclude(_reviewed_by(user))
@@ -316,7 +343,14 @@ def queue_list(
             triage_score=Case(When(triage_rank=0, then=_mean_step_score() if from_scores else F("mean_step_score")),
                                default=None, output_field=FloatField()))
         return qs.order_by("triage_rank", F("triage_score").desc(nulls_last=True), "id")
-    return qs.annotate(triage_score=Value(None, output_field=FloatField())).order_by("id")
+    qs = qs.annotate(triage_score=Value(None, output_field=FloatField()))
+    return qs.order_by("queue_trace") if plan == "items" else qs.order_by("id")
+
+
+def _mine_plan() -> str:
+    """How queue_list reads the ``mine`` pages: from the queue items ("items"); bench/lists.py's
+    baseline sets "exists" (the EXISTS per trace of before migration 0016)."""
+    return "items"
 
 
 def queue_next(project: Project, user, *, after: int | None = None) -> tuple[Trace | None, Prompt | None]:
@@ -324,9 +358,8 @@ def queue_next(project: Project, user, *, after: int | None = None) -> tuple[Tra
     assigned to them that they have not reviewed and that has not failed. With none left, an
     assigned prompt that has no trace yet (to generate), else (None, None)."""
     todo = (
-        Trace.objects.filter(project=project)
-        .filter(_assigned_to(user))
-        .exclude(_reviewed_by(user))
+        Trace.objects.filter(project=project, queue_items__annotator_id=user.pk, queue_items__project_id=project.pk,
+                             queue_items__reviewed=False)
         .exclude(status=TraceStatus.FAILED)
         .order_by("id")
     )
@@ -345,9 +378,8 @@ def _untraced_assigned(project: Project, user) -> QuerySet[Prompt]:
     return Prompt.objects.filter(project=project, has_trace=False, assignments__annotator=user)
 
 
-# The user's own counters are exact up to this many rows, PostgreSQL's estimate above it (with
-# ``mine_exact`` false): a person's queue of 90,000 traces costs 0.5-1 s to count exactly (every
-# assigned trace and a review lookup each; bench/lists.py), capped it costs what a page costs.
+# The old path's cap (``from_counters=False``): the user's counts exact up to this many rows, the
+# planner's estimate above it. The counters (QueueCounter) made the cap unneeded for the counts.
 MINE_COUNT_CAP = 1_000
 
 
@@ -355,9 +387,31 @@ def _mine(project: Project, user) -> QuerySet[Trace]:
     return Trace.objects.filter(project=project).filter(_assigned_to(user)).exclude(status=TraceStatus.FAILED)
 
 
-def _mine_counts(project: Project, user) -> dict[str, Any]:
-    """assigned / done / left (traces not failed of the prompts assigned to ``user``), and whether
-    all three are exact (each is a fast count capped at MINE_COUNT_CAP)."""
+def queue_counter(project: Project, user) -> dict[str, int]:
+    """The user's queue in the project as PostgreSQL keeps it (QueueCounter, migration 0014): exact,
+    one row. ``assigned``: traces not failed of the prompts assigned to them; ``done``: of those,
+    reviewed by them; ``left``: assigned - done; ``failed`` / ``failed_done``: the same for the
+    failed traces; ``untraced``: their assigned prompts with no trace yet."""
+    row = (QueueCounter.objects.filter(project=project, annotator_id=user.pk)
+           .values("assigned", "done", "failed", "failed_done", "untraced").first())
+    row = row or {"assigned": 0, "done": 0, "failed": 0, "failed_done": 0, "untraced": 0}
+    return {**row, "left": row["assigned"] - row["done"]}
+
+
+def queue_mine_count(project: Project, user, *, reviewed: bool | None = None) -> int:
+    """How many rows ``queue_list(mine=True, reviewed=...)`` has with no other filter (its failed
+    traces included, as the page lists them), from the counter."""
+    c = queue_counter(project, user)
+    if reviewed is None:
+        return c["assigned"] + c["failed"]
+    if reviewed:
+        return c["done"] + c["failed_done"]
+    return c["left"] + c["failed"] - c["failed_done"]
+
+
+def _mine_counts_capped(project: Project, user) -> dict[str, Any]:
+    """The old path (before migration 0014), for the tests and bench/lists.py's baseline: assigned /
+    done / left as fast counts capped at MINE_COUNT_CAP, and whether all three are exact."""
     mine = _mine(project, user)
     assigned, assigned_exact = fast_count(mine, cap=MINE_COUNT_CAP)
     left, left_exact = fast_count(mine.exclude(_reviewed_by(user)), cap=MINE_COUNT_CAP)
@@ -369,17 +423,14 @@ def _mine_counts(project: Project, user) -> dict[str, Any]:
 
 
 def queue_left(project: Project, user) -> int:
-    """How many of the user's assigned traces are left to review (the next item's counter: only
-    this, not the project's totals). Exact up to MINE_COUNT_CAP, PostgreSQL's estimate above."""
-    return fast_count(_mine(project, user).exclude(_reviewed_by(user)), cap=MINE_COUNT_CAP)[0]
+    """How many of the user's assigned traces are left to review (the next item's counter): exact."""
+    return queue_counter(project, user)["left"]
 
 
-def queue_counts(project: Project, user) -> dict[str, Any]:
-    """Counters for the queue page: the user's assigned / done / left and prompts without a trace
-    (exact up to MINE_COUNT_CAP: ``mine_exact``), and the project's totals (``totals_exact``)."""
-    mine_counts = _mine_counts(project, user)
-    # The project's totals: fast counts (annotator/counting.py), each an index range read of at most
-    # COUNT_CAP + 1 rows, not one aggregate over every trace; above the cap they are estimates.
+def _project_totals_counted(project: Project) -> tuple[dict[str, int], bool]:
+    """The old path (before migration 0015), for bench/lists.py's baseline: fast counts
+    (annotator/counting.py), each an index range read of at most COUNT_CAP + 1 rows and an EXPLAIN
+    above it; estimates above the cap."""
     traces = Trace.objects.filter(project=project)
     totals: dict[str, int] = {}
     exact = True
@@ -387,11 +438,35 @@ def queue_counts(project: Project, user) -> dict[str, Any]:
                      ("reviewed", traces.filter(review_count__gt=0)), ("disputed", traces.filter(disputed=True))):
         totals[name], was_exact = fast_count(qs)
         exact = exact and was_exact
-    # The project's untraced prompts (a partial index: few) that are assigned to the user.
-    untraced, untraced_exact = fast_count(_untraced_assigned(project, user), cap=MINE_COUNT_CAP)
-    return {"assigned": mine_counts["assigned"], "done": mine_counts["done"], "left": mine_counts["left"],
-            "prompts_without_trace": untraced, "mine_exact": mine_counts["exact"] and untraced_exact,
-            **totals, "totals_exact": exact}
+    return totals, exact
+
+
+def project_totals(project: Project) -> dict[str, int]:
+    """The project's traces / unreviewed / reviewed / disputed, as PostgreSQL keeps them
+    (TraceTotals, migration 0015: the sums of at most 16 rows): exact."""
+    row = TraceTotals.objects.filter(project=project).aggregate(
+        traces=Coalesce(Sum("traces"), 0), unreviewed=Coalesce(Sum("unreviewed"), 0),
+        disputed=Coalesce(Sum("disputed"), 0))
+    return {"traces": row["traces"], "unreviewed": row["unreviewed"],
+            "reviewed": row["traces"] - row["unreviewed"], "disputed": row["disputed"]}
+
+
+def queue_counts(project: Project, user, *, from_counters: bool = True) -> dict[str, Any]:
+    """Counters for the queue page: the user's assigned / done / left and prompts without a trace
+    (their QueueCounter row) and the project's totals (its TraceTotals rows): exact, so
+    ``mine_exact`` and ``totals_exact`` are always true. ``from_counters=False`` counts them as before
+    migrations 0014 and 0015 (capped fast counts, estimates above MINE_COUNT_CAP and COUNT_CAP), for
+    the tests and the baseline of bench/lists.py."""
+    if not from_counters:
+        totals, exact = _project_totals_counted(project)
+        mine_counts = _mine_counts_capped(project, user)
+        untraced, untraced_exact = fast_count(_untraced_assigned(project, user), cap=MINE_COUNT_CAP)
+        return {"assigned": mine_counts["assigned"], "done": mine_counts["done"], "left": mine_counts["left"],
+                "prompts_without_trace": untraced, "mine_exact": mine_counts["exact"] and untraced_exact,
+                **totals, "totals_exact": exact}
+    c = queue_counter(project, user)
+    return {"assigned": c["assigned"], "done": c["done"], "left": c["left"], "prompts_without_trace": c["untraced"],
+            "mine_exact": True, **project_totals(project), "totals_exact": True}
 
 
 def assignment_list(project: Project) -> QuerySet[Assignment]:
@@ -399,19 +474,19 @@ def assignment_list(project: Project) -> QuerySet[Assignment]:
 
 
 def assignment_progress(project: Project) -> list[dict[str, Any]]:
-    """Per annotator: prompts assigned, their traces, and how many of those the annotator reviewed."""
+    """Per annotator: prompts assigned, their traces (not failed), and how many of those the
+    annotator reviewed (their QueueCounter row: one read, not a count over their traces each)."""
+    counters = {c["annotator_id"]: c for c in QueueCounter.objects.filter(project=project).values(
+        "annotator_id", "assigned", "done")}
     rows = []
     people = Assignment.objects.filter(project=project).values("annotator_id", "annotator__username").annotate(
         prompts=Count("id")
     )
     for row in people.order_by("annotator__username"):
-        traces = Trace.objects.filter(
-            project=project, prompt__assignments__annotator_id=row["annotator_id"]
-        ).exclude(status=TraceStatus.FAILED)
-        done = traces.filter(reviews__annotator_id=row["annotator_id"]).count()
-        total = traces.count()
+        c = counters.get(row["annotator_id"], {"assigned": 0, "done": 0})
         rows.append({"annotator": {"id": row["annotator_id"], "username": row["annotator__username"]},
-                     "prompts": row["prompts"], "traces": total, "done": done, "left": total - done})
+                     "prompts": row["prompts"], "traces": c["assigned"], "done": c["done"],
+                     "left": c["assigned"] - c["done"]})
     return rows
 
 

@@ -33,6 +33,8 @@ The rows are left in the database (a scratch one) unless ``--cleanup``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import random
 import statistics
@@ -52,8 +54,10 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
+from rest_framework import generics  # noqa: E402
 
 from annotator import answers, selectors  # noqa: E402
+from annotator.api import team  # noqa: E402
 from annotator.api.pagination import Key, encode_cursor, fast_count  # noqa: E402
 from annotator.models import Project, Prompt, Trace  # noqa: E402
 from annotator.services.projects import project_create  # noqa: E402
@@ -132,8 +136,10 @@ def cleanup(project: Project) -> None:
         for table, col in (("annotator_stepscore", "trace_id"), ("annotator_step", "trace_id"),
                            ("annotator_tracereview", "trace_id")):
             cur.execute(f"DELETE FROM {table} WHERE {col} IN ({t})", [project.pk])
+        # With the triggers off, the counters' tables too (migrations 0014-0016).
         for table in ("annotator_assignment", "annotator_auditevent", "annotator_trace", "annotator_prompt",
-                      "annotator_membership"):
+                      "annotator_membership", "annotator_queueitem", "annotator_queuecounter",
+                      "annotator_tracetotals"):
             cur.execute(f"DELETE FROM {table} WHERE project_id = %s", [project.pk])
         cur.execute("DELETE FROM annotator_project WHERE id = %s", [project.pk])
 
@@ -161,37 +167,65 @@ def stats(times: list[float]) -> dict[str, float]:
             "mean": statistics.fmean(ordered), "std": statistics.stdev(ordered) if len(ordered) > 1 else 0.0}
 
 
+@contextlib.contextmanager
+def _old_path(on: bool):
+    """The REST views on the path before migration 0014 (the person's counts counted, not read)."""
+    if not on:
+        yield
+        return
+    counts, mine_count, plan = selectors.queue_counts, selectors.queue_mine_count, selectors._mine_plan
+    selectors.queue_counts = functools.partial(counts, from_counters=False)
+    selectors.queue_mine_count = lambda *args, **kwargs: None  # the paginator counts the page (capped)
+    selectors._mine_plan = lambda *args, **kwargs: "exists"  # the mine filter as an EXISTS
+    own_list = team.QueueView.list
+    team.QueueView.list = generics.ListAPIView.list  # with PostgreSQL's JIT, as before
+    try:
+        yield
+    finally:
+        selectors.queue_counts, selectors.queue_mine_count, selectors._mine_plan = counts, mine_count, plan
+        team.QueueView.list = own_list
+
+
 def run_size(project: Project, user, client: Client, repeats: int, baseline_repeats: int, old_repeats: int,
-             rng: random.Random):
+             rng: random.Random, only: list[str] | None = None):
     base = f"/api/projects/{project.pk}"
     traces = Trace.objects.filter(project=project).order_by("id")
     audits = selectors.audit_list(project)
     prompts = Prompt.objects.filter(project=project).order_by("id")
-    deep_traces = ids_at_depth(traces, rng, repeats)
-    deep_audit = ids_at_depth(audits, rng, repeats)
-    deep_prompts = ids_at_depth(prompts, rng, repeats)
+    # The cursors of the deep pages (reads of every row at 1M: seconds), unless --only leaves those out.
+    deep_cases = ("queue: deep page, cursor", "queue: deep page, offset (baseline)", "traces: deep page, cursor",
+                  "traces: deep page, offset (baseline)", "audit: deep page, cursor",
+                  "audit: deep page, offset (baseline)", "prompts: deep page, cursor",
+                  "queue: lowest_score, deep page (triage)", "queue: confident_wrong, deep page (triage)",
+                  "queue: confident_wrong, deep wrong (triage)")
+    deep = not only or any(o in name for o in only for name in deep_cases)
+    deep_traces = deep_audit = deep_prompts = lowest_cursors = wrong_cursors = wrong_cursors_0 = []
     asc, desc = [Key("id", False, True)], [Key("id", True, False)]
 
     def cur(keys, i):
         return encode_cursor(keys, [i], backwards=False)
 
-    # Cursors into the lowest_score order, 50-99% down it (its keys: the score, then id).
-    lowest = selectors.queue_list(project, user, order="lowest_score")
-    lowest_keys = [Key("triage_score", False, True), Key("id", False, True)]
-    lowest_rows = list(lowest.values_list("triage_score", "id"))
-    lowest_cursors = [encode_cursor(lowest_keys, list(lowest_rows[int(len(lowest_rows) * rng.uniform(0.5, 0.99))]),
-                                    backwards=False) for _ in range(repeats)]
+    if deep:
+        deep_traces = ids_at_depth(traces, rng, repeats)
+        deep_audit = ids_at_depth(audits, rng, repeats)
+        deep_prompts = ids_at_depth(prompts, rng, repeats)
+        # Cursors into the lowest_score order, 50-99% down it (its keys: the score, then id).
+        lowest = selectors.queue_list(project, user, order="lowest_score")
+        lowest_keys = [Key("triage_score", False, True), Key("id", False, True)]
+        lowest_rows = list(lowest.values_list("triage_score", "id"))
+        lowest_cursors = [encode_cursor(lowest_keys, list(lowest_rows[int(len(lowest_rows) * rng.uniform(0.5, 0.99))]),
+                                        backwards=False) for _ in range(repeats)]
 
-    # Cursors into the confident_wrong order, 50-99% down it (its keys: the rank, the score, id).
-    wrong = selectors.queue_list(project, user, order="confident_wrong")
-    wrong_keys = [Key("triage_rank", False, True), Key("triage_score", True, True), Key("id", False, True)]
-    wrong_rows = list(wrong.values_list("triage_rank", "triage_score", "id"))
-    wrong_cursors = [encode_cursor(wrong_keys, list(wrong_rows[int(len(wrong_rows) * rng.uniform(0.5, 0.99))]),
-                                   backwards=False) for _ in range(repeats)]
-    # And among the wrong ones (rank 0, a score to page by), where there are enough of them.
-    scored = [r for r in wrong_rows if r[0] == 0 and r[1] is not None]
-    wrong_cursors_0 = [encode_cursor(wrong_keys, list(scored[int(len(scored) * rng.uniform(0.5, 0.99))]),
-                                     backwards=False) for _ in range(repeats)]
+        # Cursors into the confident_wrong order, 50-99% down it (its keys: the rank, the score, id).
+        wrong = selectors.queue_list(project, user, order="confident_wrong")
+        wrong_keys = [Key("triage_rank", False, True), Key("triage_score", True, True), Key("id", False, True)]
+        wrong_rows = list(wrong.values_list("triage_rank", "triage_score", "id"))
+        wrong_cursors = [encode_cursor(wrong_keys, list(wrong_rows[int(len(wrong_rows) * rng.uniform(0.5, 0.99))]),
+                                       backwards=False) for _ in range(repeats)]
+        # And among the wrong ones (rank 0, a score to page by), where there are enough of them.
+        scored = [r for r in wrong_rows if r[0] == 0 and r[1] is not None]
+        wrong_cursors_0 = [encode_cursor(wrong_keys, list(scored[int(len(scored) * rng.uniform(0.5, 0.99))]),
+                                         backwards=False) for _ in range(repeats)]
 
     cases = {
         "queue (arrival), first page": lambda r: f"{base}/queue/?limit=50",
@@ -221,12 +255,34 @@ def run_size(project: Project, user, client: Client, repeats: int, baseline_repe
         "queue: confident_wrong, deep wrong (triage)":
             lambda r: f"{base}/queue/?order=confident_wrong&limit=50&cursor={wrong_cursors_0[r]}",
     }
+    # The queue's personal counts before migration 0014 (same run, same rows): capped fast counts over
+    # the person's assignments (``queue_counts(from_counters=False)``), and the mine page counted by the
+    # paginator instead of read from the person's counter.
+    old_path = {"queue counts (old path)": cases["queue counts"],
+                "queue: mine, to do (old path)": cases["queue: mine, to do"]}
     results = {}
-    for name, url_for in cases.items():
+    for name, url_for in [*cases.items(), *old_path.items()]:
+        if only and not any(o in name for o in only):
+            continue
         # The slow baselines (seconds a request at 1M rows) get fewer repeats.
         n = baseline_repeats if "baseline" in name else repeats
-        timed_get(client, url_for(0))  # warm-up: plan caches, buffers
-        results[name] = stats([timed_get(client, url_for(r)) for r in range(n)])
+        with _old_path(name in old_path):
+            timed_get(client, url_for(0))  # warm-up: plan caches, buffers
+            results[name] = stats([timed_get(client, url_for(r)) for r in range(n)])
+    if "queue counts" in results:  # what each path answers, against the counts computed exactly
+        mine = selectors._mine(project, user)
+        exact = {"assigned": mine.count(), "done": mine.filter(selectors._reviewed_by(user)).count(),
+                 "prompts_without_trace": selectors._untraced_assigned(project, user).count()}
+        for label, answer in (("counters", selectors.queue_counts(project, user)),
+                              ("old path", selectors.queue_counts(project, user, from_counters=False))):
+            print(f"  queue counts, {label}: " + ", ".join(
+                f"{k} {answer[k]:,}" for k in ("assigned", "done", "left", "prompts_without_trace")
+            ) + f", mine_exact {answer['mine_exact']}", flush=True)
+        print(f"  exact: assigned {exact['assigned']:,}, done {exact['done']:,}, left "
+              f"{exact['assigned'] - exact['done']:,}, prompts_without_trace {exact['prompts_without_trace']:,}",
+              flush=True)
+    if only:
+        return results, {"fast_count": 0, "exact": None, "true": traces.count()}
 
     def count_times(fn, n=repeats):
         if n == 0:
@@ -274,6 +330,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--project", type=int, help="reuse the project of an earlier run (seeded already)")
     parser.add_argument("--cleanup", action="store_true", help="delete the benchmark project afterwards")
+    parser.add_argument("--only", help="run only the cases whose names contain one of these (comma-separated), "
+                        "e.g. 'queue counts,mine' (the queue's counters, new and old path)")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
 
@@ -293,7 +351,9 @@ def main() -> None:
     try:
         for size in sizes:
             seed_s, check_s = grow(project, user, size)
-            res, count = run_size(project, user, client, args.repeats, args.baseline_repeats, args.old_repeats, rng)
+            only = [o for o in (args.only or "").split(",") if o]
+            res, count = run_size(project, user, client, args.repeats, args.baseline_repeats, args.old_repeats, rng,
+                                  only)
             res = {name: s for name, s in res.items() if s is not None}
             table[size] = res
             print(f"\n== {size:,} traces (seeded in {seed_s:.1f} s, answers checked in {check_s:.1f} s; fast count "
@@ -310,7 +370,9 @@ def main() -> None:
                      ("count: queue, exact COUNT(*) (baseline)", "count: queue, fast_count"),
                      ("sql: lowest_score page, subqueries (baseline)", "sql: lowest_score page, columns"),
                      ("sql: disagreement page, subqueries (baseline)", "sql: disagreement page, columns"),
-                     ("sql: confident_wrong page, answer_check (baseline)", "sql: confident_wrong page, columns")]
+                     ("sql: confident_wrong page, answer_check (baseline)", "sql: confident_wrong page, columns"),
+                     ("queue counts (old path)", "queue counts"),
+                     ("queue: mine, to do (old path)", "queue: mine, to do")]
             for slow, fast in pairs:
                 if slow not in res:
                     continue

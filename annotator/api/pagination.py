@@ -63,6 +63,12 @@ class StudioPagination(LimitOffsetPagination):
 # --- keyset ---------------------------------------------------------------------------------------
 
 
+# Annotations that equal the row's id, read from another table's index in the same order: the queue's
+# "mine" pages order by their queue items' trace ids (a range of the person's items, whatever
+# PostgreSQL estimates for a range of the trace table's ids). Never NULL; a valid last key.
+ID_KEYS = ("id", "queue_trace")
+
+
 @dataclass(frozen=True)
 class Key:
     """One sort key: a field or annotation of the row, its direction, where its NULLs sort."""
@@ -83,7 +89,7 @@ class Key:
         if value is None:
             return None if self.nulls_last else Q(**{f"{self.name}__isnull": False})
         after = Q(**{f"{self.name}__{'lt' if self.descending else 'gt'}": value})
-        if self.nulls_last and self.name != "id":
+        if self.nulls_last and self.name not in ID_KEYS:
             after |= Q(**{f"{self.name}__isnull": True})
         return after
 
@@ -104,7 +110,7 @@ def ordering_keys(qs: QuerySet) -> list[Key]:
             keys.append(Key(item.expression.name, item.descending, nulls_last))
         else:
             raise TypeError(f"keyset pagination cannot page by {item!r}")
-    if not keys or keys[-1].name != "id":
+    if not keys or keys[-1].name not in ID_KEYS:
         raise TypeError("keyset pagination needs an ordering whose last key is id")
     return keys
 
@@ -298,7 +304,11 @@ class KeysetPagination(BasePagination):
         if backwards:
             rows.reverse()
         # A view may count exactly only up to a smaller cap (the queue's "mine": two lookups a row).
-        self.count, self.count_exact = fast_count(queryset, cap=getattr(view, "count_cap", None))
+        known = getattr(view, "known_count", None)
+        if known is not None:  # e.g. the queue's "mine" pages: the person's queue counter
+            self.count, self.count_exact = known, True
+        else:
+            self.count, self.count_exact = fast_count(queryset, cap=getattr(view, "count_cap", None))
         self.next_link = self.previous_link = None
         url = request.build_absolute_uri()
         url = remove_query_param(url, "offset")

@@ -758,8 +758,7 @@ class QueueItemSerializer(TraceSerializer):
 class QueueNextSerializer(serializers.Serializer):
     trace = QueueItemSerializer(allow_null=True, help_text="The next trace to review, or null")
     prompt = PromptSerializer(allow_null=True, help_text="With no trace left: an assigned prompt with no trace yet")
-    left = serializers.IntegerField(help_text="Your traces not reviewed yet (exact up to 1,000; above, "
-                                    "PostgreSQL's estimate)")
+    left = serializers.IntegerField(help_text="Your traces not reviewed yet (not failed)")
 
 
 class QueueCountsSerializer(serializers.Serializer):
@@ -768,15 +767,15 @@ class QueueCountsSerializer(serializers.Serializer):
     left = serializers.IntegerField()
     prompts_without_trace = serializers.IntegerField()
     mine_exact = serializers.BooleanField(
-        help_text="Whether assigned / done / left / prompts_without_trace are exact; above 1,000 they are "
-        "PostgreSQL's estimates")
+        help_text="Whether assigned / done / left / prompts_without_trace are exact: always, since they are "
+        "counters that PostgreSQL keeps")
     traces = serializers.IntegerField(help_text="All traces of the project")
     unreviewed = serializers.IntegerField()
     reviewed = serializers.IntegerField()
     disputed = serializers.IntegerField()
     totals_exact = serializers.BooleanField(
-        help_text="Whether traces / unreviewed / reviewed / disputed are exact; above 10,000 they are "
-        "PostgreSQL's estimates")
+        help_text="Whether traces / unreviewed / reviewed / disputed are exact: always, since they are counters "
+        "that PostgreSQL keeps")
 
 
 class AssignmentSerializer(serializers.ModelSerializer):

@@ -7,6 +7,7 @@ owners) adjudicate, approve or reject corrections and keep gold items.
 
 from __future__ import annotations
 
+from django.db import connection, transaction
 from django.http import JsonResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -61,6 +62,15 @@ class QueueView(ProjectScoped, generics.ListAPIView):
     serializer_class = s.QueueItemSerializer
     pagination_class = KeysetPagination
     count_cap: int | None = None  # the paginator's exact-count cap for this request (None: COUNT_CAP)
+    known_count: int | None = None  # the count, where the view knows it exactly without counting
+
+    def list(self, request, *args, **kwargs):
+        # A page walks an index and stops after 51 rows, but PostgreSQL prices the walk as a read of
+        # the whole project (it cannot know where the page's rows lie) and, above jit_above_cost,
+        # compiles the query first: 25-30 ms of JIT for a 2 ms read (mine, to do at 100k traces).
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+            return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         q = self.request.query_params
@@ -74,15 +84,21 @@ class QueueView(ProjectScoped, generics.ListAPIView):
         if order not in selectors.QUEUE_ORDERS:
             raise InvalidInput(f"order must be one of {', '.join(selectors.QUEUE_ORDERS)}.", code="bad_order")
         mine = bool(_flag(q.get("mine"), "mine"))
-        if mine:  # each row is an assignment lookup (and a review lookup): counted exactly up to 1,000
+        reviewed = _flag(q.get("reviewed"), "reviewed")
+        disputed = _flag(q.get("disagreement"), "disagreement")
+        if mine:
+            # Yours, all / to do / done: the count is your queue counter's (exact, one row). With another
+            # filter it is counted: each row an assignment lookup (and a review lookup), exact up to 1,000.
             self.count_cap = selectors.MINE_COUNT_CAP
+            if verdict is None and disputed is None and category is None:
+                self.known_count = selectors.queue_mine_count(self.project, self.request.user, reviewed=reviewed)
         qs = selectors.queue_list(
             self.project,
             self.request.user,
             mine=mine,
-            reviewed=_flag(q.get("reviewed"), "reviewed"),
+            reviewed=reviewed,
             verdict=verdict,
-            disputed=_flag(q.get("disagreement"), "disagreement"),
+            disputed=disputed,
             category=category,
             order=order,
         )

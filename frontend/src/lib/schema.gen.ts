@@ -1978,14 +1978,14 @@ export interface components {
             done: number;
             left: number;
             prompts_without_trace: number;
-            /** @description Whether assigned / done / left / prompts_without_trace are exact; above 1,000 they are PostgreSQL's estimates */
+            /** @description Whether assigned / done / left / prompts_without_trace are exact: always, since they are counters that PostgreSQL keeps */
             mine_exact: boolean;
             /** @description All traces of the project */
             traces: number;
             unreviewed: number;
             reviewed: number;
             disputed: number;
-            /** @description Whether traces / unreviewed / reviewed / disputed are exact; above 10,000 they are PostgreSQL's estimates */
+            /** @description Whether traces / unreviewed / reviewed / disputed are exact: always, since they are counters that PostgreSQL keeps */
             totals_exact: boolean;
         };
         QueueItem: {
@@ -2033,7 +2033,7 @@ export interface components {
             trace: components["schemas"]["QueueItem"] | null;
             /** @description With no trace left: an assigned prompt with no trace yet */
             prompt: components["schemas"]["Prompt"] | null;
-            /** @description Your traces not reviewed yet (exact up to 1,000; above, PostgreSQL's estimate) */
+            /** @description Your traces not reviewed yet (not failed) */
             left: number;
         };
         /**

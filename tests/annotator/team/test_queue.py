@@ -131,8 +131,7 @@ def test_counters_say_which_prompts_are_still_to_generate_as_traces_come_and_go(
     assert body["trace"] is None and body["prompt"]["id"] == prompts[0].pk
 
 
-def test_personal_counters_above_the_cap_are_estimates_and_say_so(project, users, team, prompts, traces,
-                                                                  monkeypatch):
+def test_personal_counters_stay_exact_above_the_old_cap(project, users, team, prompts, traces, monkeypatch):
     from annotator import selectors
 
     assignments_distribute(project=project, actor=users["owner"], annotators=["ann"], overlap=1)
@@ -140,14 +139,18 @@ def test_personal_counters_above_the_cap_are_estimates_and_say_so(project, users
     for t in traces[:2]:
         ann.put(f"/api/projects/{project.pk}/traces/{t.pk}/reviews/", {"verdict": "accept"}, format="json")
     base = f"/api/projects/{project.pk}/queue/"
-    exact = ann.get(f"{base}counts/").json()
-    assert (exact["assigned"], exact["done"], exact["left"], exact["mine_exact"]) == (6, 2, 4, True)
-    # Six traces over a cap of three: PostgreSQL's estimates (at least the cap + 1), and said to be.
+    # Six traces over a cap of three: the old path's answers were PostgreSQL's estimates, and said so.
     monkeypatch.setattr(selectors, "MINE_COUNT_CAP", 3)
-    about = ann.get(f"{base}counts/").json()
-    assert about["mine_exact"] is False and about["totals_exact"] is True
-    assert about["assigned"] >= 4 and about["left"] >= 4 and about["done"] >= 1
-    # Two done is under the cap, but an estimated done is never mistaken for an exact one.
-    assert about["assigned"] >= about["left"]
+    old = selectors.queue_counts(project, team["ann"], from_counters=False)
+    assert old["mine_exact"] is False and old["assigned"] >= 4
+    # The counters are exact at any size: what the person sees is what there is.
+    counts = ann.get(f"{base}counts/").json()
+    assert (counts["assigned"], counts["done"], counts["left"], counts["mine_exact"]) == (6, 2, 4, True)
     page = ann.get(base, {"mine": "true", "reviewed": "false"}).json()
-    assert page["count_exact"] is False and len(page["results"]) == 4
+    assert (page["count"], page["count_exact"], len(page["results"])) == (4, True, 4)
+    assert ann.get(base, {"mine": "true", "reviewed": "true"}).json()["count"] == 2
+    assert ann.get(f"{base}next/").json()["left"] == 4
+    # With another filter the page is counted (capped at MINE_COUNT_CAP, an estimate above it).
+    cat = ann.get(base, {"mine": "true", "category": traces[0].prompt.category}).json()
+    n = len(cat["results"])
+    assert cat["count_exact"] is (n <= 3) and (cat["count"] == n if n <= 3 else cat["count"] >= 4)
