@@ -91,7 +91,7 @@ def seq_of(text: str) -> int:
     return int(text[len(SEQ_PREFIX) : len(SEQ_PREFIX) + 12])
 
 
-def _direct_channel() -> str | None:
+def group_channel_prefix() -> str | None:
     """The Redis channel of the pub/sub layer's groups, when events can be published from the script.
 
     Only for the single-host, unencrypted pub/sub layer (the configured one); any other layer gets the
@@ -202,7 +202,7 @@ def events_between(trace_id: int, after: int, upto: int) -> list[str]:
 def _encoded(trace_id: int, event_type: str, payload: dict[str, Any]) -> tuple[str, str, bytes]:
     """(event text with the seq marker, Redis channel to publish on or "", channel-layer wire message)."""
     text = SEQ_PREFIX + MARKER + "," + json.dumps({"type": event_type, "trace": trace_id, **payload})[1:]
-    prefix = _direct_channel()
+    prefix = group_channel_prefix()
     message = {"type": "trace.event", "text": text}
     wire = get_channel_layer().serialize(message) if prefix is not None else b""
     if prefix is not None and MARKER.encode() not in wire:

@@ -41,15 +41,15 @@ class Viewer(Protocol):
 
 
 def enabled() -> bool:
-    from annotator.events import _direct_channel
+    from annotator.events import group_channel_prefix
 
-    return settings.TRACE_FANOUT == "process" and _direct_channel() is not None
+    return settings.TRACE_FANOUT == "process" and group_channel_prefix() is not None
 
 
 def group_channel(group: str) -> str:
-    from annotator.events import _direct_channel
+    from annotator.events import group_channel_prefix
 
-    return f"{_direct_channel()}{group}"
+    return f"{group_channel_prefix()}{group}"
 
 
 class TraceFanout:

@@ -431,21 +431,25 @@ def failure_text(exc: BaseException) -> str:
     return exc.public if isinstance(exc, GenerationError) else f"{type(exc).__name__}: {exc}"
 
 
-def _fail(trace_id: int, error: str) -> None:
-    """End a trace ``failed`` with ``error`` for its viewers. If even this cannot reach the
+def _fail(trace_id: int, error: str, *, statuses: tuple[str, ...] = GENERATING) -> bool:
+    """End a trace that is in one of ``statuses`` (generating, by default) ``failed`` with
+    ``error``, and tell its viewers; False when it was not in them. If even this cannot reach the
     database, the released heartbeat lets ``traces_sweep`` end it once the database is back."""
     try:
-        Trace.objects.filter(pk=trace_id, status__in=GENERATING).update(
+        ended = Trace.objects.filter(pk=trace_id, status__in=statuses).update(
             status=TraceStatus.FAILED,
             error=storable_text(error)[:2000],
             finish_reason="error",
             updated_at=timezone.now(),
         )
-        trace = Trace.objects.get(pk=trace_id)
-        trace_status_event(trace)
-        _tell_queue(trace)
+        if ended:
+            trace = Trace.objects.get(pk=trace_id)
+            trace_status_event(trace)
+            _tell_queue(trace)
+        return bool(ended)
     except Exception:
         log.exception("could not record the failure of trace %s", trace_id)
+        return False
 
 
 def _wait_until(deadline: float, stop_seen: Any) -> None:

@@ -29,7 +29,6 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -69,17 +68,9 @@ class Kind:
 
 
 def _fail_trace(trace_id: int, error: str) -> bool:
-    from annotator.services.generation import _tell_queue, storable_text, trace_status_event
+    from annotator.services.generation import _fail
 
-    with transaction.atomic():
-        trace = Trace.objects.select_for_update().filter(pk=trace_id, status=TraceStatus.QUEUED).first()
-        if trace is None:
-            return False
-        trace.status, trace.finish_reason, trace.error = TraceStatus.FAILED, "error", storable_text(error)[:2000]
-        trace.save(update_fields=["status", "finish_reason", "error", "updated_at"])
-        transaction.on_commit(partial(trace_status_event, trace))
-        transaction.on_commit(partial(_tell_queue, trace))
-    return True
+    return _fail(trace_id, error, statuses=(TraceStatus.QUEUED,))
 
 
 def _fail_alternatives(set_id: int, error: str) -> bool:
