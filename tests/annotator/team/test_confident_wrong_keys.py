@@ -182,6 +182,10 @@ def test_a_cursor_walk_returns_every_trace_once_in_order_both_ways(project, user
     assert back + [r["id"] for r in pages[-1]["results"]] == expected
 
 
+ANALYZE = ("ANALYZE annotator_trace, annotator_stepscore, annotator_tracereview, annotator_assignment, "
+           "annotator_prompt, annotator_queueitem, annotator_membership")
+
+
 def test_the_first_page_and_a_cursor_page_read_the_orders_index(project, users, other_project):
     """At a size where the planner has a choice (5,000 traces here, 5,000 in another project)."""
     prompt = make_prompt(project, actor=users["owner"], text="Name a colour.", category="general", reference="red")
@@ -197,11 +201,14 @@ def test_the_first_page_and_a_cursor_page_read_the_orders_index(project, users, 
                           CASE WHEN g %% 3 = 0 THEN 'blue' ELSE 'red' END, 1, 1, 1, '', 'live', '', 0, '', false,
                           now(), now()
                    FROM generate_series(1, 5000) g""", [p.pk, prompt.pk if p == project else other.pk])
+        # Statistics of this test's tables, not of whatever earlier tests of the session left: with
+        # stale ones the score trigger's UPDATE of 10,000 traces took ~20 s in the suite (0.9 s alone).
+        cur.execute(ANALYZE)
         cur.execute("""INSERT INTO annotator_stepscore (trace_id, step_index, scorer, score, detail, created_at)
                        SELECT id, 0, 'prm:1', (id %% 100) / 100.0, '', now() FROM annotator_trace""", [])
     assert answers.verdicts_fill() == 10_000
     with connection.cursor() as cur:
-        cur.execute("ANALYZE annotator_trace")
+        cur.execute(ANALYZE)
     qs = selectors.queue_list(project, users["supervisor"], order="confident_wrong")
     keys = ordering_keys(qs)
     rows = list(qs.values_list("triage_rank", "triage_score", "id"))
@@ -215,4 +222,9 @@ def test_the_first_page_and_a_cursor_page_read_the_orders_index(project, users, 
         with connection.cursor() as cur:
             cur.execute("EXPLAIN " + sql, params)
             plan = "\n".join(row[0] for row in cur.fetchall())
-        assert "trace_project_answer_rank" in plan and "Sort" not in plan, (name, plan)
+        if "trace_project_answer_rank" in plan and "Sort" not in plan:
+            continue
+        # A part that holds no row (rank 0, the wrong answers, with no score) may be planned any way:
+        # PostgreSQL knows it is empty, and sorting nothing costs nothing. Any other part must be a
+        # read of the order's index.
+        assert not list(page), (name, plan)
