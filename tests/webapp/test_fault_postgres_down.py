@@ -10,6 +10,7 @@ PostgreSQL is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import subprocess
@@ -83,6 +84,8 @@ def stack(tmp_path):
         with web_server(tmp_path, name="web-pg", DATABASE_URL=env["DATABASE_URL"]) as (addr, proc):
             yield pg, addr, proc
     finally:
+        with contextlib.suppress(Exception):  # already stopped: pg_ctl says so, and that is fine
+            pg.stop()  # the restarted server: cleanup() knows only the first one's pid, and left it running
         pg.server.cleanup()
 
 
