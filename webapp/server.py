@@ -153,9 +153,8 @@ class StudioRequest(WebRequest):
 
     def process(self) -> Any:
         if not self.body_refused:
-            content = getattr(self, "content", None)
-            if self.body_received > LAZY_BODY_BYTES and content is not None and hasattr(content, "fileno"):
-                self.content = _LazyBody(content, self.body_received)  # a temporary file (Twisted's)
+            if self.body_received > LAZY_BODY_BYTES:  # Twisted's temporary file (bodies over 100 kB)
+                self.content = _LazyBody(self.content, self.body_received)
             return super().process()
         self.channel.transport.loseConnection()
         return None
